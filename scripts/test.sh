@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a Debian/Ubuntu machine (system packages and a
+# virtualenv in .venv), then runs the whole suite as root inside a private mount and network
+# namespace, so no test can reach the host's firewall or mount table. Extra arguments go to
+# pytest (e.g. `scripts/test.sh -k nft`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
+
+export DEBIAN_FRONTEND=noninteractive
+PACKAGES=(
+  python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
+  nftables iproute2 util-linux procps openssh-server openssh-client
+  systemd systemd-journal-remote systemd-container debootstrap
+  fail2ban python3-systemd sshguard prometheus rpm
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  # Peers installed only for comparison (fail2ban, sshguard, prometheus) must not start on
+  # the host: a policy-rc.d that says "no" keeps invoke-rc.d from starting any service.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now fail2ban.service sshguard.service prometheus.service 2>/dev/null || true
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+
+# The suite runs in its own mount and network namespace; tests that need more (an /etc
+# overlay, a private journald, sshd) build it with sshguardd.sandbox.
+exec unshare --mount --net --fork -- bash -c '
+  mount --make-rprivate /
+  ip link set lo up
+  exec .venv/bin/python -m pytest "$@"
+' pytest-in-netns "$@"

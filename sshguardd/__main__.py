@@ -1,0 +1,3 @@
+from sshguardd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The `sshguardd` command line: one verb per module under sshguardd.commands.
+
+Only this module decides exit codes (sysexits.h): 0 ok, 1 a finding (drift, a failed
+check), 2 usage, 69 the firewall or another service is unavailable, 78 a bad config.
+Each verb module defines `register(subparsers)` and sets `func(args) -> int` on its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from sshguardd import __version__
+from sshguardd.config import ConfigError
+
+EX_OK = 0
+EX_FINDING = 1
+EX_USAGE = 2
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+
+# Order is the order `--help` lists them in.
+VERB_MODULES = (
+    "run",
+    "status",
+    "bans",
+    "ban",
+    "unban",
+    "check",
+    "scan",
+    "check_config",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sshguardd",
+        description="Keeps this host's SSH hardened: reverts drift in sshd_config and "
+        "/etc/shadow, and bans brute-force sources with nftables.",
+    )
+    parser.add_argument("--version", action="version", version=f"sshguardd {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(f"sshguardd.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"sshguardd.commands.{name}":
+                continue  # a verb not built yet is simply not offered
+            raise
+        module.register(sub)
+    return parser
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="PATH", default=None,
+        help="config file (default /etc/sshguardd/config.toml)",
+    )
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EX_USAGE
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EX_CONFIG
+    except BrokenPipeError:
+        return EX_OK
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,247 @@
+"""The configuration: one TOML file, validated once at start, frozen afterwards.
+
+Every default here is the production value, so an empty file is a working configuration.
+Unknown keys are errors (a typo must not silently fall back to a default), and numbers are
+range-checked. Durations are written as "90s", "10m", "1h30m", "7d", "1w" or plain seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+DEFAULT_PATH = Path("/etc/sshguardd/config.toml")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_duration(value: Any) -> float:
+    """'1h30m' -> 5400.0. Accepts numbers (seconds) and unit strings; rejects anything else."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '10m', not a boolean")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as '10m' or a number of seconds")
+    text = value.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"invalid duration {value!r}: use e.g. '90s', '10m', '1h30m', '7d'")
+    return total
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+def _network(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an address or CIDR string")
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"not an IP address or network: {value!r}") from exc
+
+
+Network = Annotated[str, BeforeValidator(_network)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonConfig(_Section):
+    state_dir: Path = Path("/var/lib/sshguardd")
+    runtime_dir: Path = Path("/run/sshguardd")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SourceConfig(_Section):
+    """Where sshd's messages are read from."""
+
+    backend: Literal["journal", "file"] = "journal"
+    # Trusted journal fields only: _SYSTEMD_UNIT or _COMM, never SYSLOG_IDENTIFIER, which
+    # any local user can forge with `logger -t sshd`.
+    units: tuple[str, ...] = ("ssh.service", "sshd.service")
+    commands: tuple[str, ...] = ("sshd", "sshd-session")
+    journal_directory: Path | None = None  # None: the system journal
+    files: tuple[Path, ...] = (Path("/var/log/auth.log"), Path("/var/log/secure"))
+
+
+class WeightsConfig(_Section):
+    """How much one attempt of each kind counts towards max_retry."""
+
+    invalid_user: float = Field(1.0, ge=0, le=100)
+    bad_password: float = Field(1.0, ge=0, le=100)
+    bad_key: float = Field(0.0, ge=0, le=100)
+    auth_failure: float = Field(1.0, ge=0, le=100)
+    root_refused: float = Field(1.0, ge=0, le=100)
+    user_not_allowed: float = Field(1.0, ge=0, le=100)
+    max_auth_tries: float = Field(1.0, ge=0, le=100)
+    preauth_disconnect: float = Field(0.5, ge=0, le=100)
+    kex_failure: float = Field(0.5, ge=0, le=100)
+    protocol_error: float = Field(0.5, ge=0, le=100)
+    timeout: float = Field(0.5, ge=0, le=100)
+    penalty: float = Field(1.0, ge=0, le=100)
+
+
+class BanConfig(_Section):
+    enabled: bool = True
+    find_time: Duration = 600.0
+    max_retry: float = Field(5, ge=1, le=10_000)
+    ban_time: Duration = 600.0
+    escalation_factor: float = Field(2.0, ge=1.0, le=100.0)
+    max_ban_time: Duration = 7 * 86400.0
+    history_time: Duration = 30 * 86400.0
+    ipv4_prefix: int = Field(32, ge=8, le=32)
+    ipv6_prefix: int = Field(64, ge=16, le=128)
+    allow: tuple[Network, ...] = ("127.0.0.0/8", "::1/128")
+    # An address that logged in successfully within this time is not banned for mere
+    # failures (the admin who mistyped a password). 0 disables the protection.
+    protect_logged_in: Duration = 86400.0
+    max_tracked: int = Field(100_000, ge=100, le=100_000_000)
+    weights: WeightsConfig = WeightsConfig()
+
+    @field_validator("max_ban_time")
+    @classmethod
+    def _ceiling_not_below_base(cls, v: float, info: Any) -> float:
+        base = info.data.get("ban_time")
+        if base is not None and v < base:
+            raise ValueError("must not be shorter than ban.ban_time")
+        return v
+
+
+class FirewallConfig(_Section):
+    backend: Literal["nftables"] = "nftables"
+    family: Literal["inet"] = "inet"
+    table: str = Field("sshguardd", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+    # Empty: the ports sshd listens on (from `sshd -T`), falling back to 22.
+    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
+    nft: Path = Path("/usr/sbin/nft")
+
+
+class SshdPolicy(_Section):
+    """sshd settings that must hold. Keys are sshd keywords (any case); values as sshd
+    writes them in `sshd -T`. Only the keywords listed are enforced."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    permitrootlogin: str = "no"
+    passwordauthentication: str = "no"
+    kbdinteractiveauthentication: str = "no"
+    permitemptypasswords: str = "no"
+
+
+class ShadowPolicy(_Section):
+    lock_root: bool = True
+    # What to write into root's password field when locking: "!" prefixes the existing
+    # hash (passwd -l style; with `UsePAM no` sshd then refuses root's key logins too),
+    # "*LOCK*" or "*" replace it.
+    lock_form: Literal["!", "*LOCK*", "*"] = "!"
+    empty_passwords: Literal["alert", "lock", "ignore"] = "alert"
+
+
+class RevertWarConfig(_Section):
+    max_reverts: int = Field(3, ge=1, le=1000)
+    window: Duration = 600.0
+    pause: Duration = 3600.0
+
+
+class DriftConfig(_Section):
+    enabled: bool = True
+    mode: Literal["enforce", "audit"] = "enforce"
+    sshd_config: Path = Path("/etc/ssh/sshd_config")
+    shadow: Path = Path("/etc/shadow")
+    sshd: Path = Path("/usr/sbin/sshd")
+    # Empty: `systemctl restart ssh.service` or `sshd.service`, whichever exists.
+    restart_command: tuple[str, ...] = ()
+    debounce: Duration = 0.1
+    lockout_guard: bool = True
+    sshd_settings: SshdPolicy = SshdPolicy()
+    shadow_policy: ShadowPolicy = ShadowPolicy()
+    revert_war: RevertWarConfig = RevertWarConfig()
+
+
+class MetricsConfig(_Section):
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = Field(9822, ge=1, le=65535)
+
+
+class ControlConfig(_Section):
+    socket: Path = Path("/run/sshguardd/control.sock")
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    source: SourceConfig = SourceConfig()
+    ban: BanConfig = BanConfig()
+    firewall: FirewallConfig = FirewallConfig()
+    drift: DriftConfig = DriftConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used. problems: (key path, reason) pairs."""
+
+    def __init__(self, path: Path | str, problems: list[tuple[str, str]]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {r}" for k, r in problems))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {key}: {reason}" for key, reason in self.problems]
+
+
+def parse(text: str, path: Path | str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("(syntax)", str(exc))]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top)"
+            reason = err["msg"]
+            if err["type"] == "extra_forbidden":
+                reason = "unknown key"
+            problems.append((key, reason))
+        raise ConfigError(path, problems) from None
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Read and validate the config file. A missing default file means all defaults; a
+    missing file named explicitly is an error."""
+    explicit = path is not None
+    p = Path(path) if explicit else DEFAULT_PATH
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(p, [("(file)", "no such file")]) from None
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, [("(file)", str(exc))]) from None
+    return parse(text, p)

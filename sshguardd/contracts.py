@@ -1,0 +1,91 @@
+"""The messages the stages exchange: small, frozen, and the only coupling between them.
+
+Like SSHGuard's index-card line protocol, every stage talks to the next through one of
+these types, so each stage can be tested by feeding it values and reading values back.
+
+    log source ──LogRecord──> classifier ──Event──> policy ──Verdict──> firewall/store
+    watcher ──FileChanged──> drift guard ──Repair/Alert──> file writer, service manager
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(str, enum.Enum):
+    """What one sshd message says happened. Values are stable: they appear in JSON output,
+    metrics labels and the state store."""
+
+    INVALID_USER = "invalid_user"            # "Invalid user X from A"
+    BAD_PASSWORD = "bad_password"            # "Failed password for [invalid user] X from A"
+    BAD_KEY = "bad_key"                      # "Failed publickey ...", key refused
+    AUTH_FAILURE = "auth_failure"            # other failed method / PAM auth failure
+    ROOT_REFUSED = "root_refused"            # "ROOT LOGIN REFUSED", root not allowed
+    USER_NOT_ALLOWED = "user_not_allowed"    # AllowUsers/DenyUsers/AllowGroups/shell
+    MAX_AUTH_TRIES = "max_auth_tries"        # "maximum authentication attempts exceeded"
+    PREAUTH_DISCONNECT = "preauth_disconnect"  # closed/reset/disconnected before auth
+    KEX_FAILURE = "kex_failure"              # no matching kex/cipher/mac/host key, bad banner
+    PROTOCOL_ERROR = "protocol_error"        # bad packet, invalid format, did not receive id
+    TIMEOUT = "timeout"                      # LoginGraceTime expired before auth
+    PENALTY = "penalty"                      # OpenSSH 9.8+ PerSourcePenalties drop
+    ACCEPTED = "accepted"                    # successful login (not a failure)
+
+    @property
+    def is_failure(self) -> bool:
+        return self is not Kind.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """The classifier's verdict on one sshd message.
+
+    host is either a normalised IP literal (IPv4-mapped IPv6 reduced to IPv4) or, when sshd
+    logged a name (UseDNS yes), that name as written; it is never resolved.
+    """
+
+    kind: Kind
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One sshd message as a log source delivers it.
+
+    time is the entry's own timestamp in seconds since the epoch (None when the source has
+    none, e.g. a syslog line without a year is still given one by the reader). pid is sshd's
+    process id when known: the policy uses it to tell the lines of one connection apart.
+    position is where the record came from: a journal cursor or "FILE:LINE".
+    """
+
+    message: str
+    time: float | None = None
+    pid: int | None = None
+    host: str | None = None      # the logging machine's hostname, not the attacker
+    position: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """The policy's decision to ban a network (an address as /32 or /128, or an IPv6 prefix).
+
+    until is an absolute time in seconds since the epoch, in the clock of the log entries
+    that caused it; duration is its length; strikes counts this offender's bans within
+    ban.history_time (1 for a first offence), which is what escalates duration.
+    """
+
+    network: str
+    duration: float
+    until: float
+    strikes: int = 1
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileChanged:
+    """The watcher saw a write, create, rename or delete touching a watched file."""
+
+    path: str
+    time: float

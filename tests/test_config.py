@@ -1,0 +1,118 @@
+"""The config file: defaults, the example, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sshguardd import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_loads_and_equals_defaults():
+    # The example documents every key with its default: loading it must give the defaults.
+    cfg = config.load(ROOT / "config.example.toml")
+    assert cfg == config.Config()
+
+
+def test_example_lists_every_key():
+    text = (ROOT / "config.example.toml").read_text()
+
+    def keys(model, prefix=""):
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            if isinstance(value, config.BaseModel):
+                yield from keys(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    missing = [k for k in keys(config.Config()) if f"{k.rsplit('.', 1)[-1]} =" not in text
+               and f"# {k.rsplit('.', 1)[-1]} =" not in text]
+    assert missing == []
+
+
+def test_missing_default_file_means_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
+    assert config.load() == config.Config()
+
+
+@pytest.mark.parametrize("value,seconds", [
+    ("90s", 90), ("10m", 600), ("1h30m", 5400), ("7d", 604800), ("1w", 604800),
+    (45, 45), ("2.5m", 150), ("120", 120),
+])
+def test_durations(value, seconds):
+    assert config.parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["10x", "m10", "", "1h 30", True, [1]])
+def test_bad_durations(value):
+    with pytest.raises(ValueError):
+        config.parse_duration(value)
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    ("[ban]\nmax_retri = 5\n", "ban.max_retri", "unknown key"),
+    ("[ban]\nmax_retry = 0\n", "ban.max_retry", "greater than or equal to 1"),
+    ("[ban]\nfind_time = 'soon'\n", "ban.find_time", "invalid duration"),
+    ("[ban]\nallow = ['10.0.0.300']\n", "ban.allow.0", "not an IP address"),
+    ("[ban]\nban_time = '2h'\nmax_ban_time = '1h'\n", "ban.max_ban_time", "ban.ban_time"),
+    ("[drift]\nmode = 'fix'\n", "drift.mode", "'enforce' or 'audit'"),
+    ("[metrics]\nport = 70000\n", "metrics.port", "less than or equal to 65535"),
+    ("[firewall]\ntable = 'x; flush ruleset'\n", "firewall.table", "pattern"),
+    ("[ban\n", "(syntax)", "line 1"),
+])
+def test_errors_name_key_and_reason(text, key, reason):
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(text, "t.toml")
+    assert any(k == key and reason in r for k, r in err.value.problems), err.value.problems
+
+
+def test_allow_list_normalised():
+    cfg = config.parse("[ban]\nallow = ['192.0.2.7', '2001:db8::1/64']\n")
+    assert cfg.ban.allow == ("192.0.2.7/32", "2001:db8::/64")
+
+
+def test_frozen():
+    cfg = config.Config()
+    with pytest.raises(Exception):
+        cfg.ban.max_retry = 3  # type: ignore[misc]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "sshguardd", *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_check_config_ok():
+    r = _cli("check-config", "--config", str(ROOT / "config.example.toml"))
+    assert (r.returncode, r.stdout.strip()) == (0, "ok")
+
+
+def test_check_config_reports_each_problem_exit_78(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ban]\nmax_retry = -1\nbogus = 1\n[metrics]\nport = 0\n")
+    r = _cli("check-config", "--config", str(bad))
+    assert r.returncode == 78
+    assert f"{bad}: ban.max_retry:" in r.stdout
+    assert f"{bad}: ban.bogus: unknown key" in r.stdout
+    assert f"{bad}: metrics.port:" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_check_config_json_and_missing_file(tmp_path):
+    r = _cli("check-config", "--json", "--config", str(tmp_path / "nope.toml"))
+    assert r.returncode == 78
+    out = json.loads(r.stdout)
+    assert out["ok"] is False and out["problems"][0]["reason"] == "no such file"
+
+
+def test_help_lists_verbs():
+    r = _cli("--help")
+    assert r.returncode == 0
+    for verb in ("check-config",):
+        assert verb in r.stdout
