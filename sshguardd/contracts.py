@@ -68,6 +68,18 @@ class LogRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LogBatch:
+    """The records a log source read in one go, and where it stopped.
+
+    position is what to hand back to the source on restart (a journal cursor, or
+    "FILE:OFFSET"); the daemon persists it only after acting on every record of the batch.
+    """
+
+    records: tuple[LogRecord, ...]
+    position: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Ban:
     """The policy's decision to ban a network (an address as /32 or /128, or an IPv6 prefix).
 
