@@ -1,0 +1,141 @@
+"""Shadow judging (pure) and the shadow-utils-compatible locked writer (real temp files)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from sshguardd import shadow
+
+HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"
+ROOT_OPEN = f"root:{HASH}:19700:0:99999:7:::\n"
+REST = ("daemon:*:19700:0:99999:7:::\n"
+        "bin:!:19700::::::\n"
+        f"alice:{HASH}:19701:0:99999:7:::\n")
+
+
+@pytest.mark.parametrize("field,locked", [
+    ("!" + HASH, True), ("!", True), ("!!", True), ("*", True), ("*LOCK*", True),
+    ("!*", True), (HASH, False), ("", False), ("x", False),
+])
+def test_lock_forms(field, locked):
+    assert shadow.is_locked(field) is locked
+
+
+def test_judge_never_exposes_hashes():
+    st = shadow.judge(ROOT_OPEN + REST + "eve::19702:0:99999:7:::\n")
+    assert st == shadow.ShadowState(True, False, False, ("eve",))
+    assert HASH not in repr(st)
+
+
+@pytest.mark.parametrize("form,expected", [
+    ("!", "!" + HASH), ("*LOCK*", "*LOCK*"), ("*", "*")])
+def test_relock_changes_only_roots_field(form, expected):
+    text = "# comment kept\n" + REST + ROOT_OPEN + "eve::19702:0:99999:7:::"
+    out = shadow.relock(text, form)
+    assert out == text.replace(f"root:{HASH}:", f"root:{expected}:")
+    assert shadow.judge(out).root_locked
+
+
+def test_relock_empty_fields_when_asked():
+    out = shadow.relock(ROOT_OPEN + "eve::1:::::::\n", "*", lock_empty=True)
+    assert out == "root:*:19700:0:99999:7:::\neve:!:1:::::::\n"
+
+
+def test_relock_of_locked_root_is_identity():
+    text = "root:!" + HASH + ":1:::::::\n" + REST
+    assert shadow.relock(text, "*") == text
+
+
+def test_no_root_is_an_error():
+    with pytest.raises(shadow.ShadowFormatError):
+        shadow.relock(REST, "!")
+
+
+@pytest.fixture
+def etc(tmp_path: Path) -> Path:
+    d = tmp_path / "etc"
+    d.mkdir()
+    p = d / "shadow"
+    p.write_text(REST + ROOT_OPEN)
+    os.chown(p, 0, 42)
+    os.chmod(p, 0o640)
+    return d
+
+
+def test_writer_locks_root_keeps_mode_owner_and_other_bytes(etc: Path):
+    sf = shadow.ShadowFile(etc / "shadow")
+    ino = (etc / "shadow").stat().st_ino
+    old, new = sf.relock("!")
+    assert old == REST + ROOT_OPEN
+    assert (etc / "shadow").read_text() == REST + f"root:!{HASH}:19700:0:99999:7:::\n"
+    st = (etc / "shadow").stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 0, 42)
+    assert st.st_ino != ino  # replaced by rename, not rewritten in place
+    # The locks are released and no temporary file is left behind.
+    assert sorted(p.name for p in etc.iterdir()) == [".pwd.lock", "shadow"]
+    assert sf.relock("!") is None
+
+
+def test_writer_waits_for_lckpwdf_holder(etc: Path):
+    # Another program (here a child process, like passwd) holds lckpwdf's lock.
+    lock = etc / ".pwd.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT, 0o600);"
+         "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(shadow.ShadowLockError):
+            shadow.ShadowFile(etc / "shadow", timeout=0.2).relock("!")
+        assert (etc / "shadow").read_text() == REST + ROOT_OPEN
+        done = threading.Event()
+        result = []
+        t = threading.Thread(target=lambda: (result.append(
+            shadow.ShadowFile(etc / "shadow", timeout=10).relock("*")), done.set()))
+        t.start()
+        assert not done.wait(0.3)  # still waiting for the holder
+        holder.stdin.close()
+        assert done.wait(10)
+        t.join()
+        assert shadow.judge((etc / "shadow").read_text()).root_locked
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+        if not holder.stdin.closed:
+            holder.stdin.close()
+
+
+def test_link_lock_held_by_live_process_blocks_and_stale_one_is_broken(etc: Path):
+    lock = etc / "shadow.lock"
+    lock.write_text(str(os.getpid()))  # a live holder: us
+    with pytest.raises(shadow.ShadowLockError):
+        shadow.ShadowFile(etc / "shadow", timeout=0.2).relock("!")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock.write_text(str(dead.pid))  # a holder that died without cleaning up
+    assert shadow.ShadowFile(etc / "shadow").relock("!") is not None
+    assert not lock.exists()
+
+
+def test_writer_interoperates_with_shadow_utils_lock(etc: Path):
+    # Our lckpwdf lock is the same fcntl lock glibc takes: a real fcntl probe sees it.
+    sf = shadow.ShadowFile(etc / "shadow")
+    fd = sf._lckpwdf()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c",
+             "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_WRONLY)\n"
+             "try: fcntl.lockf(fd, fcntl.LOCK_EX|fcntl.LOCK_NB); print('free')\n"
+             "except OSError: print('held')", str(etc / ".pwd.lock")],
+            capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "held"
+    finally:
+        os.close(fd)
