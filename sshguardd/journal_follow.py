@@ -160,10 +160,12 @@ class JournalFollower:
         self.entries_read += len(records)
         return LogBatch(records=tuple(records), position=self.cursor)
 
-    def backlog(self, since: float) -> list[LogRecord]:
-        """The already-processed entries from `since` up to and including the saved
-        cursor, oldest first: what a restarted daemon replays (without acting on it) to
-        rebuild its in-memory failure counters. Leaves the reader where open() put it."""
+    def backlog(self, window: float) -> list[LogRecord]:
+        """The already-processed entries of the last `window` seconds before the saved
+        cursor, up to and including the cursor's own entry, oldest first: what a restarted
+        daemon replays (without acting on it) to rebuild its in-memory failure counters.
+        The window is measured in the entries' own time, back from the cursor's entry.
+        Leaves the reader where open() put it."""
         reader = self._reader
         if reader is None:
             raise RuntimeError("JournalFollower.backlog() before open()")
@@ -179,11 +181,17 @@ class JournalFollower:
         if reader._next():
             if reader.test_cursor(self.cursor):
                 out.append(self._record())
-            while reader._previous():
-                rec = self._record()
-                if rec.time is not None and rec.time < since:
-                    break
-                out.append(rec)
+            elif not reader._previous():
+                out = []
+            else:
+                out.append(self._record())
+            if out:
+                since = (out[0].time or 0.0) - window
+                while reader._previous():
+                    rec = self._record()
+                    if rec.time is not None and rec.time < since:
+                        break
+                    out.append(rec)
         out.reverse()
         self._position()
         return out

@@ -1,0 +1,63 @@
+"""Shared plumbing for the verbs that talk to the running daemon over its control socket."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from sshguardd import cli, config, control
+
+
+def add_common(parser) -> None:
+    cli.add_config_arg(parser)
+    cli.add_json_arg(parser)
+    parser.add_argument("--socket", metavar="PATH", default=None,
+                        help="control socket (default: control.socket from the config)")
+
+
+def call(args, request: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """Send request; returns (exit code, answer). Prints the error itself when the daemon
+    is unreachable (exit 69) or refuses (exit 1)."""
+    path = args.socket or config.load(args.config).control.socket
+    try:
+        answer = control.request(path, request)
+    except control.ControlUnavailable as exc:
+        _error(args, str(exc))
+        return cli.EX_UNAVAILABLE, None
+    if not answer.get("ok"):
+        _error(args, str(answer.get("error", "unknown error")))
+        return cli.EX_FINDING, answer
+    return cli.EX_OK, answer
+
+
+def _error(args, message: str) -> None:
+    if args.json:
+        print(json.dumps({"ok": False, "error": message}))
+    else:
+        print(f"sshguardd: {message}", file=sys.stderr)
+
+
+def duration(seconds: float | None) -> str:
+    """600 -> '10m', 5400 -> '1h30m'; None -> 'permanent'."""
+    if seconds is None:
+        return "permanent"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            parts.append(f"{s // size}{unit}")
+            s %= size
+        if len(parts) == 2:
+            break
+    return "".join(parts)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""`sshguardd ban ADDR [--for DURATION]`: ban an address or network by hand."""
+
+from __future__ import annotations
+
+import json
+
+from sshguardd import cli, config
+from sshguardd.commands import _control
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ban", help="ban an address or network now")
+    p.add_argument("address", help="IPv4/IPv6 address or CIDR network")
+    p.add_argument("--for", dest="duration", metavar="DURATION", default=None,
+                   help="e.g. 90s, 10m, 1h30m, 7d (default: ban.ban_time, escalated)")
+    _control.add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    request: dict = {"cmd": "ban", "address": args.address}
+    if args.duration is not None:
+        try:
+            seconds = config.parse_duration(args.duration)
+        except ValueError as exc:
+            print(f"sshguardd ban: {exc}")
+            return cli.EX_USAGE
+        if seconds <= 0:
+            print("sshguardd ban: the duration must be positive")
+            return cli.EX_USAGE
+        request["duration"] = seconds
+    code, answer = _control.call(args, request)
+    if answer is None or code != cli.EX_OK:
+        return code
+    ban = answer["ban"]
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        note = "" if answer.get("applied", True) else " (firewall update pending, retrying)"
+        print(f"banned {ban['network']} for {_control.duration(ban['duration'])}{note}")
+    return code
