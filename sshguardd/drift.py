@@ -1,0 +1,584 @@
+"""The drift guard: judge sshd's effective configuration and /etc/shadow against the policy,
+and (in enforce mode) put back exactly what drifted.
+
+One repair of sshd's configuration is:
+  judge (sshd_config model, cross-checked with `sshd -T`) -> plan the smallest edits ->
+  write the candidate tree to a private temp dir (Include lines pointing at the copies) ->
+  `sshd -t` on the whole candidate -> keep a copy of each drifted file and a unified diff
+  in state_dir/drift -> replace each changed file atomically (owner, mode, SELinux label
+  kept) -> `sshd -t` on the real files -> restart sshd.
+If any step after the first write fails, the files as they were are written back and sshd
+is not restarted onto a configuration it rejects. A configuration that sshd already rejects
+is left alone (an admin may be half-way through an edit) and alerted: a repair would not
+make it valid, and restarting would take sshd down.
+
+What it never does: touch a setting the policy does not name, change any line but the one
+that wins (or add one where nothing sets it), kill or signal sshd processes serving
+sessions (the restart command is the distribution's unit restart, which on Debian and RHEL
+keeps existing sessions: KillMode=process), or change any shadow field but root's password
+(and, only if configured, empty password fields).
+
+Revert wars: each repair is recorded per (setting, file). When max_reverts repairs of the
+same item happen within `window`, the guard stops repairing it for `pause`, raises a
+critical alert naming the file and, when it can tell, the writer, and resumes afterwards
+(`next_wakeup()` tells the daemon when to call `check_all`). The writer is guessed from
+what the file itself says about who manages it (cloud-init's, Ansible's, Puppet's, Chef's
+and Salt's own header comments, or a drop-in named after its tool): cheap, needs no audit
+subsystem or fanotify, and names the usual culprits. Otherwise the writer is "unknown".
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from sshguardd import atomic, config, contracts, shadow, sshd_config
+from sshguardd.service import ServiceError, Sshd
+
+log = logging.getLogger(__name__)
+
+Action = Literal["ok", "drift", "repaired", "refused", "failed", "paused", "ignored"]
+
+PASSWORD_KEYWORDS = ("passwordauthentication", "kbdinteractiveauthentication")
+NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")
+KEEP_COPIES = 200  # drifted-file copies and diffs kept in state_dir/drift
+
+# Header comments tools put into files they manage (facts from their generated files).
+WRITER_MARKERS = (
+    ("cloud-init", re.compile(r"cloud-init", re.I)),
+    ("ansible", re.compile(r"ansible managed", re.I)),
+    ("puppet", re.compile(r"managed by puppet|puppet[- ]managed", re.I)),
+    ("chef", re.compile(r"(managed|generated) by chef", re.I)),
+    ("salt", re.compile(r"managed by salt", re.I)),
+    ("cfengine", re.compile(r"cfengine", re.I)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the guard did about one policy item. Never carries a password hash."""
+
+    item: str            # e.g. "permitrootlogin", "permitrootlogin (Match User bob)",
+                         # "root password", "empty passwords"
+    file: str
+    action: Action
+    old: str = ""        # the drifted value ("unlocked" for root's password)
+    new: str = ""        # the policy's value
+    detail: str = ""
+
+
+def writer_of(path: str, text: str | None) -> str | None:
+    """A best guess at which tool wrote this file, from its name and header."""
+    name = os.path.basename(path).lower()
+    for tool, pattern in WRITER_MARKERS:
+        if tool in name or (text and pattern.search(text[:4096])):
+            return tool
+    return None
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _read_bytes(path: str | Path) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class DriftGuard:
+    """Hosted by the daemon: `check_all()` at start, on SIGHUP and when `next_wakeup()`
+    comes; `handle()` for each (debounced) FileChanged from the watcher.
+
+    Effects arrive through the constructor with production defaults: runner (sshd -t/-T
+    and restart), shadow_file (the locked writer), passwd (for the lockout guard), clock.
+    alerts and metrics are anything with the methods/attributes of alerts.Alerts and
+    metrics.Metrics (metrics may be None).
+    """
+
+    def __init__(self, cfg: config.Config, *, alerts: Any, metrics: Any = None,
+                 runner: Sshd | None = None, shadow_file: shadow.ShadowFile | None = None,
+                 passwd: Path = Path("/etc/passwd"), ssh_dir: str = sshd_config.SSH_DIR,
+                 clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.dc = cfg.drift
+        self.alerts = alerts
+        self.metrics = metrics
+        self.runner = runner or Sshd(self.dc.sshd, restart=self.dc.restart_command)
+        self.shadow = shadow_file or shadow.ShadowFile(self.dc.shadow)
+        self.passwd = Path(passwd)
+        self.ssh_dir = ssh_dir
+        self.clock = clock
+        self.state_dir = Path(cfg.daemon.state_dir)
+        self.policy = sshd_config.policy_items(self.dc.sshd_settings.model_dump())
+        self._lock = threading.RLock()
+        self._own: dict[str, str | None] = {}        # path -> digest we last wrote
+        self._reverts: dict[tuple[str, str], collections.deque[float]] = {}
+        self._paused: dict[tuple[str, str], float] = {}
+        self._alerted: dict[str, Any] = {}          # de-duplicates repeating alerts
+        self._model: sshd_config.SshdConfig | None = None
+
+    # ------------------------------------------------------------------ public seam
+
+    @property
+    def enforcing(self) -> bool:
+        return self.dc.mode == "enforce"
+
+    def watch_paths(self) -> list[Path]:
+        """Directories to watch: the main config's, every Included one, the shadow's."""
+        dirs: list[str] = []
+        try:
+            dirs = self._load_model().included_dirs
+        except (OSError, sshd_config.ConfigSyntaxError) as exc:
+            log.warning("cannot read %s to find Included dirs: %s", self.dc.sshd_config, exc)
+            dirs = [str(self.dc.sshd_config.parent)]
+        d = str(self.dc.shadow.parent)
+        if d not in dirs:
+            dirs.append(d)
+        return [Path(p) for p in dirs if os.path.isdir(p)]
+
+    def is_relevant(self, path: str) -> bool:
+        """True if a change to path can change the verdict (main config, anything an
+        Include pattern names or matches, the shadow file)."""
+        if path in (str(self.dc.shadow), str(self.dc.sshd_config)):
+            return True
+        model = self._model
+        if model is None:
+            try:
+                with self._lock:
+                    model = self._load_model()
+            except (OSError, sshd_config.ConfigSyntaxError):
+                return os.path.dirname(path) == str(self.dc.sshd_config.parent)
+        if path in model.files:
+            return True
+        for _loc, raw, _found in model.includes:
+            parts = sshd_config.split_line(raw)
+            for tok, _, _ in (parts[1] if parts else []):
+                pattern = tok if tok.startswith("/") else f"{model.ssh_dir}/{tok}"
+                if fnmatchcase(path, pattern) and not os.path.basename(path).startswith("."):
+                    return True
+        return False
+
+    def check_all(self, reason: str = "check") -> list[Outcome]:
+        """Judge everything now and, in enforce mode, repair what drifted."""
+        if not self.dc.enabled:
+            return []
+        with self._lock:
+            log.debug("drift check: %s", reason)
+            return self._check_sshd() + self._check_shadow()
+
+    def handle(self, changed: contracts.FileChanged) -> list[Outcome]:
+        """React to one changed file. Our own writes and unrelated files are ignored."""
+        if not self.dc.enabled:
+            return []
+        with self._lock:
+            path = changed.path
+            if not self.is_relevant(path):
+                return []
+            if path in self._own and self._own[path] == _digest(_read_bytes(path)):
+                log.debug("ignoring our own write to %s", path)
+                return [Outcome("(own write)", path, "ignored")]
+            self._own.pop(path, None)
+            if path == str(self.dc.shadow):
+                return self._check_shadow()
+            return self._check_sshd()
+
+    def next_wakeup(self) -> float | None:
+        """When a paused revert war ends (clock time), so the daemon can call check_all."""
+        with self._lock:
+            return min(self._paused.values(), default=None)
+
+    # ------------------------------------------------------------------ sshd_config
+
+    def _load_model(self) -> sshd_config.SshdConfig:
+        self._model = sshd_config.load(self.dc.sshd_config, self.ssh_dir)
+        return self._model
+
+    def _check_sshd(self) -> list[Outcome]:
+        main = str(self.dc.sshd_config)
+        try:
+            model = self._load_model()
+        except (OSError, sshd_config.ConfigSyntaxError) as exc:
+            self._once("parse", str(exc), lambda: self.alerts.repair_failed(
+                "parse", main, None, str(exc)))
+            self._count_failure("parse")
+            return [Outcome("sshd_config", main, "failed", detail=str(exc))]
+        texts = {f: Path(f).read_text(encoding="utf-8", errors="surrogateescape")
+                 for f in dict.fromkeys(model.files)}
+        # sshd's own verdict first: if it rejects the files as they are, repairing a
+        # setting cannot make them valid and restarting would take sshd down.
+        try:
+            sshd_t = self.runner.effective(main)
+        except ServiceError as exc:
+            self._once("invalid", _digest("".join(texts.values()).encode(
+                errors="surrogateescape")), lambda: self.alerts.repair_failed(
+                "validate", main, exc.argv, exc.stderr))
+            self._count_failure("validate")
+            return [Outcome("sshd_config", main, "failed",
+                            detail=f"sshd rejects the current configuration: {exc}")]
+        self._alerted.pop("invalid", None)
+        findings = []
+        for f in sshd_config.judge(model, self.policy, sshd_t):
+            real = sshd_t.get(f.keyword)
+            if not f.match and real is not None and sshd_config.normalise_value(
+                    f.keyword, real) != sshd_config.normalise_value(f.keyword, f.actual):
+                log.warning("model says %s=%s but sshd -T says %s; trusting sshd",
+                            f.keyword, f.actual, real)
+                f = sshd_config.Finding(f.keyword, f.expected, real, f.source, f.match)
+            findings.append(f)
+
+        outcomes: list[Outcome] = []
+        todo: list[sshd_config.Finding] = []
+        guard_reason: str | None = None
+        for f in findings:
+            file = str(f.source.file) if f.source else main
+            if f.compliant:
+                outcomes.append(Outcome(f.item, file, "ok", f.actual, f.expected))
+                continue
+            self._inc(self.metrics and self.metrics.drift_detected, setting=f.keyword,
+                      file=file)
+            self.alerts.drift(f.item, file, f.expected, f.actual)
+            if not self.enforcing:
+                outcomes.append(Outcome(f.item, file, "drift", f.actual, f.expected,
+                                        "audit mode: not repaired"))
+                continue
+            if f.keyword in PASSWORD_KEYWORDS and self.dc.lockout_guard:
+                if guard_reason is None:
+                    guard_reason = self._lockout_reason(model, texts) or ""
+                if guard_reason:
+                    self.alerts.lockout_guard(guard_reason, f.item, file)
+                    if self.metrics:
+                        self.metrics.lockout_guard_refusals.inc()
+                    outcomes.append(Outcome(f.item, file, "refused", f.actual, f.expected,
+                                            f"lockout guard: {guard_reason}"))
+                    continue
+            key = (f.item, file)
+            paused = self._paused_outcome(key, f, file, texts.get(file))
+            if paused:
+                outcomes.append(paused)
+                continue
+            todo.append(f)
+        if todo:
+            outcomes += self._repair_sshd(model, texts, todo)
+        return outcomes
+
+    def _repair_sshd(self, model: sshd_config.SshdConfig, texts: dict[str, str],
+                     todo: list[sshd_config.Finding]) -> list[Outcome]:
+        main = str(self.dc.sshd_config)
+        edits = sshd_config.plan(model, todo, texts)
+        by_file = sshd_config.edits_by_file(edits)
+        new_texts = {f: sshd_config.apply_edits(texts[f], es) for f, es in by_file.items()}
+
+        def failed(step: str, file: str, detail: str) -> list[Outcome]:
+            self._count_failure(step)
+            return [Outcome(f.item, str(f.source.file) if f.source else main, "failed",
+                            f.actual, f.expected, f"{step}: {detail}") for f in todo]
+
+        # 1. Validate the whole candidate with sshd before touching a real file.
+        try:
+            self._validate_candidate(model, texts, new_texts)
+        except ServiceError as exc:
+            self.alerts.repair_failed("validate", main, exc.argv, exc.stderr)
+            return failed("validate", main, str(exc))
+        except OSError as exc:
+            self.alerts.repair_failed("edit", main, None, str(exc))
+            return failed("edit", main, str(exc))
+
+        # 2. Keep the drifted files and a diff, then replace atomically.
+        self._keep_copies(texts, new_texts)
+        written: list[str] = []
+        try:
+            for path, text in new_texts.items():
+                data = text.encode("utf-8", errors="surrogateescape")
+                if _read_bytes(path) != texts[path].encode("utf-8", errors="surrogateescape"):
+                    raise OSError(f"{path} changed while being repaired")
+                atomic.replace(path, data)
+                self._own[path] = _digest(data)
+                written.append(path)
+            # 3. The real files, as sshd will read them on restart.
+            self.runner.test(main)
+        except (OSError, ServiceError) as exc:
+            self._restore(texts, written)
+            step = "validate" if isinstance(exc, ServiceError) else "replace"
+            self.alerts.repair_failed(step, main, getattr(exc, "argv", None),
+                                      getattr(exc, "stderr", str(exc)))
+            return failed(step, main, str(exc))
+
+        # 4. Restart sshd so the repaired values take effect.
+        try:
+            self.runner.restart()
+        except ServiceError as exc:
+            self._inc(self.metrics and self.metrics.sshd_restarts, result="failure")
+            self.alerts.restart_failed(exc.argv, exc.stderr)
+            self._restore(texts, written)
+            try:
+                self.runner.restart()  # back onto the files it ran with before
+            except ServiceError as again:
+                log.error("sshd restart after restoring failed too: %s", again)
+            return failed("restart", main, str(exc))
+        self._inc(self.metrics and self.metrics.sshd_restarts, result="success")
+
+        out = []
+        for f in todo:
+            file = str(f.source.file) if f.source else main
+            log.info("repaired %s in %s: %s -> %s", f.item, file, f.actual, f.expected)
+            self.alerts.repaired(f.item, file, f.actual, f.expected)
+            self._inc(self.metrics and self.metrics.drift_repaired, setting=f.keyword,
+                      file=file)
+            self._record_revert((f.item, file))
+            out.append(Outcome(f.item, file, "repaired", f.actual, f.expected))
+        return out
+
+    def _validate_candidate(self, model: sshd_config.SshdConfig, texts: dict[str, str],
+                            new_texts: dict[str, str]) -> None:
+        """Mirror every file sshd reads into a private temp dir, Include lines pointing at
+        the mirrors, and run `sshd -t -f` on the mirrored main file."""
+        tmp_root = self.state_dir / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = Path(tempfile.mkdtemp(prefix="candidate-", dir=tmp_root))
+        try:
+            files = list(dict.fromkeys(model.files))
+            mapping = {f: str(tmp / f"{i:03d}-{os.path.basename(f)}")
+                       for i, f in enumerate(files)}
+            for f in files:
+                text = new_texts.get(f, texts[f])
+                text = sshd_config.rewrite_includes(text, f, model, mapping)
+                fd = os.open(mapping[f], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+                    fh.write(text)
+            try:
+                self.runner.test(mapping[model.main])
+            except ServiceError as exc:
+                # Name the real files in sshd's complaint, not our private copies.
+                err = exc.stderr
+                for real, copy in mapping.items():
+                    err = err.replace(copy, f"{real} (candidate)")
+                raise ServiceError(exc.argv, exc.returncode, err) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _restore(self, texts: dict[str, str], written: list[str]) -> None:
+        for path in written:
+            data = texts[path].encode("utf-8", errors="surrogateescape")
+            try:
+                atomic.replace(path, data)
+                self._own[path] = _digest(data)
+                log.warning("restored %s as it was before the failed repair", path)
+            except OSError as exc:
+                log.error("could not restore %s: %s", path, exc)
+
+    def _keep_copies(self, texts: dict[str, str], new_texts: dict[str, str]) -> None:
+        d = self.state_dir / "drift"
+        try:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
+            for path, new in new_texts.items():
+                flat = path.strip("/").replace("/", "_")
+                base = d / f"{stamp}-{os.getpid()}-{flat}"
+                Path(f"{base}.drifted").write_text(texts[path], encoding="utf-8",
+                                                   errors="surrogateescape")
+                diff = difflib.unified_diff(
+                    texts[path].splitlines(keepends=True), new.splitlines(keepends=True),
+                    fromfile=f"{path} (drifted)", tofile=f"{path} (repaired)")
+                Path(f"{base}.diff").write_text("".join(diff), encoding="utf-8",
+                                                errors="surrogateescape")
+            kept = sorted(d.iterdir(), key=lambda p: p.stat().st_mtime)
+            for old in kept[:-KEEP_COPIES]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not keep a copy of the drifted files in %s: %s", d, exc)
+
+    # ------------------------------------------------------------------ lockout guard
+
+    def _lockout_reason(self, model: sshd_config.SshdConfig,
+                        texts: dict[str, str]) -> str | None:
+        """None if some account that can log in has keys; else why turning passwords off
+        would lock everyone out."""
+        akc = model.effective("authorizedkeyscommand").value
+        if akc and akc.lower() != "none":
+            return None
+        files = model.effective("authorizedkeysfile").value.split()
+        usepam = model.effective("usepam").value.lower() == "yes"
+        root_policy = self.policy.get("permitrootlogin",
+                                      model.effective("permitrootlogin").value)
+        root_ok = sshd_config.normalise_value("permitrootlogin", root_policy) != "no"
+        try:
+            accounts = self.passwd.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            return f"cannot read {self.passwd}: {exc}"
+        try:
+            shadow_text = self.shadow.read()
+        except OSError:
+            shadow_text = ""
+        locked = {name for _, name, pw in shadow._entries(shadow_text) if pw.startswith("!")}
+        checked = 0
+        for line in accounts.splitlines():
+            f = line.split(":")
+            if len(f) < 7 or line.startswith("#"):
+                continue
+            name, uid, home, shell = f[0], f[2], f[5], f[6]
+            if shell in NOLOGIN_SHELLS or shell.endswith("/nologin"):
+                continue
+            if name == "root" or uid == "0":
+                if not root_ok:
+                    continue
+            if not usepam and name in locked:
+                continue  # sshd without PAM refuses keys for a '!'-locked account
+            checked += 1
+            for pattern in files:
+                if pattern.lower() == "none":
+                    continue
+                p = (pattern.replace("%h", home).replace("%u", name).replace("%U", uid)
+                     .replace("%%", "%"))
+                if not p.startswith("/"):
+                    p = os.path.join(home, p)
+                if _has_keys(p):
+                    return None
+        return (f"no account that can log in has an authorized key ({checked} checked "
+                f"for {' '.join(files) or 'no AuthorizedKeysFile'}) and no "
+                "AuthorizedKeysCommand is set; turning passwords off would lock everyone out")
+
+    # ------------------------------------------------------------------ shadow
+
+    def _check_shadow(self) -> list[Outcome]:
+        sp = self.dc.shadow_policy
+        path = str(self.dc.shadow)
+        try:
+            text = self.shadow.read()
+        except OSError as exc:
+            self._once("shadow-read", str(exc), lambda: self.alerts.repair_failed(
+                "read", path, None, str(exc)))
+            return [Outcome("root password", path, "failed", detail=str(exc))]
+        state = shadow.judge(text)
+        del text  # hashes must not outlive this function
+        outcomes: list[Outcome] = []
+        lock_empty = False
+        empty = [a for a in state.empty_password_accounts if a != "root"]
+        if empty and sp.empty_passwords != "ignore":
+            self._inc(self.metrics and self.metrics.drift_detected,
+                      setting="empty passwords", file=path)
+            self._once("empty", tuple(empty), lambda: self.alerts.drift(
+                "empty passwords", path, "none", ", ".join(empty)))
+            if sp.empty_passwords == "lock" and self.enforcing:
+                lock_empty = True
+            else:
+                outcomes.append(Outcome("empty passwords", path, "drift", ", ".join(empty),
+                                        "none", "alert only"))
+        root_drift = sp.lock_root and state.root_present and not state.root_locked
+        if root_drift:
+            self._inc(self.metrics and self.metrics.drift_detected,
+                      setting="root password", file=path)
+            self.alerts.drift("root password", path, "locked", "unlocked")
+            if not self.enforcing:
+                outcomes.append(Outcome("root password", path, "drift", "unlocked", "locked",
+                                        "audit mode: not repaired"))
+                root_drift = False
+            else:
+                paused = self._paused_outcome(("root password", path), None, path, None)
+                if paused:
+                    outcomes.append(paused)
+                    root_drift = False
+        elif sp.lock_root and state.root_present:
+            outcomes.append(Outcome("root password", path, "ok", "locked", "locked"))
+        if not root_drift and not lock_empty:
+            return outcomes
+        try:
+            result = self.shadow.relock(sp.lock_form if root_drift else "!",
+                                        lock_empty=lock_empty)
+        except (OSError, shadow.ShadowFormatError) as exc:
+            self._count_failure("replace")
+            self.alerts.repair_failed("replace", path, None, str(exc))
+            return outcomes + [Outcome("root password", path, "failed", detail=str(exc))]
+        if result is not None:
+            self._own[path] = _digest(result[1].encode("utf-8", errors="surrogateescape"))
+        if root_drift:
+            log.info("relocked root's password in %s", path)
+            self.alerts.repaired("root password", path, "unlocked", "locked")
+            self._inc(self.metrics and self.metrics.drift_repaired,
+                      setting="root password", file=path)
+            self._record_revert(("root password", path))
+            outcomes.append(Outcome("root password", path, "repaired", "unlocked", "locked"))
+        if lock_empty:
+            self.alerts.repaired("empty passwords", path, ", ".join(empty), "locked")
+            outcomes.append(Outcome("empty passwords", path, "repaired", ", ".join(empty),
+                                    "locked"))
+        return outcomes
+
+    # ------------------------------------------------------------------ revert wars
+
+    def _paused_outcome(self, key: tuple[str, str], f: sshd_config.Finding | None,
+                        file: str, text: str | None) -> Outcome | None:
+        now = self.clock()
+        until = self._paused.get(key)
+        if until is not None:
+            if now < until:
+                return Outcome(key[0], file, "paused", f.actual if f else "",
+                               f.expected if f else "",
+                               f"revert war: repairs paused until {until:.0f}")
+            del self._paused[key]
+            self._reverts.pop(key, None)
+            log.info("revert-war pause over for %s in %s: repairing again", *key)
+        rw = self.dc.revert_war
+        recent = self._reverts.get(key)
+        if recent:
+            while recent and recent[0] < now - rw.window:
+                recent.popleft()
+        if recent and len(recent) >= rw.max_reverts:
+            self._paused[key] = now + rw.pause
+            if text is None:
+                text = (_read_bytes(file) or b"").decode(errors="replace") \
+                    if file != str(self.dc.shadow) else None
+            writer = writer_of(file, text)
+            self.alerts.revert_war(key[0], file, writer or "unknown", len(recent))
+            self._inc(self.metrics and self.metrics.revert_wars,
+                      setting=f.keyword if f else key[0], file=file)
+            self._count_refused("revert_war")
+            return Outcome(key[0], file, "paused", f.actual if f else "",
+                           f.expected if f else "",
+                           f"revert war: undone {len(recent)} times within "
+                           f"{rw.window:.0f}s by {writer or 'an unknown writer'}; "
+                           f"paused for {rw.pause:.0f}s")
+        return None
+
+    def _record_revert(self, key: tuple[str, str]) -> None:
+        self._reverts.setdefault(key, collections.deque()).append(self.clock())
+
+    # ------------------------------------------------------------------ small helpers
+
+    def _once(self, kind: str, token: Any, fire: Callable[[], None]) -> None:
+        """Alert once per distinct token, so a file that stays broken does not flood."""
+        if self._alerted.get(kind) != token:
+            self._alerted[kind] = token
+            fire()
+
+    def _count_failure(self, step: str) -> None:
+        self._inc(self.metrics and self.metrics.repair_failures, step=step)
+
+    def _count_refused(self, reason: str) -> None:
+        self._inc(self.metrics and self.metrics.repairs_refused, reason=reason)
+
+    @staticmethod
+    def _inc(counter: Any, **labels: str) -> None:
+        if counter is not None:
+            (counter.labels(**labels) if labels else counter).inc()
+
+
+def _has_keys(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return any(line.strip() and not line.lstrip().startswith("#") for line in f)
+    except OSError:
+        return False

@@ -1,0 +1,349 @@
+"""The drift guard on real files in a temp dir, validated by a real `sshd -t -f`.
+
+sshd runs through tests/data/sshd-private-run (a private mount namespace with its own /run,
+since sshd wants /run/sshd); the restart command is a script that records each call, or
+`false` to make restarts fail. Alerts are the real Alerts with a journal `send` that keeps
+the messages in a list; metrics are the real Metrics with a private registry.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sshguardd import config, contracts, drift, service
+from sshguardd.alerts import Alerts
+from sshguardd.metrics import Metrics
+
+DATA = Path(__file__).parent / "data"
+HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"
+
+
+class Box:
+    """A fake root: etc/ssh with a real host key, etc/shadow, etc/passwd, homes."""
+
+    def __init__(self, root: Path, **drift_cfg):
+        self.root = root
+        self.etc = root / "etc"
+        self.ssh = self.etc / "ssh"
+        (self.ssh / "sshd_config.d").mkdir(parents=True)
+        self.key = self.ssh / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)],
+                       check=True)
+        self.main = self.ssh / "sshd_config"
+        self.main.write_text(
+            f"# test sshd_config\nInclude {self.ssh}/sshd_config.d/*.conf\n"
+            f"HostKey {self.key}\nPidFile {root}/sshd.pid\n"
+            "KbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\n"
+            "PermitRootLogin no\nPasswordAuthentication no\nPermitEmptyPasswords no\n")
+        os.chmod(self.main, 0o644)
+        self.home = root / "home" / "alice"
+        (self.home / ".ssh").mkdir(parents=True)
+        self.passwd = self.etc / "passwd"
+        self.passwd.write_text(
+            f"root:x:0:0:root:{root}/root:/bin/bash\n"
+            "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+            f"alice:x:1000:1000:Alice:{self.home}:/bin/bash\n")
+        self.shadow = self.etc / "shadow"
+        self.shadow.write_text(f"root:*:19700:0:99999:7:::\ndaemon:*:19700:0:99999:7:::\n"
+                               f"alice:{HASH}:19701:0:99999:7:::\n")
+        os.chmod(self.shadow, 0o640)
+        self.restarts = root / "restarts.log"
+        restart = root / "restart-sshd"
+        restart.write_text(f"#!/bin/sh\necho restart >> {self.restarts}\n")
+        restart.chmod(0o755)
+        self.sent: list[dict] = []
+        self.metrics = Metrics()
+        self.now = 1_000_000.0
+        dc = {"sshd_config": str(self.main), "shadow": str(self.shadow),
+              "restart_command": [str(restart)], **drift_cfg}
+        self.cfg = config.Config.model_validate(
+            {"daemon": {"state_dir": str(root / "state")}, "drift": dc})
+        self.runner = service.Sshd([str(DATA / "sshd-private-run")],
+                                   restart=self.cfg.drift.restart_command or [str(restart)])
+        self.guard = drift.DriftGuard(
+            self.cfg, alerts=Alerts(send=lambda m, **f: self.sent.append({"MESSAGE": m, **f})),
+            metrics=self.metrics, runner=self.runner, passwd=self.passwd,
+            ssh_dir=str(self.ssh), clock=lambda: self.now)
+
+    def give_alice_a_key(self) -> None:
+        pub = Path(f"{self.key}.pub").read_text()
+        (self.home / ".ssh" / "authorized_keys").write_text(pub)
+
+    def alerts(self, kind: str) -> list[dict]:
+        return [a for a in self.sent if a.get("SSHGUARDD_ALERT") == kind]
+
+    def restart_count(self) -> int:
+        return len(self.restarts.read_text().splitlines()) if self.restarts.exists() else 0
+
+    def effective(self) -> dict[str, str]:
+        return self.runner.effective(self.main)
+
+    def metric(self, name: str, **labels) -> float:
+        return self.metrics.registry.get_sample_value(f"sshguardd_{name}", labels) or 0.0
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Box:
+    return Box(tmp_path)
+
+
+def actions(outcomes) -> dict[str, str]:
+    return {o.item: o.action for o in outcomes if o.action != "ok"}
+
+
+def test_compliant_host_is_left_alone(box: Box):
+    box.give_alice_a_key()
+    before = box.main.read_bytes()
+    assert actions(box.guard.check_all("start")) == {}
+    assert box.main.read_bytes() == before and box.restart_count() == 0
+    assert box.sent == []
+
+
+def test_sed_style_drift_is_reverted_with_every_other_byte_kept(box: Box):
+    box.give_alice_a_key()
+    drifted = box.main.read_text().replace("PermitRootLogin no", "PermitRootLogin yes")
+    box.main.write_text(drifted)
+    os.chown(box.main, 0, 4)
+    os.chmod(box.main, 0o640)
+    out = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+    assert actions(out) == {"permitrootlogin": "repaired"}
+    assert box.main.read_text() == drifted.replace("PermitRootLogin yes", "PermitRootLogin no")
+    st = box.main.stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 0, 4)
+    assert box.effective()["permitrootlogin"] == "no"
+    assert box.restart_count() == 1
+    # A copy of the drifted file and a unified diff are kept.
+    kept = sorted((box.root / "state" / "drift").iterdir())
+    assert [p.suffix for p in kept] == [".diff", ".drifted"]
+    assert kept[1].read_text() == drifted
+    assert "-PermitRootLogin yes\n+PermitRootLogin no\n" in kept[0].read_text()
+    assert [a["SETTING"] for a in box.alerts("drift")] == ["permitrootlogin"]
+    assert len(box.alerts("repaired")) == 1
+    assert box.metric("drift_repaired_total", setting="permitrootlogin",
+                      file=str(box.main)) == 1
+    assert box.metric("sshd_restarts_total", result="success") == 1
+    # The watcher then reports our own write: ignored, nothing is restarted again.
+    again = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+    assert [o.action for o in again] == ["ignored"]
+    assert box.restart_count() == 1
+
+
+def test_dropin_ahead_of_main_file_is_neutralised_in_the_dropin(box: Box):
+    box.give_alice_a_key()
+    main_before = box.main.read_bytes()
+    dropin = box.ssh / "sshd_config.d" / "50-cloud-init.conf"
+    dropin.write_text("# written by cloud-init\nPasswordAuthentication yes\n")
+    assert box.guard.is_relevant(str(dropin))
+    assert box.effective()["passwordauthentication"] == "yes"
+    out = box.guard.handle(contracts.FileChanged(str(dropin), box.now))
+    assert actions(out) == {"passwordauthentication": "repaired"}
+    assert dropin.read_text() == "# written by cloud-init\nPasswordAuthentication no\n"
+    assert box.main.read_bytes() == main_before
+    assert box.effective()["passwordauthentication"] == "no"
+
+
+def test_missing_setting_added_where_it_wins(box: Box):
+    box.give_alice_a_key()
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no\n", "")
+                        + "Match User bob\n  X11Forwarding no\n")
+    out = box.guard.check_all("start")
+    assert actions(out) == {"permitrootlogin": "repaired"}
+    assert "PermitRootLogin no\nMatch User bob\n" in box.main.read_text()
+    assert box.effective()["permitrootlogin"] == "no"
+
+
+def test_match_block_reenabling_root_login_is_repaired(box: Box):
+    box.give_alice_a_key()
+    box.main.write_text(box.main.read_text() + "Match Address 10.0.0.0/8\n"
+                        "  PermitRootLogin yes\n")
+    ctx = {"user": "root", "host": "h", "addr": "10.1.2.3"}
+    assert box.runner.effective(box.main, ctx)["permitrootlogin"] == "yes"
+    out = box.guard.check_all("start")
+    assert actions(out) == {"permitrootlogin (Match Address 10.0.0.0/8)": "repaired"}
+    assert box.runner.effective(box.main, ctx)["permitrootlogin"] == "no"
+
+
+def test_config_sshd_rejects_is_not_touched_and_alerted_once(box: Box):
+    box.give_alice_a_key()
+    broken = box.main.read_text().replace("PermitRootLogin no", "PermitRootLogin yes") \
+        + "NoSuchKeyword at all\n"
+    box.main.write_text(broken)
+    for _ in range(2):
+        out = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+        assert [o.action for o in out if o.file == str(box.main)] == ["failed"]
+    assert box.main.read_text() == broken and box.restart_count() == 0
+    (alert,) = box.alerts("repair_failed")
+    assert alert["STEP"] == "validate" and "NoSuchKeyword" in alert["STDERR"]
+    assert "-t" in alert["COMMAND"] or "-T" in alert["COMMAND"]
+
+
+def test_candidate_rejected_by_sshd_changes_nothing(tmp_path: Path):
+    box = Box(tmp_path, sshd_settings={"MaxAuthTries": "lots"})
+    box.give_alice_a_key()
+    before = box.main.read_bytes()
+    out = box.guard.check_all("start")
+    assert actions(out) == {"maxauthtries": "failed"}
+    assert box.main.read_bytes() == before and box.restart_count() == 0
+    (alert,) = box.alerts("repair_failed")
+    assert alert["STEP"] == "validate"
+    assert f"{box.main} (candidate) line 11: MaxAuthTries integer value invalid" \
+        in alert["STDERR"]
+    assert box.metric("repair_failures_total", step="validate") == 1
+
+
+def test_failed_restart_restores_the_files(tmp_path: Path):
+    box = Box(tmp_path, restart_command=["false"])
+    box.runner = box.guard.runner = service.Sshd([str(DATA / "sshd-private-run")],
+                                                 restart=["false"])
+    box.give_alice_a_key()
+    drifted = box.main.read_text().replace("PermitRootLogin no", "PermitRootLogin yes")
+    box.main.write_text(drifted)
+    out = box.guard.check_all("start")
+    assert actions(out) == {"permitrootlogin": "failed"}
+    assert box.main.read_text() == drifted
+    (alert,) = box.alerts("restart_failed")
+    assert alert["COMMAND"] == "false"
+    assert box.metric("sshd_restarts_total", result="failure") == 1
+
+
+def test_lockout_guard_refuses_without_keys(box: Box):
+    box.main.write_text(box.main.read_text().replace(
+        "PasswordAuthentication no", "PasswordAuthentication yes"))
+    out = box.guard.check_all("start")
+    assert actions(out) == {"passwordauthentication": "refused"}
+    assert box.effective()["passwordauthentication"] == "yes"
+    (alert,) = box.alerts("lockout_guard")
+    assert "no account that can log in has an authorized key" in alert["REASON"]
+    assert box.metric("lockout_guard_refusals_total") == 1
+    # Root's keys do not count while the policy forbids root logins.
+    root_ssh = box.root / "root" / ".ssh"
+    root_ssh.mkdir(parents=True)
+    (root_ssh / "authorized_keys").write_text(Path(f"{box.key}.pub").read_text())
+    assert actions(box.guard.check_all("again")) == {"passwordauthentication": "refused"}
+    # A key for a user who can log in lets the repair go ahead.
+    box.give_alice_a_key()
+    assert actions(box.guard.check_all("keys added")) == {"passwordauthentication": "repaired"}
+
+
+def test_lockout_guard_accepts_authorized_keys_command(box: Box):
+    box.main.write_text(box.main.read_text().replace(
+        "PasswordAuthentication no", "PasswordAuthentication yes")
+        + "AuthorizedKeysCommand /usr/bin/true\nAuthorizedKeysCommandUser nobody\n")
+    assert actions(box.guard.check_all("start")) == {"passwordauthentication": "repaired"}
+
+
+def test_revert_war_pauses_then_resumes(tmp_path: Path):
+    box = Box(tmp_path, revert_war={"max_reverts": 3, "window": "10m", "pause": "1h"})
+    box.give_alice_a_key()
+    dropin = box.ssh / "sshd_config.d" / "50-cloud-init.conf"
+    seen = []
+    for i in range(5):
+        box.now += 10
+        dropin.write_text("# generated by cloud-init\nPermitRootLogin yes\n")
+        seen.append(actions(box.guard.handle(
+            contracts.FileChanged(str(dropin), box.now)))["permitrootlogin"])
+    assert seen == ["repaired"] * 3 + ["paused"] * 2
+    (war,) = box.alerts("revert_war")
+    assert war["FILE"] == str(dropin) and war["WRITER"] == "cloud-init"
+    assert war["REVERT_COUNT"] == "3"
+    assert dropin.read_text().endswith("PermitRootLogin yes\n")  # left as the writer wants
+    assert box.guard.next_wakeup() == pytest.approx(box.now - 10 + 3600)
+    box.now += 3600
+    assert actions(box.guard.check_all("pause over")) == {"permitrootlogin": "repaired"}
+    assert box.guard.next_wakeup() is None
+    assert box.metric("revert_wars_total", setting="permitrootlogin", file=str(dropin)) == 1
+
+
+def test_audit_mode_changes_nothing(tmp_path: Path):
+    box = Box(tmp_path, mode="audit")
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                     "PermitRootLogin yes"))
+    box.shadow.write_text(box.shadow.read_text().replace("root:*:", f"root:{HASH}:"))
+    before = {p: p.read_bytes() for p in (box.main, box.shadow)}
+    out = box.guard.check_all("start")
+    assert actions(out) == {"permitrootlogin": "drift", "root password": "drift"}
+    assert {p: p.read_bytes() for p in before} == before
+    assert box.restart_count() == 0
+    assert len(box.alerts("drift")) == 2 and box.alerts("repaired") == []
+
+
+def test_root_password_relocked_other_accounts_untouched(box: Box):
+    box.give_alice_a_key()
+    text = box.shadow.read_text().replace("root:*:", f"root:{HASH}:")
+    text += f"bob:{HASH}:19800:0:99999:7:::\n"
+    box.shadow.write_text(text)
+    out = box.guard.handle(contracts.FileChanged(str(box.shadow), box.now))
+    assert actions(out) == {"root password": "repaired"}
+    assert box.shadow.read_text() == text.replace(f"root:{HASH}:", f"root:!{HASH}:")
+    assert box.restart_count() == 0  # shadow needs no sshd restart
+    assert all(HASH not in str(a) for a in box.sent)
+    assert [o.action for o in box.guard.handle(
+        contracts.FileChanged(str(box.shadow), box.now))] == ["ignored"]
+
+
+def test_empty_password_alerted_not_changed_by_default(box: Box):
+    text = box.shadow.read_text() + "eve::19800:0:99999:7:::\n"
+    box.shadow.write_text(text)
+    out = box.guard.check_all("start")
+    assert actions(out) == {"empty passwords": "drift"}
+    assert box.shadow.read_text() == text
+    (alert,) = box.alerts("drift")
+    assert alert["SETTING"] == "empty passwords" and "eve" in alert["MESSAGE"]
+
+
+def test_watch_paths_and_relevance(box: Box):
+    extra = box.root / "extra.d"
+    extra.mkdir()
+    (extra / "a.conf").write_text("X11Forwarding no\n")
+    box.main.write_text(f"Include {extra}/*.conf\n" + box.main.read_text())
+    paths = box.guard.watch_paths()
+    assert paths == [box.ssh, extra, box.ssh / "sshd_config.d", box.etc]
+    assert box.guard.is_relevant(str(extra / "new.conf"))
+    assert not box.guard.is_relevant(str(extra / "new.txt"))
+    assert not box.guard.is_relevant(str(box.ssh / "sshd_config.d" / ".tmp.conf"))
+    assert not box.guard.is_relevant(str(box.etc / "hosts"))
+    assert box.guard.is_relevant(str(box.shadow))
+
+
+def _check(box: Box, capsys, *extra: str) -> tuple[int, str]:
+    from sshguardd import cli
+
+    cfg = box.root / "config.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{box.root}/state"\n[drift]\n'
+                   f'sshd_config = "{box.main}"\nshadow = "{box.shadow}"\n'
+                   f'sshd = "{DATA / "sshd-private-run"}"\n')
+    rc = cli.main(["check", "--config", str(cfg), *extra])
+    return rc, capsys.readouterr().out
+
+
+def test_check_command_table_and_exit_codes(box: Box, capsys):
+    rc, out = _check(box, capsys)
+    assert rc == 0, out
+    lines = out.splitlines()
+    assert lines[0].split() == ["ITEM", "VALUE", "SOURCE", "RESULT"]
+    assert any(l.split()[:4] == ["permitrootlogin", "no", f"{box.main}:8", "pass"]
+               for l in lines)
+    dropin = box.ssh / "sshd_config.d" / "50-cloud-init.conf"
+    dropin.write_text("PasswordAuthentication yes\n")
+    before = {p: p.read_bytes() for p in (box.main, dropin, box.shadow)}
+    rc, out = _check(box, capsys, "--json")
+    assert rc == 1
+    import json
+    doc = json.loads(out)
+    assert doc["compliant"] is False
+    bad = [i for i in doc["items"] if not i["ok"]]
+    assert bad == [{"item": "passwordauthentication", "expected": "no", "value": "yes",
+                    "source": f"{dropin}:1", "ok": False, "note": ""}]
+    assert {p: p.read_bytes() for p in before} == before  # check changes nothing
+
+
+def test_check_reports_config_sshd_rejects(box: Box, capsys):
+    box.main.write_text(box.main.read_text() + "Bogus yes\n")
+    rc, out = _check(box, capsys)
+    assert rc == 1
+    assert any(l.startswith("sshd accepts its config") and "FAIL" in l
+               for l in out.splitlines())
