@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the sshguardd RPM from this checkout: packaging/rpm/build.sh [TOPDIR]
 # (default build/rpm; the package lands in TOPDIR/RPMS/<arch>/).
+# `packaging/rpm/build.sh --wheelhouse-only` only fills the wheelhouse (tests use it as an
+# offline package index).
 #
 # It makes the spec's three sources: the source tarball, a wheelhouse holding the pinned
 # dependencies of vendor.txt (downloaded once with pip into $SSHGUARDD_WHEELHOUSE, default
@@ -11,19 +13,22 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+wheelhouse_only=0
+if [ "${1:-}" = --wheelhouse-only ]; then wheelhouse_only=1; shift; fi
 topdir=$(realpath -m "${1:-$root/build/rpm}")
 wheelhouse=$(realpath -m "${SSHGUARDD_WHEELHOUSE:-$root/build/wheelhouse}")
 python=${PYTHON311:-/usr/bin/python3.11}
 
 version=$("$python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$root/pyproject.toml")
-mkdir -p "$topdir"/{SOURCES,BUILD,RPMS,SRPMS,SPECS} "$wheelhouse"
+mkdir -p "$wheelhouse"
+[ "$wheelhouse_only" = 1 ] || mkdir -p "$topdir"/{SOURCES,BUILD,RPMS,SRPMS,SPECS}
 
 # 1. Source tarball: the files the package needs, as they are in the working tree.
 cd "$root"
 mapfile -t files < <(git ls-files -co --exclude-standard -- \
   pyproject.toml README.md CHANGELOG.md config.example.toml sshguardd packaging/systemd \
   docs | grep -v '/__pycache__/')
-tar --create --gzip --file "$topdir/SOURCES/sshguardd-$version.tar.gz" \
+[ "$wheelhouse_only" = 1 ] || tar --create --gzip --file "$topdir/SOURCES/sshguardd-$version.tar.gz" \
   --transform "s,^,sshguardd-$version/," --owner=0 --group=0 --sort=name "${files[@]}"
 
 # 2. Wheelhouse: exactly vendor.txt, plus setuptools/wheel to build sshguardd and
@@ -39,6 +44,7 @@ fetch() {  # offline from the wheelhouse when it already has everything, else fr
 fetch --no-deps --only-binary=:all: $binary_reqs
 fetch --only-binary=:all: "${build_reqs[@]}"  # with their own dependencies
 fetch --no-deps --no-binary=:all: "$source_reqs"
+[ "$wheelhouse_only" = 0 ] || exit 0
 tar --create --file "$topdir/SOURCES/sshguardd-wheelhouse-$version.tar" \
   -C "$(dirname "$wheelhouse")" --transform "s,^$(basename "$wheelhouse"),wheelhouse," \
   "$(basename "$wheelhouse")"
