@@ -317,12 +317,38 @@ class Sandbox:
         return result
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """`subprocess.Popen` inside the sandbox; the sandbox reaps it on close()."""
+        """`subprocess.Popen` inside the sandbox; the sandbox reaps it on close().
+
+        The returned Popen is nsenter's; signal the process inside with `signal()`.
+        It runs in a session of its own, so a Ctrl-C at the terminal reaches only the
+        caller, which decides what to stop.
+        """
         kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("start_new_session", True)
         proc = subprocess.Popen(self._nsenter(argv), **kw)
         with self._lock:
             self._children.append(proc)
         return proc
+
+    def inner_pid(self, proc: subprocess.Popen[Any], timeout: float = 5.0) -> int:
+        """The host-side pid of the process `popen()` started inside (nsenter's child)."""
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+        def child() -> int | None:
+            try:
+                pids = children.read_text().split()
+            except FileNotFoundError:
+                raise SandboxError(f"{proc.args!r} already exited") from None
+            return int(pids[0]) if pids else None
+
+        return wait_for(child, timeout, what=f"the process inside for {proc.pid}")
+
+    def signal(self, proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to the process inside (nsenter does not forward signals)."""
+        try:
+            os.kill(self.inner_pid(proc), sig)
+        except (ProcessLookupError, SandboxError):
+            pass  # already gone
 
     def path(self, p: str | os.PathLike[str]) -> Path:
         """The sandbox's view of absolute path `p`, as a path usable from outside."""

@@ -170,3 +170,12 @@ def test_setup_failure_is_reported(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="journald"):
         Sandbox(tmp_path, journald_bin="/nonexistent/journald", ready_timeout=20).start()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_signal_reaches_the_process_inside(sandbox: Sandbox) -> None:
+    proc = sandbox.popen(["sleep", "600"])
+    inner = sandbox.inner_pid(proc)
+    assert inner != proc.pid
+    assert Path(f"/proc/{inner}/cmdline").read_bytes().startswith(b"sleep\0")
+    sandbox.signal(proc)
+    assert proc.wait(10) == 128 + 15 or proc.returncode == -15
