@@ -1,0 +1,179 @@
+"""The classifier, specified by golden data (tests/data/sshd_golden.jsonl), plus the
+Correlator's per-connection memory and an end-to-end check against a real OpenSSH server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+from systemd import journal
+
+from sshguardd.classify import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
+from sshguardd.contracts import Event, Kind
+from sshguardd.logformats import record_from_journal
+from sshguardd.sandbox import Sandbox, wait_for
+
+GOLDEN = Path(__file__).parent / "data" / "sshd_golden.jsonl"
+
+
+def _golden() -> list[dict]:
+    rows = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return rows
+
+
+@pytest.mark.parametrize("row", _golden(), ids=lambda r: r["message"][:60])
+def test_golden(row: dict) -> None:
+    got = classify(row["message"])
+    want = row["expect"]
+    if want is None:
+        assert got is None, row["source"]
+    else:
+        assert got == Event(Kind(want["kind"]), want["host"], want["user"], want["port"]), row["source"]
+
+
+def test_golden_covers_every_kind() -> None:
+    kinds = {row["expect"]["kind"] for row in _golden() if row["expect"]}
+    assert kinds == {k.value for k in Kind}
+
+
+def test_golden_messages_are_unique() -> None:
+    messages = [row["message"] for row in _golden()]
+    assert len(messages) == len(set(messages))
+
+
+@pytest.mark.parametrize("token,want", [
+    ("192.0.2.1", "192.0.2.1"),
+    ("::ffff:192.0.2.1", "192.0.2.1"),
+    ("2001:DB8::1", "2001:db8::1"),
+    ("fe80::1%eth0", "fe80::1"),
+    ("[2001:db8::1]", "2001:db8::1"),
+    ("host.example.com", "host.example.com"),
+    ("192.030.0.6", None),
+    ("1.2.3", None),
+    ("256.1.1.1", None),
+    ("2001:db8::g", None),
+    ("peer", None),
+    ("-bad.example.com", None),
+    ("", None),
+    ("a" * 300, None),
+])
+def test_parse_host(token: str, want: str | None) -> None:
+    assert parse_host(token) == want
+
+
+def test_prefixes_are_stripped() -> None:
+    line = "Invalid user x from 192.0.2.1 port 1"
+    for prefix in ("error: ", "fatal: ", "[ID 800047 auth.info] ", "kernel:[  970.699396]: "):
+        assert classify(prefix + line) == classify(line) != None  # noqa: E711
+
+
+def test_overlong_message_is_ignored() -> None:
+    tail = " from 192.0.2.1 port 1"
+    user = "a" * (MAX_MESSAGE - len("Invalid user ") - len(tail))
+    assert classify("Invalid user " + user + tail) is not None
+    assert classify("Invalid user " + user + "a" + tail) is None
+
+
+def test_orphan_kinds() -> None:
+    assert orphan_kind("Disconnecting: Too many authentication failures for root [preauth]") \
+        is Kind.MAX_AUTH_TRIES
+    assert orphan_kind("error: kex_exchange_identification: read: Connection reset by peer") \
+        is Kind.PROTOCOL_ERROR
+    assert orphan_kind("fatal: no matching mac found: client a server b [preauth]") is Kind.KEX_FAILURE
+    assert orphan_kind("error: kex_exchange_identification: banner line too long") is None
+    assert orphan_kind("Invalid user x from 192.0.2.1") is None
+
+
+class TestCorrelator:
+    def test_address_from_earlier_line(self) -> None:
+        c = Correlator()
+        assert c.feed('Connection from 192.0.2.1 port 5 on 192.0.2.9 port 22 rdomain ""', 10) == []
+        assert c.feed("Disconnecting: Too many authentication failures [preauth]", 10) == [
+            Event(Kind.MAX_AUTH_TRIES, "192.0.2.1")]
+
+    def test_address_from_later_line(self) -> None:
+        c = Correlator()
+        assert c.feed("error: kex_exchange_identification: Connection closed by remote host", 11) == []
+        assert c.feed("Connection closed by 192.0.2.2 port 35352", 11) == [
+            Event(Kind.PROTOCOL_ERROR, "192.0.2.2")]
+        assert len(c) == 0  # the closing line ended the connection
+
+    def test_pids_and_machines_are_separate(self) -> None:
+        c = Correlator()
+        c.feed("Disconnecting: Too many authentication failures [preauth]", 12, "a")
+        assert c.feed("Connection closed by 192.0.2.3 port 1", 13, "a") == []
+        assert c.feed("Connection closed by 192.0.2.3 port 1", 12, "b") == []
+        assert c.feed("Connection closed by 192.0.2.4 port 1", 12, "a") == [
+            Event(Kind.MAX_AUTH_TRIES, "192.0.2.4")]
+
+    def test_stale_entries_expire_by_entry_time(self) -> None:
+        c = Correlator(ttl=600)
+        c.feed('Connection from 192.0.2.5 port 5 on 192.0.2.9 port 22', 14, time=1000.0)
+        assert c.feed("Disconnecting: Too many authentication failures [preauth]", 14,
+                      time=5000.0) == []  # pid reused much later: no stale blame
+
+    def test_bounded(self) -> None:
+        c = Correlator(max_entries=100)
+        for pid in range(1000):
+            c.feed("error: kex_exchange_identification: Connection closed by remote host", pid)
+        assert len(c) == 100
+
+    def test_direct_events_pass_through(self) -> None:
+        c = Correlator()
+        assert c.feed("Invalid user x from 192.0.2.6 port 1", None) == [
+            Event(Kind.INVALID_USER, "192.0.2.6", "x", 1)]
+
+
+def _password(sb: Sandbox, src: str, user: str) -> None:
+    sock = sb.connect(src, "127.0.0.1", 22)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.AuthenticationException):
+            transport.auth_password(user, "wrong")
+    finally:
+        transport.close()
+        sock.close()
+
+
+@pytest.mark.e2e
+def test_real_openssh(sandbox: Sandbox) -> None:
+    """A real sshd's own lines, read back with systemd.journal.Reader: each attacker is
+    blamed by its own source address, whatever its user name says."""
+    sandbox.start_sshd(options={"PasswordAuthentication": "yes"})
+    attackers = {"127.0.0.2": "nosuchuser", "127.0.0.3": "evil from 10.9.9.9 port 22 ssh2"}
+    threads = [threading.Thread(target=_password, args=(sandbox, src, user))
+               for src, user in attackers.items()]
+    for t in threads:
+        t.start()
+    probe = sandbox.connect("127.0.0.4", "127.0.0.1", 22)
+    probe.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    probe.close()
+    for t in threads:
+        t.join()
+    seen: dict[str, set[Kind]] = {}
+
+    def collect() -> bool:
+        seen.clear()
+        reader = journal.Reader(path=str(sandbox.path("/run/log/journal")))
+        try:
+            reader.add_match(_COMM="sshd")
+            correlator = Correlator()
+            for entry in reader:
+                record = record_from_journal(entry)
+                assert record is not None and record.time is not None
+                for event in correlator.feed(record.message, record.pid, record.host, record.time):
+                    seen.setdefault(event.host, set()).add(event.kind)
+        finally:
+            reader.close()
+        return (Kind.BAD_PASSWORD in seen.get("127.0.0.2", set())
+                and Kind.BAD_PASSWORD in seen.get("127.0.0.3", set())
+                and Kind.PROTOCOL_ERROR in seen.get("127.0.0.4", set()))
+
+    wait_for(collect, timeout=20, what="sshd's failure lines in the journal")
+    assert Kind.INVALID_USER in seen["127.0.0.2"] and Kind.INVALID_USER in seen["127.0.0.3"]
+    assert "10.9.9.9" not in seen
