@@ -1,0 +1,212 @@
+"""Running the real `sshguardd run` inside a Sandbox, for the daemon and end-to-end tests.
+
+The daemon runs as a process in the sandbox's namespaces with its real default paths
+(/etc/sshguardd/config.toml in the /etc overlay, /var/lib/sshguardd in the /var overlay,
+/run/sshguardd/control.sock on the sandbox's /run), reads the sandbox's private journald
+and owns an nft table in the sandbox's network namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sshguardd import control
+from sshguardd.sandbox import Sandbox, wait_for
+
+CONFIG = "/etc/sshguardd/config.toml"
+SOCKET = "/run/sshguardd/control.sock"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class DaemonProc:
+    """One `sshguardd run` inside `sb`. Its stderr goes to `log_path` (outside)."""
+
+    def __init__(self, sb: Sandbox, log_path: Path, notify_socket: Path | None = None):
+        self.sb = sb
+        self.log_path = log_path
+        self.notify_socket = notify_socket
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def start(self, wait: bool = True) -> DaemonProc:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)}
+        if self.notify_socket is not None:
+            env["NOTIFY_SOCKET"] = str(self.notify_socket)
+        argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                sys.executable, "-m", "sshguardd", "run", "--config", CONFIG]
+        with open(self.log_path, "ab") as log:
+            self.proc = self.sb.popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                return bool(self.request({"cmd": "status"}).get("ok"))
+            except control.ControlUnavailable:
+                return False
+        wait_for(up, timeout, interval=0.05, what="the daemon's control socket")
+
+    @property
+    def socket(self) -> Path:
+        return self.sb.path(SOCKET)
+
+    def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return control.request(self.socket, obj)
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"cmd": "status"})
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`sshguardd ARGS` inside the sandbox (the real CLI, talking to the socket)."""
+        return self.sb.run(["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "sshguardd",
+                            *args, "--config", CONFIG])
+
+    def pid(self) -> int:
+        """The daemon's pid as seen from outside (the child of nsenter's env)."""
+        st = self.status()
+        inner = st["pid"]
+        # nsenter -> env (exec'd python); find the host pid whose NSpid ends with inner
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                for line in (p / "status").read_text().splitlines():
+                    if line.startswith("NSpid:"):
+                        ids = line.split()[1:]
+                        if len(ids) > 1 and int(ids[-1]) == inner and \
+                                os.readlink(f"/proc/{p.name}/ns/pid") == \
+                                os.readlink(f"/proc/{self.sb.pid}/ns/pid"):
+                            return int(p.name)
+            except OSError:
+                continue
+        raise AssertionError(f"daemon pid {inner} not found")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid(), sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            try:
+                self.signal(sig)
+            except (AssertionError, control.ControlUnavailable):
+                pass  # already stopping / not answering: wait for nsenter below
+            self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(20)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def write_config(sb: Sandbox, text: str) -> None:
+    path = sb.path(CONFIG)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def kernel_elements(sb: Sandbox, table: str = "sshguardd") -> set[str]:
+    """Every element of every set in our table, as nft reports them ('10.0.0.5',
+    '2001:db8::/64'); empty when the table does not exist."""
+    out = sb.run(["nft", "-j", "list", "table", "inet", table])
+    if out.returncode != 0:
+        return set()
+    found: set[str] = set()
+    for item in json.loads(out.stdout)["nftables"]:
+        s = item.get("set")
+        if not s:
+            continue
+        for el in s.get("elem", []):
+            found.add(_element(el))
+    return found
+
+
+def _element(el: Any) -> str:
+    if isinstance(el, str):
+        return el
+    if isinstance(el, dict):
+        if "elem" in el:
+            return _element(el["elem"]["val"] if isinstance(el["elem"], dict) else el["elem"])
+        if "prefix" in el:
+            return f"{el['prefix']['addr']}/{el['prefix']['len']}"
+        if "range" in el:
+            return "-".join(map(str, el["range"]))
+        if "val" in el:
+            return _element(el["val"])
+    return str(el)
+
+
+def banned(sb: Sandbox, addr: str) -> bool:
+    """Is addr (or a network given in CIDR) an element of our kernel sets?"""
+    plain = addr.split("/")[0] if addr.endswith(("/32", "/128")) else addr
+    return plain in kernel_elements(sb)
+
+
+class Sender:
+    """A long-lived syslog sender inside the sandbox: a copy of `logger` named `exe_name`
+    (so journald records _COMM=exe_name), reading lines from stdin. It must outlive its
+    messages: journald reads _COMM from /proc when the datagram arrives."""
+
+    _dir: Path | None = None
+
+    def __init__(self, sb: Sandbox, exe_name: str = "sshd", *pre: str, tag: str = "sshd"):
+        if Sender._dir is None or not Sender._dir.exists():
+            d = Path(tempfile.mkdtemp(prefix="sshguardd-senders-"))
+            os.chmod(d, 0o755)
+            Sender._dir = d
+        exe = Sender._dir / exe_name
+        if not exe.exists():
+            shutil.copy("/usr/bin/logger", exe)
+            os.chmod(exe, 0o755)
+        self.proc = sb.popen([*pre, str(exe), "-u", "/dev/log", "-p", "auth.info", "-t", tag],
+                             stdin=subprocess.PIPE, text=True)
+
+    def say(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        for line in lines:
+            self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def notify_listener(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    s.settimeout(30)
+    return s
+
+
+def latest_sshd_cursor(sb: Sandbox) -> str | None:
+    out = sb.journal("-n", "1", "-o", "json", "_COMM=sshd", "_UID=0")
+    out = out.strip()
+    return json.loads(out)["__CURSOR"] if out else None
+
+
+def caught_up(d: DaemonProc, sb: Sandbox) -> bool:
+    """The daemon has processed every sshd entry in the journal so far."""
+    cur = latest_sshd_cursor(sb)
+    return cur is not None and d.status().get("position") == cur
