@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from sshguardd import cli, config
 from sshguardd.sandbox import Sandbox
@@ -17,9 +20,15 @@ UNIT = ROOT / "packaging" / "systemd" / "sshguardd.service"
 MAX_EXPOSURE = 3.0
 
 
-def exposure(unit: Path) -> float:
-    r = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
-                        str(unit)], capture_output=True, text=True, timeout=60)
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Sandbox]:
+    # systemd-analyze writes /run/systemd/systemd-units-load: give it a private /run.
+    with Sandbox(tmp_path, etc_overlay=False, journald=False, dev=False) as sb:
+        yield sb
+
+
+def exposure(box: Sandbox, unit: Path) -> float:
+    r = box.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)])
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     return float(m.group(1))
@@ -40,19 +49,19 @@ def unit_options(text: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
-def test_exposure_at_most_3(tmp_path: Path) -> None:
-    score = exposure(UNIT)
+def test_exposure_at_most_3(box: Sandbox) -> None:
+    score = exposure(box, UNIT)
     assert score <= MAX_EXPOSURE, f"exposure {score}"
 
 
-def test_exposure_check_would_catch_a_regression(tmp_path: Path) -> None:
+def test_exposure_check_would_catch_a_regression(box: Sandbox, tmp_path: Path) -> None:
     # The same unit without its [Service] hardening block must score far worse, so the
     # check above measures the hardening and not some constant.
     text = UNIT.read_text()
     stripped = text.split("# --- Hardening")[0] + "\n[Install]\nWantedBy=multi-user.target\n"
     weak = tmp_path / "sshguardd.service"
     weak.write_text(stripped)
-    assert exposure(weak) > 8.0
+    assert exposure(box, weak) > 8.0
 
 
 def test_verify_is_clean(tmp_path: Path) -> None:
