@@ -69,9 +69,20 @@ def sh(*argv):
 
 sh("mount", "--make-rprivate", "/")
 sh("ip", "link", "set", "lo", "up")
+# The layers are named through a descriptor opened before any overlay is mounted: when the
+# sandbox's directory lies under an overlaid path (e.g. /var/tmp with /var overlaid), its
+# name would otherwise resolve into that overlay, which cannot hold another upper layer.
+layers = os.open(spec["layers"], os.O_PATH | os.O_DIRECTORY)
 for target, upper, work in spec["overlays"]:
-    sh("mount", "-t", "overlay", "overlay", "-o",
-       "lowerdir=%s,upperdir=%s,workdir=%s" % (target, upper, work), target)
+    opts = "lowerdir=%s,upperdir=/proc/self/fd/%d/%s,workdir=/proc/self/fd/%d/%s" % (
+        target, layers, upper, layers, work)
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, target],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       pass_fds=(layers,))
+    if r.returncode != 0:
+        sys.stderr.write("sandbox setup failed: overlay on %s: %s\n" % (target, r.stderr.strip()))
+        sys.exit(1)
+os.close(layers)
 sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid,nodev", "tmpfs", "/run")
 for d in ("/run/sshd", "/run/systemd/journal", "/run/log/journal",
           "/run/systemd/journald.conf.d"):
@@ -186,10 +197,10 @@ class Sandbox:
             upper, work = self._dir / f"{name}.upper", self._dir / f"{name}.work"
             upper.mkdir()
             work.mkdir()
-            overlays.append((target, str(upper), str(work)))
+            overlays.append((target, upper.name, work.name))
         hostdev = self._dir / "hostdev"
         hostdev.mkdir()
-        spec = {"overlays": overlays, "dev": self.dev, "hostdev": str(hostdev),
+        spec = {"layers": str(self._dir), "overlays": overlays, "dev": self.dev, "hostdev": str(hostdev),
                 "journald": self.journald, "journald_bin": self.journald_bin}
         holder = self._dir / "holder.py"
         holder.write_text(_HOLDER)

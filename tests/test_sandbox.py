@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,17 @@ def test_signal_reaches_the_process_inside(sandbox: Sandbox) -> None:
     assert Path(f"/proc/{inner}/cmdline").read_bytes().startswith(b"sleep\0")
     sandbox.signal(proc)
     assert proc.wait(10) == 128 + 15 or proc.returncode == -15
+
+
+def test_layers_may_live_under_an_overlaid_directory() -> None:
+    # /var/tmp is where `sshguardd demo` keeps its layers, with /var itself overlaid.
+    layers = Path(tempfile.mkdtemp(prefix="sandbox-test-", dir="/var/tmp"))
+    try:
+        with Sandbox(layers, journald=False, overlays=("/var", "/root")) as sb:
+            sb.run(["touch", "/root/sandbox-probe", "/var/sandbox-probe"], check=True)
+            assert sb.path("/root/sandbox-probe").exists()
+        assert not Path("/root/sandbox-probe").exists()
+        assert not Path("/var/sandbox-probe").exists()
+        assert list(layers.iterdir()) == []
+    finally:
+        layers.rmdir()
