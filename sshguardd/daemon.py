@@ -122,7 +122,7 @@ class Daemon:
         control_server: Callable[..., Any] | None = None,
         serve_metrics: bool = True,
         clock: Callable[[], float] = time.time,
-        tick: float = 0.5,
+        tick: float = 1.0,
         firewall_check_interval: float = 30.0,
         install_signals: bool = True,
     ) -> None:
@@ -171,6 +171,9 @@ class Daemon:
         self._started_at = 0.0
         self._last_drift = "none"
         self._status_text = ""
+        self._active_count: int | None = None
+        self._active_counted_at = 0.0
+        self._next_housekeeping = 0.0
         self.firewall_errors = 0
         self.batches = 0
         self.started = threading.Event()  # set once READY=1 was sent (for tests)
@@ -403,11 +406,13 @@ class Daemon:
             wake = self.drift.next_wakeup()
             if wake is not None and self.clock() >= wake:
                 self._drift_outcomes(self.drift.check_all("revert-war pause over"))
-        now = self.clock()
-        self.policy.expire(now)
-        self.metrics.policy_state(self.policy.tracked, self.policy.evictions)
+        if mono >= self._next_housekeeping:
+            self._next_housekeeping = mono + 10.0
+            self.policy.expire(self.clock())
+            self.metrics.policy_state(self.policy.tracked, self.policy.evictions)
         status = self._status()
         if status != self._status_text:
+            self._status_text = status
             self.notifier.status(status)
         if self.healthy():
             self.notifier.watchdog()
@@ -420,7 +425,16 @@ class Daemon:
         return follower_ok and control_ok
 
     def _status(self) -> str:
-        active = len(self.store.active_bans(self.clock())) if self.store is not None else 0
+        # Counting active bans is a query: do it at most every 10 s (or after a change),
+        # not on every tick of an idle daemon.
+        mono = time.monotonic()
+        if self.store is not None and (self._active_count is None
+                                       or mono >= self._active_counted_at + 10.0):
+            bans = self.store.active_bans(self.clock())
+            self._active_count = len(bans)
+            self._active_counted_at = mono
+            self.metrics.set_active_bans(b.network for b in bans)  # expiries show here
+        active = self._active_count or 0
         tracked = self.policy.tracked if self.policy is not None else 0
         text = f"{active} bans active, {tracked} offenders tracked, last drift: {self._last_drift}"
         if self._pending_bans or self._pending_unbans:
@@ -461,6 +475,7 @@ class Daemon:
                 self.alerts.ban(ban.network, ban.duration, ban.strikes, ban.reason)
             self.metrics.ban_applied(b.network for b in new)
             self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))
+            self._active_count = None
 
     # -- the firewall ------------------------------------------------------------------------
 
@@ -603,6 +618,7 @@ class Daemon:
         self.alerts.ban(ban.network, ban.duration, ban.strikes, ban.reason or "manual")
         self.metrics.ban_applied([ban.network])
         self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))
+        self._active_count = None
         return {"ok": True, "ban": {"network": ban.network, "duration": ban.duration,
                                     "until": ban.until, "strikes": ban.strikes,
                                     "reason": ban.reason or "manual"},
@@ -635,6 +651,7 @@ class Daemon:
             self.alerts.unban(n, "manual")
         self.metrics.unbanned(nets)
         self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))
+        self._active_count = None
         return {"ok": True, "removed": nets,
                 "applied": not any(n in self._pending_unbans for n in nets)}
 

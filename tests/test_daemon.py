@@ -1,0 +1,249 @@
+"""The daemon as a process (`sshguardd run`) in a sandbox: private journald, nft in a
+private network namespace, its real default paths. Log lines come from a stand-in sshd
+(a root process whose _COMM is sshd), so these run in seconds; test_e2e_ban.py does the
+same against a real OpenSSH server."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon_helpers import (
+    DaemonProc,
+    Sender,
+    banned,
+    caught_up,
+    kernel_elements,
+    notify_listener,
+    write_config,
+)
+from sshguardd.sandbox import Sandbox, wait_for
+
+pytestmark = pytest.mark.e2e
+
+BASE = """
+[ban]
+max_retry = {max_retry}
+find_time = "10m"
+ban_time = "{ban_time}"
+allow = ["10.99.0.0/16"]
+
+[drift]
+enabled = false
+
+[metrics]
+enabled = false
+"""
+
+
+def cfg(max_retry: int = 3, ban_time: str = "1h") -> str:
+    return BASE.format(max_retry=max_retry, ban_time=ban_time)
+
+
+def failed(addr: str, n: int = 1, user: str = "nobody") -> list[str]:
+    return [f"Failed password for invalid user {user} from {addr} port {40000 + i} ssh2"
+            for i in range(n)]
+
+
+@pytest.fixture
+def box(sandbox: Sandbox) -> Iterator[Sandbox]:
+    yield sandbox
+
+
+@pytest.fixture
+def daemon(box: Sandbox, tmp_path: Path) -> Iterator[DaemonProc]:
+    write_config(box, cfg())
+    d = DaemonProc(box, tmp_path / "daemon.log")
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        d.stop()
+
+
+@pytest.fixture
+def sshd(box: Sandbox) -> Iterator[Sender]:
+    s = Sender(box, "sshd")
+    yield s
+    s.close()
+
+
+def test_ready_only_after_table_and_sources_are_up(box: Sandbox, tmp_path: Path) -> None:
+    write_config(box, cfg())
+    listener = notify_listener(tmp_path / "notify.sock")
+    d = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock")
+    d.start(wait=False)
+    try:
+        msgs = []
+        while not any(m.startswith(b"READY=1") for m in msgs):
+            msgs.append(listener.recv(4096))
+        # READY=1 came after the table exists and the control socket answers
+        assert box.run(["nft", "list", "table", "inet", "sshguardd"]).returncode == 0
+        assert d.status()["ok"]
+        ready = next(m for m in msgs if m.startswith(b"READY=1")).decode()
+        assert "STATUS=0 bans active" in ready
+        assert d.stop() == 0
+        # STOPPING=1 on the way out
+        while True:
+            m = listener.recv(4096)
+            if m.startswith(b"STOPPING=1"):
+                break
+    finally:
+        listener.close()
+        if d.proc and d.proc.poll() is None:
+            d.stop()
+
+
+def test_bans_after_max_retry_in_one_batch_and_cli_lists_it(
+        box: Sandbox, daemon: DaemonProc, sshd: Sender) -> None:
+    daemon.start()
+    sshd.say(*failed("10.1.0.1", 2))
+    wait_for(lambda: caught_up(daemon, box), 10, what="two failures processed")
+    assert not banned(box, "10.1.0.1")  # two of three
+    sshd.say(*failed("10.1.0.1", 1), *failed("10.1.0.2", 3), *failed("10.99.0.7", 5))
+    wait_for(lambda: banned(box, "10.1.0.2") and banned(box, "10.1.0.1"), 10,
+             what="both bans in the kernel")
+    wait_for(lambda: caught_up(daemon, box), 10, what="all processed")
+    assert not banned(box, "10.99.0.7")  # allow-listed
+    out = daemon.cli("bans", "--json")
+    assert out.returncode == 0, out.stderr
+    bans = {b["network"]: b for b in json.loads(out.stdout)}
+    assert set(bans) == {"10.1.0.1/32", "10.1.0.2/32"}
+    assert 3500 < bans["10.1.0.2/32"]["remaining"] <= 3600
+    table = daemon.cli("bans")
+    assert "10.1.0.2/32" in table.stdout and "REMAINING" in table.stdout
+    st = json.loads(daemon.cli("status", "--json").stdout)
+    assert st["bans_active"] == 2 and st["healthy"] is True
+    text = daemon.cli("status").stdout
+    assert "bans active  2 (IPv4 2, IPv6 0)" in text
+
+
+def test_forged_sshd_lines_ban_nobody(box: Sandbox, daemon: DaemonProc,
+                                      sshd: Sender) -> None:
+    daemon.start()
+    forger = Sender(box, "logger")  # `logger -t sshd`
+    user = Sender(box, "sshd", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    try:
+        forger.say(*failed("10.2.0.1", 5))
+        user.say(*failed("10.2.0.2", 5))
+        wait_for(lambda: box.journal("-o", "cat", "SYSLOG_IDENTIFIER=sshd").count(
+            "10.2.0.") == 10, 10, what="forged lines in the journal")
+        sshd.say(*failed("10.2.0.3", 3))  # a real one after them, to know they were seen
+        wait_for(lambda: banned(box, "10.2.0.3"), 10, what="the real offender's ban")
+        assert kernel_elements(box) == {"10.2.0.3"}
+    finally:
+        forger.close()
+        user.close()
+
+
+def test_manual_ban_unban_and_bad_requests(box: Sandbox, daemon: DaemonProc) -> None:
+    daemon.start()
+    r = daemon.cli("ban", "10.3.0.9", "--for", "2h")
+    assert r.returncode == 0, r.stderr
+    assert "banned 10.3.0.9/32 for 2h" in r.stdout
+    assert banned(box, "10.3.0.9")
+    r = daemon.cli("ban", "2001:db8:1::5", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ban"]["network"] == "2001:db8:1::/64"
+    assert "2001:db8:1::/64" in kernel_elements(box)
+    # unban by an address inside the /64
+    r = daemon.cli("unban", "2001:db8:1::77")
+    assert r.returncode == 0 and "unbanned 2001:db8:1::/64" in r.stdout
+    assert "2001:db8:1::/64" not in kernel_elements(box)
+    r = daemon.cli("unban", "10.3.0.9", "--json")
+    assert json.loads(r.stdout)["removed"] == ["10.3.0.9/32"]
+    assert not banned(box, "10.3.0.9")
+    # errors are answers, not crashes
+    bad = daemon.cli("ban", "not-an-address")
+    assert bad.returncode == 1 and "not an IP address" in bad.stderr
+    assert daemon.cli("unban", "10.3.0.10").returncode == 1
+    assert daemon.cli("ban", "10.3.0.1", "--for", "soon").returncode == 2
+    assert daemon.request({"cmd": "ban", "address": "10.3.0.1", "duration": -5})["ok"] is False
+    assert daemon.request({"cmd": "nope"})["ok"] is False
+    assert daemon.status()["healthy"] is True
+
+
+def test_unreachable_daemon_exit_69(box: Sandbox, daemon: DaemonProc) -> None:
+    write_config(box, cfg())
+    for verb in (["status"], ["bans"], ["ban", "10.0.0.1"], ["unban", "10.0.0.1"]):
+        r = daemon.cli(*verb)
+        assert r.returncode == 69, (verb, r.stdout, r.stderr)
+
+
+def test_sighup_reload_keeps_state_and_refuses_bad_config(
+        box: Sandbox, daemon: DaemonProc, sshd: Sender) -> None:
+    daemon.start()
+    sshd.say(*failed("10.4.0.1", 3))
+    wait_for(lambda: banned(box, "10.4.0.1"), 10, what="first ban")
+    write_config(box, "[ban]\nmax_retry = 0\n")  # invalid
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in daemon.log(), 10, what="the refusal in the log")
+    assert daemon.status()["ok"]
+    # the old max_retry (3) still holds
+    sshd.say(*failed("10.4.0.2", 1))
+    wait_for(lambda: caught_up(daemon, box), 10, what="processed")
+    assert not banned(box, "10.4.0.2")
+    # a valid new config: max_retry 2; the failure already counted still counts
+    write_config(box, cfg(max_retry=2))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in daemon.log(), 10, what="reload")
+    sshd.say(*failed("10.4.0.2", 1))
+    wait_for(lambda: banned(box, "10.4.0.2"), 10, what="ban under the new max_retry")
+    assert banned(box, "10.4.0.1")  # state kept
+
+
+def test_failed_nft_is_logged_counted_retried(box: Sandbox, daemon: DaemonProc,
+                                              sshd: Sender) -> None:
+    daemon.start()
+    # Pull the table out from under the daemon: the next transaction fails in nft.
+    box.run(["nft", "delete", "table", "inet", "sshguardd"], check=True)
+    sshd.say(*failed("10.5.0.1", 3))
+    wait_for(lambda: daemon.status()["firewall_errors"] >= 1, 10, what="a counted failure")
+    log = daemon.log()
+    assert "firewall add failed" in log and "nft" in log
+    # retried: the table comes back with the ban that was decided meanwhile
+    wait_for(lambda: banned(box, "10.5.0.1"), 15, what="the ban after the retry")
+    st = daemon.status()
+    assert st["healthy"] and st["firewall_pending"] == 0
+
+
+def test_sigterm_clean_shutdown_keeps_bans_in_kernel(box: Sandbox, daemon: DaemonProc,
+                                                     sshd: Sender) -> None:
+    daemon.start()
+    sshd.say(*failed("10.6.0.1", 3))
+    wait_for(lambda: banned(box, "10.6.0.1"), 10, what="ban")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert not daemon.socket.exists()
+    assert banned(box, "10.6.0.1")  # stopping the daemon does not open the door
+    assert "sshguardd stopped" in daemon.log()
+
+
+def test_kill9_restart_resumes_without_loss_or_double_count(
+        box: Sandbox, daemon: DaemonProc, sshd: Sender) -> None:
+    daemon.start()
+    sshd.say(*failed("10.7.0.1", 3), *failed("10.7.0.2", 2), *failed("10.7.0.3", 2))
+    wait_for(lambda: banned(box, "10.7.0.1") and caught_up(daemon, box), 10,
+             what="ban and processing")
+    daemon.kill9()
+    # while it is down: one more failure for .2 (2+1 = 3: must ban), none for .3 (2 only)
+    sshd.say(*failed("10.7.0.2", 1))
+    box.run(["nft", "flush", "table", "inet", "sshguardd"], check=True)  # e.g. nft restart
+    daemon.start()
+    wait_for(lambda: banned(box, "10.7.0.2"), 10, what="the ban across the restart")
+    wait_for(lambda: caught_up(daemon, box), 10, what="caught up")
+    assert banned(box, "10.7.0.1")  # restored from the store
+    assert not banned(box, "10.7.0.3")  # not counted twice
+    bans = {b["network"] for b in daemon.request({"cmd": "bans"})["bans"]}
+    assert bans == {"10.7.0.1/32", "10.7.0.2/32"}
+
+
+def test_expiry_removes_the_ban_by_itself(box: Sandbox, daemon: DaemonProc,
+                                          sshd: Sender) -> None:
+    write_config(box, cfg(ban_time="3s"))
+    daemon.start()
+    sshd.say(*failed("10.8.0.1", 3))
+    wait_for(lambda: banned(box, "10.8.0.1"), 10, what="ban")
+    wait_for(lambda: not banned(box, "10.8.0.1"), 15, what="the kernel to expire it")
+    wait_for(lambda: daemon.request({"cmd": "bans"})["bans"] == [], 5, what="store expiry")
