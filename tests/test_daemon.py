@@ -247,3 +247,28 @@ def test_expiry_removes_the_ban_by_itself(box: Sandbox, daemon: DaemonProc,
     wait_for(lambda: banned(box, "10.8.0.1"), 10, what="ban")
     wait_for(lambda: not banned(box, "10.8.0.1"), 15, what="the kernel to expire it")
     wait_for(lambda: daemon.request({"cmd": "bans"})["bans"] == [], 5, what="store expiry")
+
+
+def test_hosts_the_drift_guard(box: Sandbox, tmp_path: Path) -> None:
+    """The daemon checks sshd_config at start and repairs a later `sed -i` through its
+    watcher; the repair shows up in `status`."""
+    box.run(["ssh-keygen", "-A"], check=True)  # sshd -t needs host keys
+    write_config(box, """
+[drift]
+mode = "enforce"
+restart_command = ["/bin/true"]
+
+[metrics]
+enabled = false
+""")
+    d = DaemonProc(box, tmp_path / "daemon.log").start()
+    try:
+        effective = lambda: box.run(["sshd", "-T"], check=True).stdout  # noqa: E731
+        wait_for(lambda: "permitrootlogin no" in effective(), 15, what="start-up repair")
+        box.run(["sed", "-i", "s/^PermitRootLogin .*/PermitRootLogin yes/",
+                 "/etc/ssh/sshd_config"], check=True)
+        wait_for(lambda: "permitrootlogin no" in effective(), 15,
+                 what="the sed -i to be reverted")
+        assert "permitrootlogin" in d.status()["last_drift"]
+    finally:
+        d.stop()
