@@ -206,12 +206,14 @@ class Metrics:
         self.journal_last_read.set(now)
 
     def policy_state(self, tracked: int, evictions: int) -> None:
-        """Mirror BanPolicy.tracked and BanPolicy.evictions (a running total) here."""
+        """Mirror BanPolicy.tracked and BanPolicy.evictions (a running total) here. A total
+        below the last one means a new policy object (a reload rebuilt it from zero)."""
         self.offenders_tracked.set(tracked)
-        delta = evictions - self._evictions_seen
+        delta = evictions if evictions < self._evictions_seen else \
+            evictions - self._evictions_seen
         if delta > 0:
             self.offender_evictions.inc(delta)
-        self._evictions_seen = max(self._evictions_seen, evictions)
+        self._evictions_seen = evictions
 
     def serve(self, address: str = "127.0.0.1", port: int = 9822) -> "MetricsServer":
         """Serve /metrics on address:port in a daemon thread (port 0: any free port)."""

@@ -147,6 +147,14 @@ def test_counters_are_counters(metrics: Metrics, server: MetricsServer) -> None:
     assert types["sshguardd_journal_lag_seconds"] == "histogram"
 
 
+def test_evictions_survive_a_rebuilt_policy(metrics: Metrics) -> None:
+    metrics.policy_state(tracked=10, evictions=7)
+    metrics.policy_state(tracked=10, evictions=7)  # same total: nothing new
+    metrics.policy_state(tracked=3, evictions=2)   # reload: a new policy counted 2 so far
+    metrics.policy_state(tracked=3, evictions=4)
+    assert metrics.registry.get_sample_value("sshguardd_offender_evictions_total") == 11
+
+
 def test_clock_step_does_not_make_negative_lag(metrics: Metrics) -> None:
     metrics.journal_read([200.0], now=100.0)
     reg = metrics.registry
