@@ -433,7 +433,9 @@ def apply_edits(text: str, edits: Iterable[Edit]) -> str:
     """Apply the edits for one file. Replacements check the old line; inserts are made
     bottom-up so line numbers stay valid. Every other byte is kept."""
     lines = text.splitlines(keepends=True)
-    todo = sorted(edits, key=lambda e: (e.line, e.old is None), reverse=True)
+    # Bottom-up; several inserts at one line end up in the order they were planned.
+    todo = [e for _, e in sorted(enumerate(edits), key=lambda ie: (ie[1].line, ie[0]),
+                                 reverse=True)]
     for e in todo:
         if e.old is None:
             if e.line > len(lines) and lines and not lines[-1].endswith("\n"):

@@ -16,12 +16,26 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from sshguardd.contracts import FileChanged
 
 log = logging.getLogger(__name__)
+
+# Only events that can change a file's content or name. Leaving out IN_OPEN and
+# IN_CLOSE_NOWRITE matters in /etc, which every process start reads (ld.so.cache,
+# locale.alias, ...): the kernel then does not even queue those.
+EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent,
+          FileDeletedEvent]
 
 
 class _Handler(FileSystemEventHandler):
@@ -65,7 +79,7 @@ class Watcher:
         observer = Observer()
         handler = _Handler(self)
         for p in self.paths:
-            observer.schedule(handler, os.fspath(p), recursive=False)
+            observer.schedule(handler, os.fspath(p), recursive=False, event_filter=EVENTS)
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -95,6 +109,7 @@ class Watcher:
     def _note(self, path: str) -> None:
         if self.relevant is not None and not self.relevant(path):
             return
+        log.debug("change noted: %s", path)
         with self._cond:
             now = time.monotonic()
             if not self._pending:
@@ -122,6 +137,7 @@ class Watcher:
                 batch = list(self._pending)
                 self._pending.clear()
             now = self.clock()
+            log.debug("delivering %d changed paths", len(batch))
             for path in batch:
                 try:
                     self.callback(FileChanged(path, now))

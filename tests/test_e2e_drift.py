@@ -1,0 +1,238 @@
+"""End to end: the drift guard in a Sandbox (private mount/net/pid namespaces, overlays on
+/etc, /var, /root and /home, a private journald, a real sshd on port 22), running with its
+real default paths (/etc/ssh/sshd_config, /etc/shadow, /var/lib/sshguardd) and the real
+inotify watcher, while real tools (sed -i, usermod, passwd, useradd, chpasswd) make the
+drift. The restart command is a script that makes the sandbox's sshd re-read its config
+(SIGHUP) and logs each call to /run/restarts.log.
+
+The guard runs as tests/data/drift_runner.py: DriftGuard + Watcher fed through one queue
+on the main thread, as the daemon hosts them; alerts go to the sandbox's journal.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sshguardd.sandbox import Sandbox, wait_for
+
+pytestmark = pytest.mark.e2e
+
+RUNNER = Path(__file__).parent / "data" / "drift_runner.py"
+HASH = "$6$saltsalt$ZmFrZWhhc2hmb3J0ZXN0c29ubHkuLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4u"
+RESTART = """#!/bin/sh
+# Make the sandbox's sshd (started with -D, pid in /run/sshd.pid) re-read its config.
+set -e
+echo restart >> /run/restarts.log
+kill -HUP "$(cat /run/sshd.pid)"
+"""
+
+
+class Guarded:
+    """A sandbox with sshd and the drift guard running; helpers to observe both."""
+
+    def __init__(self, sb: Sandbox, logdir: Path, drift_toml: str = "", keys: bool = True):
+        self.sb = sb
+        # No host keys may leak into the lockout guard's verdict: only what we create.
+        sb.run(["sh", "-c", "find /root /home -name 'authorized_keys*' -delete"], check=True)
+        sb.run(["useradd", "-m", "-s", "/bin/bash", "alice"], check=True)
+        sb.run(["mkdir", "-p", "/etc/sshguardd", "/home/alice/.ssh"], check=True)
+        restart = sb.path("/etc/sshguardd/restart-sshd")
+        restart.write_text(RESTART)
+        restart.chmod(0o755)
+        sb.path("/etc/sshguardd/config.toml").write_text(
+            '[drift]\nrestart_command = ["/etc/sshguardd/restart-sshd"]\n' + drift_toml)
+        self.sshd = sb.start_sshd()
+        if keys:
+            pub = sb.path("/etc/ssh/ssh_host_ed25519_key.pub").read_text()
+            sb.path("/home/alice/.ssh/authorized_keys").write_text(pub)
+        self.stock = sb.path("/etc/ssh/sshd_config").read_text()
+        self.errlog = open(logdir / "drift-runner.log", "wb")
+        self.proc = sb.popen([sys.executable, str(RUNNER)], stdout=subprocess.DEVNULL,
+                             stderr=self.errlog)
+        wait_for(lambda: self._ready(), 30, what="the drift guard to start")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"drift runner exited {self.proc.returncode}: "
+                               f"{Path(self.errlog.name).read_text()}")
+        return any(o.get("ready") for o in self.outcomes())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(15)
+        self.errlog.close()
+
+    # -- observing
+    def outcomes(self) -> list[dict]:
+        p = self.sb.path("/run/drift-outcomes.jsonl")
+        if not p.exists():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line]
+
+    def actions(self, item: str, file: str | None = None) -> list[str]:
+        return [o["action"] for o in self.outcomes()
+                if o.get("item") == item and file in (None, o["file"])]
+
+    def sh(self, script: str) -> None:
+        self.sb.run(["sh", "-c", script], check=True)
+
+    def text(self, path: str) -> str:
+        return self.sb.path(path).read_text()
+
+    def sshd_T(self) -> dict[str, str]:
+        out = self.sb.run(["/usr/sbin/sshd", "-T"], check=True).stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def alerts(self, kind: str) -> list[dict]:
+        out = self.sb.journal("-o", "json", f"SSHGUARDD_ALERT={kind}")
+        return [json.loads(line) for line in out.splitlines() if line]
+
+    def restarts(self) -> int:
+        p = self.sb.path("/run/restarts.log")
+        return len(p.read_text().splitlines()) if p.exists() else 0
+
+    def shadow_field(self, user: str) -> str:
+        for line in self.text("/etc/shadow").splitlines():
+            if line.split(":")[0] == user:
+                return line.split(":")[1]
+        raise KeyError(user)
+
+
+@pytest.fixture
+def start(sandbox: Sandbox, tmp_path: Path):
+    made: list[Guarded] = []
+
+    def start(**kw) -> Guarded:
+        g = Guarded(sandbox, tmp_path, **kw)
+        made.append(g)
+        return g
+
+    yield start
+    for g in made:
+        g.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    # /root and /home are made copy-on-write too, so keys and new users stay inside.
+    with Sandbox(tmp_path, overlays=("/var", "/root", "/home")) as sb:
+        yield sb
+
+
+def test_start_hardens_stock_config_and_sed_i_drift_is_reverted(start):
+    g = start()
+    # The stock Debian config sets none of these: the start check adds them where they win.
+    wait_for(lambda: g.sshd_T()["permitrootlogin"] == "no", 10, what="hardening at start")
+    assert g.sshd_T()["passwordauthentication"] == "no"
+    assert g.restarts() == 1
+    wait_for(lambda: g.sb.listening(22), 10, what="sshd listening after its restart")
+    hardened = g.text("/etc/ssh/sshd_config")
+    assert [l for l in hardened.splitlines() if l not in g.stock.splitlines()] == [
+        "PermitRootLogin no", "PasswordAuthentication no"]
+
+    g.sh("sed -i 's/^PermitRootLogin no$/PermitRootLogin yes/' /etc/ssh/sshd_config")
+    wait_for(lambda: g.text("/etc/ssh/sshd_config") == hardened, 10,
+             what="sed -i's PermitRootLogin yes to be reverted")
+    assert g.sshd_T()["permitrootlogin"] == "no"
+    wait_for(lambda: g.restarts() == 2, 5, what="sshd to be restarted")
+    wait_for(lambda: g.sb.listening(22), 10, what="sshd listening after its restart")
+    kept = list(g.sb.path("/var/lib/sshguardd/drift").glob("*sshd_config.diff"))
+    assert any("+PermitRootLogin no" in p.read_text() and "-PermitRootLogin yes"
+               in p.read_text() for p in kept)
+    assert [a["SETTING"] for a in g.alerts("repaired")][-1] == "permitrootlogin"
+
+
+def test_dropin_ahead_of_main_file_is_neutralised(start):
+    g = start()
+    wait_for(lambda: g.sshd_T()["passwordauthentication"] == "no", 10, what="hardening")
+    main = g.text("/etc/ssh/sshd_config")
+    # cloud-init's way: a drop-in read before the main file's own setting.
+    g.sh("printf '# written by cloud-init\\nPasswordAuthentication yes\\n' "
+         "> /etc/ssh/sshd_config.d/50-cloud-init.conf")
+    wait_for(lambda: g.text("/etc/ssh/sshd_config.d/50-cloud-init.conf")
+             == "# written by cloud-init\nPasswordAuthentication no\n", 10,
+             what="the drop-in to be repaired")
+    assert g.sshd_T()["passwordauthentication"] == "no"
+    assert g.text("/etc/ssh/sshd_config") == main
+
+
+def test_root_relocked_while_other_accounts_changes_survive(start):
+    g = start()
+    wait_for(lambda: g.actions("root password"), 10, what="the start check")
+    g.sh(f"usermod -p '{HASH}' root")
+    wait_for(lambda: g.shadow_field("root") == "!" + HASH, 10, what="root to be relocked")
+    g.sh("passwd -u root")
+    wait_for(lambda: g.actions("root password").count("repaired") >= 2
+             and g.shadow_field("root") == "!" + HASH, 10,
+             what="root to be relocked after passwd -u")
+    # Other accounts: a new user and a password change are not drift.
+    g.sh("useradd -m -s /bin/bash carol && echo 'alice:Secret-Pw-1' | chpasswd")
+    alice = g.shadow_field("alice")
+    assert alice.startswith("$") and g.shadow_field("carol") in ("!", "*", "!*")
+    g.sh(f"usermod -p '{HASH}' root")  # one more relock, with the others' edits present
+    wait_for(lambda: g.actions("root password").count("repaired") >= 3, 10,
+             what="the third relock")
+    assert g.shadow_field("alice") == alice and g.shadow_field("root") == "!" + HASH
+    assert "carol" in g.text("/etc/shadow")
+    st = g.sb.path("/etc/shadow").stat()
+    assert st.st_mode & 0o777 == 0o640
+    journal = g.sb.journal("SYSLOG_IDENTIFIER=sshguardd")
+    assert HASH not in journal and "$6$" not in journal
+
+
+def test_drift_that_breaks_the_config_is_not_made_worse(start):
+    g = start()
+    wait_for(lambda: g.sshd_T()["permitrootlogin"] == "no", 10, what="hardening")
+    restarts = g.restarts()
+    g.sh("sed -i -e 's/^PermitRootLogin no$/PermitRootLogin yes/' "
+         "-e '1i NoSuchOption yes' /etc/ssh/sshd_config")
+    broken = g.text("/etc/ssh/sshd_config")
+    wait_for(lambda: g.alerts("repair_failed"), 10, what="the repair_failed alert")
+    (alert,) = g.alerts("repair_failed")
+    assert alert["STEP"] == "validate" and "NoSuchOption" in alert["STDERR"]
+    assert g.text("/etc/ssh/sshd_config") == broken
+    assert g.restarts() == restarts and g.sb.listening(22)
+
+
+def test_lockout_guard_refuses_when_no_keys_exist(start):
+    g = start(keys=False)
+    wait_for(lambda: g.actions("passwordauthentication"), 10, what="the start check")
+    assert g.actions("passwordauthentication") == ["refused"]
+    assert g.sshd_T()["passwordauthentication"] == "yes"
+    assert g.sshd_T()["permitrootlogin"] == "no"  # the rest is still enforced
+    (alert,) = g.alerts("lockout_guard")
+    assert "no account that can log in has an authorized key" in alert["REASON"]
+
+
+def test_revert_war_is_detected_and_stopped(start):
+    g = start(drift_toml='[drift.revert_war]\nmax_reverts = 2\nwindow = "10m"\n'
+              'pause = "1h"\n')
+    wait_for(lambda: g.sshd_T()["permitrootlogin"] == "no", 10, what="hardening")
+    dropin = "/etc/ssh/sshd_config.d/50-cloud-init.conf"
+    for n in (1, 2):
+        g.sh(f"printf '# generated by cloud-init\\nPermitRootLogin yes\\n' > {dropin}")
+        wait_for(lambda: g.actions("permitrootlogin", dropin).count("repaired") == n, 10,
+                 what=f"repair {n}")
+    g.sh(f"printf '# generated by cloud-init\\nPermitRootLogin yes\\n' > {dropin}")
+    wait_for(lambda: g.alerts("revert_war"), 10, what="the revert_war alert")
+    (war,) = g.alerts("revert_war")
+    assert war["FILE"] == dropin and war["WRITER"] == "cloud-init"
+    assert int(war["PRIORITY"]) <= 2  # critical or more urgent
+    assert g.actions("permitrootlogin", dropin)[-1] == "paused"
+    assert g.text(dropin).endswith("PermitRootLogin yes\n")
+
+
+def test_audit_mode_changes_nothing(start):
+    g = start(drift_toml='mode = "audit"\n')
+    wait_for(lambda: g.actions("permitrootlogin"), 10, what="the start check")
+    g.sh(f"usermod -p '{HASH}' root")
+    wait_for(lambda: "drift" in g.actions("root password"), 10, what="drift seen")
+    assert g.text("/etc/ssh/sshd_config") == g.stock
+    assert g.shadow_field("root") == HASH
+    assert g.restarts() == 0
+    assert g.alerts("repaired") == [] and g.alerts("drift")
