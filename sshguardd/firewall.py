@@ -1,0 +1,191 @@
+"""The nftables effect: applies the JSON built by `sshguardd.nft` with `nft -j -f -`.
+
+One nft process per batch (never one per ban): a transaction of 100k elements costs about
+as much as a few dozen single-element nft processes. Every failure raises FirewallError
+carrying the exact argv, JSON payload and nft's stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import nft as nftjson
+from .contracts import Ban
+
+log = logging.getLogger(__name__)
+
+# Elements per nft transaction. 100k elements load in well under a second; beyond that
+# nft's own memory grows with the payload (~3 KB per element while parsing JSON), so huge
+# restores are split. Each chunk is its own transaction.
+CHUNK = 50_000
+TIMEOUT = 120.0  # seconds for one nft process; a hung nft must not hang the daemon
+
+
+class FirewallError(Exception):
+    """An nft call failed. argv, payload (the JSON text sent, or "") and stderr are kept
+    whole; str() quotes all three (a very long payload is shortened in the message only)."""
+
+    def __init__(self, argv: Sequence[str], payload: str, stderr: str):
+        self.argv = list(argv)
+        self.payload = payload
+        self.stderr = stderr
+        shown = payload if len(payload) <= 4000 else payload[:4000] + f"... ({len(payload)} chars)"
+        super().__init__(f"nft failed: argv={self.argv!r} stderr={stderr.strip()!r} payload={shown}")
+
+
+class NftFirewall:
+    """sshguardd's table in the kernel.
+
+    nft is the nft binary or an argv prefix that runs it (tests pass
+    ["nsenter", "-t", PID, "-n", "/usr/sbin/nft"] to work in a private net namespace).
+    """
+
+    def __init__(self, table: str = "sshguardd", ports: Sequence[int] = (22,),
+                 nft: str | Path | Sequence[str] = "/usr/sbin/nft", *,
+                 ipv4_prefix: int = 32, ipv6_prefix: int = 64, family: str = "inet",
+                 chunk: int = CHUNK, timeout: float = TIMEOUT):
+        self.layout = nftjson.Layout(table=table, family=family, ports=tuple(ports) or (22,),
+                                 ipv4_prefix=ipv4_prefix, ipv6_prefix=ipv6_prefix)
+        self.prefix = [str(nft)] if isinstance(nft, (str, Path)) else [str(a) for a in nft]
+        self.chunk = chunk
+        self.timeout = timeout
+        self.calls = 0       # nft processes run
+        self.failures = 0    # of which failed
+
+    # -- running nft ---------------------------------------------------------------------
+    def _run(self, args: Sequence[str], payload: str = "") -> str:
+        argv = [*self.prefix, *args]
+        self.calls += 1
+        try:
+            proc = subprocess.run(argv, input=payload.encode(), capture_output=True,
+                                  timeout=self.timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.failures += 1
+            raise FirewallError(argv, payload, str(exc)) from exc
+        if proc.returncode != 0:
+            self.failures += 1
+            raise FirewallError(argv, payload, proc.stderr.decode(errors="replace"))
+        return proc.stdout.decode(errors="replace")
+
+    def apply(self, payload: dict) -> None:
+        """Run one JSON transaction (`nft -j -f -`)."""
+        if not payload["nftables"]:
+            return
+        self._run(["-j", "-f", "-"], json.dumps(payload, separators=(",", ":")))
+
+    def _apply_chunked(self, cmds: list[dict], first: list[dict] | None = None) -> None:
+        """Apply element commands in transactions of at most self.chunk elements; `first`
+        (e.g. set flushes) goes into the first transaction."""
+        pending: list[dict] = list(first or [])
+        size = 0
+        for cmd in cmds:
+            (op, body), = cmd.items()
+            elems = body["element"]["elem"]
+            for i in range(0, len(elems), self.chunk):
+                part = elems[i:i + self.chunk]
+                if size and size + len(part) > self.chunk:
+                    self.apply({"nftables": pending})
+                    pending, size = [], 0
+                element = dict(body["element"], elem=part)
+                pending.append({op: {"element": element}})
+                size += len(part)
+        if pending:
+            self.apply({"nftables": pending})
+
+    # -- the seam ----------------------------------------------------------------------
+    def setup(self) -> None:
+        """Create or repair the table, sets and drop rules idempotently. Existing elements
+        survive. If our objects were changed incompatibly (say a set's type), the table is
+        rebuilt from scratch; call restore() afterwards in any case."""
+        try:
+            self.apply(nftjson.setup(self.layout))
+        except FirewallError as exc:
+            if not self.exists():
+                raise  # nothing of ours to repair: nft itself or the kernel refused
+            log.warning("nft setup of table %s %s failed, rebuilding the table: %s",
+                        self.layout.family, self.layout.table, exc.stderr.strip())
+            self.apply(nftjson.recreate(self.layout))
+
+    def add(self, bans: Sequence[Ban], now: float) -> None:
+        """Add bans with kernel timeouts = remaining time at `now` (expired ones skipped)."""
+        self._apply_chunked(nftjson.add_elements(self.layout, bans, now))
+
+    def replace(self, bans: Sequence[Ban], now: float) -> None:
+        """Add bans that may already be in the kernel, setting their timeouts to the new
+        remaining time (e.g. a manual ban extending a live one). Meant for small batches."""
+        self.apply(nftjson.batch(nftjson.replace_elements(self.layout, bans, now)))
+
+    def remove(self, networks: Sequence[str]) -> None:
+        """Lift bans now; networks not (or no longer) in the kernel are not an error."""
+        if networks:
+            self._apply_chunked(nftjson.delete_elements(self.layout, networks))
+
+    def restore(self, bans: Sequence[Ban], now: float) -> None:
+        """Make the kernel's sets hold exactly the active bans (from the store), each with
+        its remaining time. The flush and the first chunk are one transaction, so there is
+        no moment without bans when they fit in one chunk. The sets are never read back:
+        listing 1M elements as JSON takes ~50 s."""
+        self._apply_chunked(nftjson.add_elements(self.layout, bans, now), first=nftjson.flush_sets(self.layout))
+
+    def exists(self) -> bool:
+        """Is our table in the kernel? (Cheap: lists table names only, not elements.)"""
+        out = self._run(["-j", "list", "tables", self.layout.family])
+        for item in json.loads(out).get("nftables", []):
+            table = item.get("table")
+            if table and table.get("name") == self.layout.table:
+                return True
+        return False
+
+    def contains(self, network: str) -> bool:
+        """Is this network an element of its set? (for tests and `bans`)"""
+        return self.expires(network) is not None
+
+    def expires(self, network: str) -> float | None:
+        """Seconds until the kernel drops this exact element, or None if it is not in its
+        set. For tests and diagnostics: an interval-set lookup lists that (small) set."""
+        net = nftjson.parse_network(network)
+        set_name = self.layout.set_for(net)
+        if set_name.startswith("net"):
+            # nft 1.0.6 `get element` on an interval set prints no timeout and also answers
+            # for a covering prefix, so read the set (only manual wide bans live there).
+            out = self._run(["-j", "list", "set", self.layout.family, self.layout.table,
+                             set_name])
+            for item in json.loads(out).get("nftables", []):
+                for elem in (item.get("set") or {}).get("elem", []):
+                    body = elem.get("elem", {}) if isinstance(elem, dict) else {}
+                    prefix = (body.get("val") or {}).get("prefix") if isinstance(
+                        body.get("val"), dict) else None
+                    if prefix and prefix["addr"] == str(net.network_address) \
+                            and prefix["len"] == net.prefixlen:
+                        return float(body.get("expires", body.get("timeout", 0)))
+            return None
+        args = ["get", "element", self.layout.family, self.layout.table, set_name,
+                "{ " + str(net.network_address) + " }"]
+        try:
+            out = self._run(args)
+        except FirewallError as exc:
+            if "No such file or directory" in exc.stderr:
+                self.failures -= 1  # "not there" is an answer, not a failure
+                return None
+            raise
+        # nft 1.0.6 prints `get element` as text even with -j: "... expires 9m59s996ms".
+        m = re.search(r"expires ([0-9hmsd]+)", out)
+        return _parse_nft_duration(m.group(1)) if m else None
+
+    def delete_table(self) -> None:
+        self.apply(nftjson.delete_table(self.layout))
+
+
+_NFT_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _parse_nft_duration(text: str) -> float:
+    total = 0.0
+    for number, unit in re.findall(r"(\d+)(ms|d|h|m|s)", text):
+        total += int(number) * _NFT_UNITS[unit]
+    return total

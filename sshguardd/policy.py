@@ -1,0 +1,344 @@
+"""The ban policy: which sources to ban and for how long. Pure: no clock, no I/O.
+
+Time arrives as data (each LogRecord's own timestamp), so the same journal always gives the
+same bans, and tests need no clock.
+
+Counting rule: attempts, not log lines
+--------------------------------------
+One failed password as an invalid user on OpenSSH 9.2 with PAM logs five lines (`Invalid
+user`, two `pam_unix(sshd:auth)` lines, `Failed password`, `Connection closed by invalid
+user ... [preauth]`). Counting lines would ban after two attempts instead of five, so the
+lines of one connection are grouped by sshd's PID (record.pid; all lines of a connection,
+including [preauth] ones relayed by the monitor, carry it) and each connection scores:
+
+* auth attempts -- `Failed password/publickey/keyboard-interactive...` and other failed
+  methods (BAD_PASSWORD, BAD_KEY, AUTH_FAILURE): each line is one attempt, the weights add
+  up;
+* refusals of the user itself -- INVALID_USER, ROOT_REFUSED, USER_NOT_ALLOWED, and
+  MAX_AUTH_TRIES (a summary of attempts): count as at least one attempt. The connection
+  scores max(sum of attempt weights, largest refusal weight), so `Invalid user` followed by
+  its `Failed password` is one attempt, `Invalid user` followed by three is three, and an
+  `Invalid user` probe that never sent a password is still one;
+* probes -- PREAUTH_DISCONNECT, KEX_FAILURE, PROTOCOL_ERROR, TIMEOUT -- count only when the
+  connection had no auth attempt or refusal, once per connection, with the largest weight
+  among its probe lines (a banner scan that logs a kex error and a disconnect is one probe);
+* PAM lines (`pam_unix(sshd:auth): ...`, `PAM: Authentication failure ...`) are never
+  attempts of their own: sshd logs its own `Failed ...` line for the same attempt, and for
+  keyboard-interactive PAM runs in a child with another PID;
+* PENALTY (`drop connection ... penalty`) is logged by the listener, not the connection:
+  each line is its own connection, as are all lines of a record without a PID.
+
+An offender's score is the sum of the scores of its connections whose latest line lies
+within find_time; reaching max_retry bans it. With the default weights max_retry = 5 means
+five failed passwords (or five user names tried), ten pure probes, and failed public keys
+(weight 0) never ban: clients offering several keys are normal.
+
+Other rules
+-----------
+* Offenders are networks: IPv4 aggregated to ipv4_prefix (/32), IPv6 to ipv6_prefix (/64,
+  one host or site typically owns a /64, so banning /128s is useless).
+* Allow-listed networks (loopback by default) and non-IP hosts (UseDNS names) never count.
+* Admin protection: a network with a successful login within protect_logged_in is not
+  banned for failures (its failures are still counted; `suppressed` counts the bans
+  withheld). 0 disables.
+* Escalation: strikes = 1 + bans of the network within history_time; duration =
+  ban_time * escalation_factor ** (strikes - 1), capped at max_ban_time.
+* Bounded memory: at most max_tracked offenders (and as many remembered logins); the one
+  seen least recently is evicted first and counted in `evictions`. An offender costs about
+  130 bytes (its connections are packed into one bytes object).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import struct
+from collections.abc import Mapping, Sequence
+
+from .config import BanConfig
+from .contracts import Ban, Event, Kind, LogRecord
+
+ATTEMPTS = frozenset({Kind.BAD_PASSWORD, Kind.BAD_KEY, Kind.AUTH_FAILURE})
+REFUSALS = frozenset({Kind.INVALID_USER, Kind.ROOT_REFUSED, Kind.USER_NOT_ALLOWED,
+                      Kind.MAX_AUTH_TRIES})
+PROBES = frozenset({Kind.PREAUTH_DISCONNECT, Kind.KEX_FAILURE, Kind.PROTOCOL_ERROR,
+                    Kind.TIMEOUT})
+STANDALONE = frozenset({Kind.PENALTY})
+
+# Connections remembered per offender. Only zero-weight connections (failed public keys of
+# a protected or legitimate client) can pile up; past this, the oldest is forgotten.
+MAX_CONNECTIONS = 64
+
+# One connection: time of its latest line, pid (0: none), attempt sum (-1: no attempt line
+# yet), largest refusal weight (-1: none), largest probe weight. 36 bytes.
+_CONN = struct.Struct("=dIddd")
+_V6 = 1 << 128  # keys of IPv6 networks are offset so they never equal an IPv4 key
+
+
+def is_pam_line(message: str) -> bool:
+    """PAM's own lines and sshd's relay of a PAM failure: corroboration, not attempts."""
+    return message.startswith(("pam_", "PAM:", "error: PAM:", "PAM ")) or "(sshd:auth)" in message
+
+
+class BanPolicy:
+    """Turns classified sshd messages into ban decisions.
+
+    history: network -> start times of its earlier bans (Store.history), for escalation.
+    logged_in: network -> time of its latest successful login (Store.logins), for admin
+    protection across restarts. The daemon persists what observe() returns.
+    """
+
+    def __init__(self, cfg: BanConfig, history: Mapping[str, Sequence[float]] | None = None,
+                 logged_in: Mapping[str, float] | None = None):
+        self.cfg = cfg
+        self._weights = {kind: getattr(cfg.weights, kind.value)
+                         for kind in Kind if kind is not Kind.ACCEPTED}
+        self._allow = [ipaddress.ip_network(n) for n in cfg.allow]
+        self._allow_ranges = [(n.version, int(n.network_address), int(n.broadcast_address))
+                              for n in self._allow]
+        self._offenders: dict[int, bytes] = {}
+        self._banned: dict[int, float] = {}          # key -> until, for networks of our prefix
+        self._wide: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, float]] = []
+        self._logins: dict[int, float] = {}
+        self._history: dict[str, list[float]] = {n: sorted(ts) for n, ts in (history or {}).items()}
+        self._latest = 0.0
+        self.evictions = 0
+        self.suppressed = 0
+        for network, when in (logged_in or {}).items():
+            key = self._key_of_network(network)
+            if key is not None:
+                self._logins[key] = when
+
+    # -- addresses -----------------------------------------------------------------------
+    def _allowed(self, version: int, value: int) -> bool:
+        for v, lo, hi in self._allow_ranges:
+            if v == version and lo <= value <= hi:
+                return True
+        return False
+
+    def _key(self, host: str) -> int | None:
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        value = int(addr)
+        if self._allowed(addr.version, value):
+            return None
+        if addr.version == 4:
+            shift = 32 - self.cfg.ipv4_prefix
+            return value >> shift << shift
+        shift = 128 - self.cfg.ipv6_prefix
+        return _V6 | (value >> shift << shift)
+
+    def _key_of_network(self, network: str) -> int | None:
+        try:
+            net = ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            return None
+        return self._key(str(net.network_address))
+
+    def _network(self, key: int) -> str:
+        if key & _V6:
+            return f"{ipaddress.IPv6Address(key ^ _V6)}/{self.cfg.ipv6_prefix}"
+        return f"{ipaddress.IPv4Address(key)}/{self.cfg.ipv4_prefix}"
+
+    def network_of(self, addr: str) -> str | None:
+        """The network an address is counted and banned as ('2001:db8::/64',
+        '192.0.2.7/32'); None for allow-listed addresses and non-IP hosts."""
+        key = self._key(addr)
+        return None if key is None else self._network(key)
+
+    # -- observing -----------------------------------------------------------------------
+    @property
+    def tracked(self) -> int:
+        """Offenders currently counted (bounded by max_tracked)."""
+        return len(self._offenders)
+
+    def observe(self, record: LogRecord, event: Event) -> Ban | None:
+        """Feed one classified message; returns a Ban when it tips its network over
+        max_retry. Success events (Kind.ACCEPTED) record the login for admin protection."""
+        t = record.time if record.time is not None else self._latest
+        if t > self._latest:
+            self._latest = t
+        key = self._key(event.host)
+        if key is None:
+            return None
+        if event.kind is Kind.ACCEPTED:
+            if self.cfg.protect_logged_in > 0:
+                self._remember_login(key, t)
+            return None
+        if is_pam_line(record.message):
+            return None
+        until = self._banned.get(key)
+        if until is not None:
+            if until > t:
+                return None  # already banned: in-flight lines must not re-ban or escalate
+            del self._banned[key]
+        if self._wide and self._covered_by_wide(key, t):
+            return None
+
+        score = self._count(key, record.pid, event.kind, t)
+        if score + 1e-9 < self.cfg.max_retry or not self.cfg.enabled:
+            return None
+        login = self._logins.get(key)
+        if (login is not None and self.cfg.protect_logged_in > 0
+                and t - login <= self.cfg.protect_logged_in):
+            self.suppressed += 1
+            return None
+        del self._offenders[key]
+        reason = f"{score:g} failed attempts within {_fmt(self.cfg.find_time)}, last {event.kind.value}"
+        return self._ban(self._network(key), key, t, None, reason)
+
+    def _remember_login(self, key: int, t: float) -> None:
+        self._logins.pop(key, None)
+        if len(self._logins) >= self.cfg.max_tracked:
+            del self._logins[next(iter(self._logins))]
+        self._logins[key] = t
+
+    def _count(self, key: int, pid: int | None, kind: Kind, t: float) -> float:
+        """Update the offender's connection for this line; return its score in the window."""
+        weight = self._weights[kind]
+        old = self._offenders.pop(key, None)
+        if old is None:
+            if len(self._offenders) >= self.cfg.max_tracked:
+                del self._offenders[next(iter(self._offenders))]
+                self.evictions += 1
+            conns: list[list[float]] = []
+        else:
+            horizon = t - self.cfg.find_time
+            conns = [list(c) for c in _CONN.iter_unpack(old) if c[0] >= horizon]
+        conn_pid = 0 if pid is None or kind in STANDALONE else pid & 0xFFFFFFFF
+        conn = None
+        if conn_pid:
+            for c in conns:
+                if c[1] == conn_pid:
+                    conn = c
+                    break
+        if conn is None:
+            conn = [t, conn_pid, -1.0, -1.0, 0.0]
+            conns.append(conn)
+            if len(conns) > MAX_CONNECTIONS:
+                zero = next((c for c in conns if _score(c) == 0), conns[0])
+                conns.remove(zero)
+        conn[0] = max(conn[0], t)
+        if kind in ATTEMPTS:
+            conn[2] = max(conn[2], 0.0) + weight
+        elif kind in REFUSALS:
+            conn[3] = max(conn[3], weight)
+        else:
+            conn[4] = max(conn[4], weight)
+        self._offenders[key] = b"".join(_CONN.pack(*c) for c in conns)
+        return sum(_score(c) for c in conns)
+
+    # -- banning -------------------------------------------------------------------------
+    def _strikes(self, network: str, t: float) -> int:
+        since = t - self.cfg.history_time
+        return 1 + sum(1 for h in self._history.get(network, ()) if h >= since)
+
+    def duration_for(self, strikes: int) -> float:
+        """Ban time for the n-th ban within history_time (1 = first offence)."""
+        d = self.cfg.ban_time * self.cfg.escalation_factor ** (strikes - 1)
+        return min(d, self.cfg.max_ban_time) if math.isfinite(d) else self.cfg.max_ban_time
+
+    def _ban(self, network: str, key: int | None, t: float, duration: float | None,
+             reason: str) -> Ban:
+        strikes = self._strikes(network, t)
+        if duration is None:
+            duration = self.duration_for(strikes)
+        self._history.setdefault(network, []).append(t)
+        until = t + duration
+        if key is not None:
+            self._banned[key] = until
+        return Ban(network=network, duration=duration, until=until, strikes=strikes,
+                   reason=reason)
+
+    def _covered_by_wide(self, key: int, t: float) -> bool:
+        addr = ipaddress.ip_address(key ^ _V6 if key & _V6 else key)
+        alive = [(n, u) for n, u in self._wide if u > t]
+        self._wide = alive
+        return any(addr.version == n.version and addr in n for n, _ in alive)
+
+    def manual_ban(self, network_or_addr: str, duration: float | None, now: float) -> Ban:
+        """Ban on an admin's request. An address is banned as its offender network (like
+        an automatic ban); a CIDR as written. duration None: the escalated ban time.
+        Raises ValueError for something that is not an address or network, or that
+        overlaps the allow-list (banning 0.0.0.0/0 or loopback would lock everyone out)."""
+        text = network_or_addr.strip()
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {network_or_addr!r}") from None
+        if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
+            net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/"
+                                       f"{max(0, net.prefixlen - 96)}")
+        for allowed in self._allow:
+            if allowed.version == net.version and allowed.overlaps(net):
+                raise ValueError(f"{net} overlaps the allow-list entry {allowed}")
+        if duration is not None and duration <= 0:
+            raise ValueError("ban duration must be positive")
+        if "/" not in text:
+            key = self._key(str(net.network_address))
+            assert key is not None  # not allow-listed, checked above
+            network = self._network(key)
+        else:
+            network = str(net)
+            key = self._key_of_network(network)
+            if network != (self._network(key) if key is not None else None):
+                key = None
+        if key is not None:
+            self._offenders.pop(key, None)
+            ban = self._ban(network, key, now, duration, "manual")
+        else:
+            ban = self._ban(network, None, now, duration, "manual")
+            self._wide.append((ipaddress.ip_network(network), ban.until))
+        return ban
+
+    def forget(self, network: str) -> None:
+        """Unban: drop what the policy remembers of this network's current ban and
+        failures (its ban history stays, so a relapse still escalates)."""
+        key = self._key_of_network(network)
+        net = ipaddress.ip_network(network, strict=False)
+        if key is not None and self._network(key) == str(net):
+            self._banned.pop(key, None)
+            self._offenders.pop(key, None)
+        self._wide = [(n, u) for n, u in self._wide if n != net]
+
+    def expire(self, now: float) -> None:
+        """Drop counters, bans, logins and history that can no longer matter at `now`."""
+        horizon = now - self.cfg.find_time
+        stale = []
+        # Offenders are kept in order of their latest line, so the stale ones lead.
+        for key, packed in self._offenders.items():
+            if max(c[0] for c in _CONN.iter_unpack(packed)) >= horizon:
+                break
+            stale.append(key)
+        for key in stale:
+            del self._offenders[key]
+        self._banned = {k: u for k, u in self._banned.items() if u > now}
+        self._wide = [(n, u) for n, u in self._wide if u > now]
+        if self.cfg.protect_logged_in > 0:
+            since = now - self.cfg.protect_logged_in
+            self._logins = {k: w for k, w in self._logins.items() if w >= since}
+        since = now - self.cfg.history_time
+        history = {}
+        for network, times in self._history.items():
+            kept = [h for h in times if h >= since]
+            if kept:
+                history[network] = kept
+        self._history = history
+
+
+def _score(conn: Sequence[float]) -> float:
+    _, _, attempts, refusal, probe = conn
+    if attempts >= 0 or refusal >= 0:
+        return max(attempts, refusal, 0.0)
+    return probe
+
+
+def _fmt(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,181 @@
+"""The state store: SQLite in WAL mode under state_dir (default /var/lib/sshguardd/state.db).
+
+Holds the active bans with their expiry, the history of bans per network (for escalation),
+successful logins (for admin protection across restarts) and the journal cursor. Every
+write is a committed transaction with synchronous=FULL, so neither `kill -9` nor a power
+cut loses a ban or cursor position once the call (or the enclosing `batch()`) returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from .contracts import Ban
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path("/var/lib/sshguardd/state.db")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bans (
+    network  TEXT PRIMARY KEY,
+    since    REAL NOT NULL,
+    until    REAL NOT NULL,
+    duration REAL NOT NULL,
+    strikes  INTEGER NOT NULL,
+    reason   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bans_until ON bans(until);
+CREATE TABLE IF NOT EXISTS history (
+    network TEXT NOT NULL,
+    time    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_time ON history(time);
+CREATE TABLE IF NOT EXISTS logins (
+    network TEXT PRIMARY KEY,
+    time    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+SCHEMA_VERSION = "1"
+
+
+class Store:
+    """One SQLite database. Not thread-safe: the daemon loop is its only user.
+
+    Each method commits on its own unless called inside `with store.batch():`, which makes
+    everything in the block one transaction (e.g. the bans of a journal batch together
+    with the cursor after it, so a crash can neither lose those bans nor count the
+    entries twice).
+    """
+
+    def __init__(self, path: Path | str = DEFAULT_PATH):
+        self.path = Path(path)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Bans and the cursor are nobody else's business: create the file 0600.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._depth = 0
+        with self.batch():
+            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                self._db.execute(stmt)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    # -- transactions ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Store]:
+        """One transaction for everything inside; nested batches join the outer one. On an
+        exception nothing of the block is written."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- bans --------------------------------------------------------------------------
+    def add_bans(self, bans: Iterable[Ban]) -> None:
+        """Record bans (replacing an older ban of the same network) and add each to the
+        network's history at its start time (until - duration)."""
+        rows = [(b.network, b.until - b.duration, b.until, b.duration, b.strikes, b.reason)
+                for b in bans]
+        if not rows:
+            return
+        with self.batch():
+            self._db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO history VALUES (?, ?)",
+                                 [(r[0], r[1]) for r in rows])
+
+    def remove_ban(self, network: str) -> bool:
+        """Forget an active ban (unban); its history stays. True if there was one."""
+        with self.batch():
+            cur = self._db.execute("DELETE FROM bans WHERE network = ?", (network,))
+        return cur.rowcount > 0
+
+    def active_bans(self, now: float) -> list[Ban]:
+        """Bans that have not expired at `now`, soonest expiry first."""
+        rows = self._db.execute(
+            "SELECT network, duration, until, strikes, reason FROM bans WHERE until > ? "
+            "ORDER BY until", (now,))
+        return [Ban(network=n, duration=d, until=u, strikes=s, reason=r)
+                for n, d, u, s, r in rows]
+
+    def ban(self, network: str) -> Ban | None:
+        row = self._db.execute(
+            "SELECT network, duration, until, strikes, reason FROM bans WHERE network = ?",
+            (network,)).fetchone()
+        return Ban(*row[:3], strikes=row[3], reason=row[4]) if row else None
+
+    def history(self, since: float) -> dict[str, list[float]]:
+        """network -> start times of its bans at or after `since`, oldest first."""
+        out: dict[str, list[float]] = {}
+        for network, time in self._db.execute(
+                "SELECT network, time FROM history WHERE time >= ? ORDER BY time", (since,)):
+            out.setdefault(network, []).append(time)
+        return out
+
+    # -- logins (admin protection) -------------------------------------------------------
+    def record_logins(self, logins: Iterable[tuple[str, float]]) -> None:
+        """Remember (network, time) of successful logins; the latest time per network wins."""
+        rows = list(logins)
+        if rows:
+            with self.batch():
+                self._db.executemany(
+                    "INSERT INTO logins VALUES (?, ?) ON CONFLICT(network) DO UPDATE "
+                    "SET time = max(time, excluded.time)", rows)
+
+    def logins(self, since: float) -> dict[str, float]:
+        return dict(self._db.execute("SELECT network, time FROM logins WHERE time >= ?", (since,)))
+
+    # -- journal cursor ----------------------------------------------------------------
+    def cursor(self) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        return row[0] if row else None
+
+    def save_cursor(self, cursor: str) -> None:
+        with self.batch():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (cursor,))
+
+    # -- housekeeping ------------------------------------------------------------------
+    def prune(self, now: float, history_since: float, logins_since: float) -> None:
+        """Drop expired bans, history before `history_since`, logins before `logins_since`."""
+        with self.batch():
+            self._db.execute("DELETE FROM bans WHERE until <= ?", (now,))
+            self._db.execute("DELETE FROM history WHERE time < ?", (history_since,))
+            self._db.execute("DELETE FROM logins WHERE time < ?", (logins_since,))
+
+    def remove_bans(self, networks: Sequence[str]) -> None:
+        with self.batch():
+            self._db.executemany("DELETE FROM bans WHERE network = ?", [(n,) for n in networks])
