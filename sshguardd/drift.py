@@ -204,20 +204,27 @@ class DriftGuard:
     # ------------------------------------------------------------------ sshd_config
 
     def _load_model(self) -> sshd_config.SshdConfig:
-        self._model = sshd_config.load(self.dc.sshd_config, self.ssh_dir)
-        return self._model
+        return self._load()[0]
+
+    def _load(self) -> tuple[sshd_config.SshdConfig, dict[str, str]]:
+        model, texts = sshd_config.load_with_texts(self.dc.sshd_config, self.ssh_dir)
+        self._model = model
+        return model, texts
 
     def _check_sshd(self) -> list[Outcome]:
         main = str(self.dc.sshd_config)
         try:
-            model = self._load_model()
+            model, texts = self._load()
         except (OSError, sshd_config.ConfigSyntaxError) as exc:
             self._once("parse", str(exc), lambda: self.alerts.repair_failed(
                 "parse", main, None, str(exc)))
             self._count_failure("parse")
             return [Outcome("sshd_config", main, "failed", detail=str(exc))]
-        texts = {f: Path(f).read_text(encoding="utf-8", errors="surrogateescape")
-                 for f in dict.fromkeys(model.files)}
+        if main not in texts:
+            # Mid-rename, or removed: the rename's own event brings us back here.
+            self._once("parse", "missing", lambda: self.alerts.repair_failed(
+                "parse", main, None, "file is missing"))
+            return [Outcome("sshd_config", main, "failed", detail="file is missing")]
         # sshd's own verdict first: if it rejects the files as they are, repairing a
         # setting cannot make them valid and restarting would take sshd down.
         try:

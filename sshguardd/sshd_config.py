@@ -233,11 +233,20 @@ def parse(main: str, read: Reader, expand: Expander, ssh_dir: str = SSH_DIR) -> 
 
 def load(main: str | os.PathLike[str], ssh_dir: str = SSH_DIR) -> SshdConfig:
     """parse() with the real filesystem. A file that cannot be read as text is an OSError."""
+    return load_with_texts(main, ssh_dir)[0]
+
+
+def load_with_texts(main: str | os.PathLike[str],
+                    ssh_dir: str = SSH_DIR) -> tuple[SshdConfig, dict[str, str]]:
+    """load(), and the text of every file exactly as the model read it, so edits planned
+    from the model apply to the same bytes even if a file changes meanwhile."""
+    texts: dict[str, str] = {}
 
     def read(path: str) -> str | None:
         try:
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                return f.read()
+                texts[path] = f.read()
+                return texts[path]
         except FileNotFoundError:
             return None
 
@@ -247,7 +256,7 @@ def load(main: str | os.PathLike[str], ssh_dir: str = SSH_DIR) -> SshdConfig:
             return sorted(p for p in _glob.glob(pattern) if os.path.isfile(p))
         return [pattern] if os.path.exists(pattern) else []
 
-    return parse(os.fspath(main), read, expand, ssh_dir)
+    return parse(os.fspath(main), read, expand, ssh_dir), texts
 
 
 @dataclass(frozen=True)
