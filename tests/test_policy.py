@@ -1,0 +1,398 @@
+"""The ban policy, pure: hand-made records and events, time passed in as data."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sshguardd.classify import classify
+from sshguardd.config import BanConfig, WeightsConfig
+from sshguardd.contracts import Ban, Event, Kind, LogRecord
+from sshguardd.policy import BanPolicy
+
+T0 = 1_700_000_000.0
+
+# What one failed password as an invalid user logged on OpenSSH 9.2 with PAM (TESTBED.md).
+PAM_ATTEMPT = [
+    "Invalid user evil from {a} port {p}",
+    "pam_unix(sshd:auth): check pass; user unknown",
+    "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={a}",
+    "Failed password for invalid user evil from {a} port {p} ssh2",
+    "Connection closed by invalid user evil {a} port {p} [preauth]",
+]
+
+
+def feed(policy: BanPolicy, message: str, *, t: float, pid: int | None) -> Ban | None:
+    """Classify with the real classifier, as the daemon does, and observe."""
+    event = classify(message)
+    if event is None:
+        return None
+    return policy.observe(LogRecord(message, time=t, pid=pid), event)
+
+
+def obs(policy: BanPolicy, kind: Kind, host: str, *, t: float, pid: int | None = None,
+        message: str = "x") -> Ban | None:
+    return policy.observe(LogRecord(message, time=t, pid=pid), Event(kind, host))
+
+
+def pam_connection(policy: BanPolicy, addr: str, pid: int, t: float) -> list[Ban]:
+    bans = []
+    for i, line in enumerate(PAM_ATTEMPT):
+        ban = feed(policy, line.format(a=addr, p=40000 + pid), t=t + i * 0.01, pid=pid)
+        if ban:
+            bans.append(ban)
+    return bans
+
+
+# -- counting attempts, not lines ------------------------------------------------------------
+
+def test_five_line_pam_attempt_counts_once_and_five_attempts_ban():
+    policy = BanPolicy(BanConfig())
+    for n in range(4):
+        assert pam_connection(policy, "203.0.113.9", pid=1000 + n, t=T0 + n * 3) == []
+    bans = pam_connection(policy, "203.0.113.9", pid=1004, t=T0 + 12)
+    assert len(bans) == 1
+    ban = bans[0]
+    assert ban.network == "203.0.113.9/32"
+    assert ban.duration == 600.0 and ban.strikes == 1
+    assert ban.until == pytest.approx(T0 + 12 + 600, abs=0.1)
+    assert "5 failed attempts" in ban.reason
+
+
+def test_max_retry_counts_attempts_with_real_classifier_for_several_max_retry():
+    for max_retry in (1, 2, 3, 7):
+        policy = BanPolicy(BanConfig(max_retry=max_retry))
+        banned_at = None
+        for n in range(10):
+            if pam_connection(policy, "198.51.100.1", pid=500 + n, t=T0 + n):
+                banned_at = n + 1
+                break
+        assert banned_at == max_retry
+
+
+def test_several_passwords_in_one_connection_count_each():
+    policy = BanPolicy(BanConfig())
+    a = "192.0.2.50"
+    assert feed(policy, f"Invalid user bob from {a} port 1", t=T0, pid=7) is None
+    for i in range(3):
+        assert feed(policy, f"Failed password for invalid user bob from {a} port 1 ssh2",
+                    t=T0 + i, pid=7) is None
+    # 3 attempts so far; a second connection with two more reaches 5
+    assert feed(policy, f"Failed password for root from {a} port 2 ssh2", t=T0 + 5, pid=8) is None
+    ban = feed(policy, f"Failed password for root from {a} port 2 ssh2", t=T0 + 6, pid=8)
+    assert ban is not None and ban.network == f"{a}/32"
+
+
+def test_invalid_user_without_password_still_counts_one():
+    policy = BanPolicy(BanConfig())
+    a = "192.0.2.51"
+    for pid in range(100, 104):
+        assert feed(policy, f"Invalid user u{pid} from {a} port {pid}", t=T0, pid=pid) is None
+        assert feed(policy, f"Connection closed by invalid user u{pid} {a} port {pid} [preauth]",
+                    t=T0, pid=pid) is None
+    assert feed(policy, f"Invalid user last from {a} port 9", t=T0, pid=104) is not None
+
+
+def test_probe_only_connection_counts_once_with_its_weight():
+    policy = BanPolicy(BanConfig())  # probes weigh 0.5: ten probe connections ban
+    a = "192.0.2.60"
+    for pid in range(1, 10):
+        # a kex failure and a pre-auth disconnect from the same connection: one probe
+        assert obs(policy, Kind.KEX_FAILURE, a, t=T0 + pid, pid=pid) is None
+        assert obs(policy, Kind.PREAUTH_DISCONNECT, a, t=T0 + pid, pid=pid) is None
+        assert obs(policy, Kind.PROTOCOL_ERROR, a, t=T0 + pid, pid=pid) is None
+    ban = obs(policy, Kind.TIMEOUT, a, t=T0 + 10, pid=99)
+    assert ban is not None
+    assert "5 failed attempts" in ban.reason
+
+
+def test_probe_after_auth_attempt_adds_nothing():
+    policy = BanPolicy(BanConfig(max_retry=2, weights=WeightsConfig(preauth_disconnect=5.0)))
+    a = "192.0.2.61"
+    assert obs(policy, Kind.BAD_PASSWORD, a, t=T0, pid=1) is None
+    # A heavy probe weight does not apply: the connection already made an attempt.
+    assert obs(policy, Kind.PREAUTH_DISCONNECT, a, t=T0, pid=1) is None
+    # ...but on its own, a probe connection has that weight.
+    assert obs(policy, Kind.PREAUTH_DISCONNECT, a, t=T0, pid=2) is not None
+
+
+def test_failed_public_keys_never_ban_by_default():
+    policy = BanPolicy(BanConfig())
+    a = "192.0.2.62"
+    for pid in range(50):
+        for _ in range(6):
+            assert obs(policy, Kind.BAD_KEY, a, t=T0 + pid, pid=pid) is None
+        # the client offered keys, none fit, it gave up: not a probe either
+        assert obs(policy, Kind.PREAUTH_DISCONNECT, a, t=T0 + pid, pid=pid) is None
+    # MAX_AUTH_TRIES (weight 1) is a refusal floor: each such connection counts one.
+    policy2 = BanPolicy(BanConfig())
+    bans = [obs(policy2, Kind.MAX_AUTH_TRIES, a, t=T0, pid=p) for p in range(5)]
+    assert bans[:4] == [None] * 4 and bans[4] is not None
+
+
+def test_pam_lines_are_not_attempts_even_if_classified():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    a = "192.0.2.63"
+    msg = f"error: PAM: Authentication failure for root from {a}"
+    assert classify(msg) is not None  # the classifier does see a failure here
+    assert feed(policy, msg, t=T0, pid=1) is None
+    assert feed(policy, f"Failed keyboard-interactive/pam for root from {a} port 2 ssh2",
+                t=T0, pid=1) is not None
+
+
+def test_lines_without_pid_are_each_their_own_connection():
+    policy = BanPolicy(BanConfig(max_retry=2))
+    a = "192.0.2.64"
+    assert feed(policy, f"Invalid user x from {a} port 1", t=T0, pid=None) is None
+    assert feed(policy, f"Failed password for invalid user x from {a} port 1 ssh2",
+                t=T0, pid=None) is not None
+
+
+def test_penalty_lines_from_the_listener_count_separately():
+    policy = BanPolicy(BanConfig(max_retry=3))
+    listener = 1  # all penalty lines come from sshd's listener process
+    bans = [feed(policy, f"drop connection #{i} from [192.0.2.65]:{1000 + i} on [192.0.2.1]:22 "
+                 "penalty: failed authentication", t=T0 + i, pid=listener) for i in range(3)]
+    assert bans[:2] == [None, None] and bans[2] is not None
+
+
+# -- windows, networks, allow-list -----------------------------------------------------------
+
+def test_attempts_outside_find_time_do_not_add_up():
+    cfg = BanConfig(find_time=60, max_retry=3)
+    policy = BanPolicy(cfg)
+    a = "192.0.2.70"
+    assert obs(policy, Kind.BAD_PASSWORD, a, t=T0, pid=1) is None
+    assert obs(policy, Kind.BAD_PASSWORD, a, t=T0 + 30, pid=2) is None
+    assert obs(policy, Kind.BAD_PASSWORD, a, t=T0 + 61, pid=3) is None  # the first expired
+    assert obs(policy, Kind.BAD_PASSWORD, a, t=T0 + 85, pid=4) is not None  # 30, 61, 85
+
+
+def test_ipv6_aggregated_to_64_and_ipv4_to_32():
+    policy = BanPolicy(BanConfig(max_retry=3))
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8:1:2::1", t=T0, pid=1) is None
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8:1:2:ffff::9", t=T0, pid=2) is None
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8:1:3::1", t=T0, pid=3) is None  # other /64
+    ban = obs(policy, Kind.BAD_PASSWORD, "2001:db8:1:2:abcd::7", t=T0, pid=4)
+    assert ban is not None and ban.network == "2001:db8:1:2::/64"
+    assert policy.network_of("192.0.2.9") == "192.0.2.9/32"
+    assert policy.network_of("::ffff:192.0.2.9") == "192.0.2.9/32"
+    assert policy.network_of("2001:db8::1") == "2001:db8::/64"
+
+
+def test_configurable_prefixes():
+    policy = BanPolicy(BanConfig(ipv4_prefix=24, ipv6_prefix=48, max_retry=2))
+    assert policy.network_of("192.0.2.200") == "192.0.2.0/24"
+    assert policy.network_of("2001:db8:7:8::1") == "2001:db8:7::/48"
+    assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.1", t=T0, pid=1) is None
+    ban = obs(policy, Kind.BAD_PASSWORD, "192.0.2.254", t=T0, pid=2)
+    assert ban is not None and ban.network == "192.0.2.0/24"
+
+
+def test_allow_list_loopback_by_default_and_custom_cidrs():
+    policy = BanPolicy(BanConfig(max_retry=1, allow=("127.0.0.0/8", "::1", "10.0.0.0/8",
+                                                       "2001:db8:aaaa::/48")))
+    for host in ("127.0.0.1", "127.9.9.9", "::1", "10.200.0.1", "::ffff:10.0.0.1",
+                 "2001:db8:aaaa:1::5"):
+        assert obs(policy, Kind.BAD_PASSWORD, host, t=T0, pid=1) is None
+        assert policy.network_of(host) is None
+    assert policy.tracked == 0
+    assert obs(policy, Kind.BAD_PASSWORD, "11.0.0.1", t=T0, pid=1) is not None
+    default = BanPolicy(BanConfig(max_retry=1))
+    assert obs(default, Kind.BAD_PASSWORD, "127.0.0.2", t=T0, pid=1) is None
+
+
+def test_host_names_are_never_counted():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    assert obs(policy, Kind.BAD_PASSWORD, "attacker.example.com", t=T0) is None
+    assert policy.network_of("attacker.example.com") is None
+    assert policy.tracked == 0
+
+
+def test_spoofed_address_in_user_name_blames_the_real_source():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    ban = feed(policy, "Invalid user evil from 10.9.9.9 port 22 from 192.0.2.80 port 38470",
+               t=T0, pid=3)
+    assert ban is not None and ban.network == "192.0.2.80/32"
+
+
+# -- ban time, escalation ---------------------------------------------------------------
+
+def ban_now(policy: BanPolicy, host: str, t: float) -> Ban:
+    for pid in range(1, 100):
+        ban = obs(policy, Kind.BAD_PASSWORD, host, t=t, pid=pid)
+        if ban:
+            return ban
+    raise AssertionError("no ban")
+
+
+def test_escalation_doubles_and_stops_at_the_ceiling():
+    cfg = BanConfig(ban_time=600, escalation_factor=2, max_ban_time=3000)
+    policy = BanPolicy(cfg)
+    a = "192.0.2.90"
+    durations, strikes = [], []
+    t = T0
+    for _ in range(5):
+        ban = ban_now(policy, a, t)
+        durations.append(ban.duration)
+        strikes.append(ban.strikes)
+        t = ban.until + 1  # next relapse after the ban ran out
+    assert durations == [600, 1200, 2400, 3000, 3000]
+    assert strikes == [1, 2, 3, 4, 5]
+
+
+def test_history_from_the_store_escalates_and_old_history_is_forgotten():
+    cfg = BanConfig(history_time=86400)
+    recent = BanPolicy(cfg, history={"192.0.2.91/32": [T0 - 3600, T0 - 7200]})
+    assert ban_now(recent, "192.0.2.91", T0).strikes == 3
+    assert recent.duration_for(3) == 2400
+    old = BanPolicy(cfg, history={"192.0.2.91/32": [T0 - 90000]})
+    ban = ban_now(old, "192.0.2.91", T0)
+    assert ban.strikes == 1 and ban.duration == 600
+
+
+def test_no_rebans_while_banned_then_counting_restarts():
+    policy = BanPolicy(BanConfig(max_retry=2))
+    a = "192.0.2.92"
+    first = ban_now(policy, a, T0)
+    # lines already in flight when the ban landed neither re-ban nor escalate
+    for pid in range(10):
+        assert obs(policy, Kind.BAD_PASSWORD, a, t=T0 + 1, pid=100 + pid) is None
+    assert obs(policy, Kind.BAD_PASSWORD, a, t=first.until + 1, pid=200) is None
+    second = obs(policy, Kind.BAD_PASSWORD, a, t=first.until + 2, pid=201)
+    assert second is not None and second.strikes == 2
+
+
+def test_disabled_bans_count_but_never_ban():
+    policy = BanPolicy(BanConfig(enabled=False, max_retry=1))
+    assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.93", t=T0, pid=1) is None
+    assert policy.tracked == 1
+
+
+# -- admin protection ------------------------------------------------------------------
+
+def test_admin_who_logged_in_is_not_banned_for_mistyped_passwords():
+    policy = BanPolicy(BanConfig(max_retry=2, protect_logged_in=3600))
+    admin = "192.0.2.100"
+    assert feed(policy, f"Accepted publickey for root from {admin} port 5 ssh2: ED25519 SHA256:x",
+                t=T0, pid=1) is None
+    for pid in range(2, 12):
+        assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 60, pid=pid) is None
+    assert policy.suppressed > 0
+    # protection runs out: the next failures ban
+    assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 3700, pid=50) is None
+    assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 3701, pid=51) is not None
+
+
+def test_admin_protection_can_be_disabled_and_is_restored_from_the_store():
+    off = BanPolicy(BanConfig(max_retry=1, protect_logged_in=0))
+    obs(off, Kind.ACCEPTED, "192.0.2.101", t=T0, pid=1)
+    assert obs(off, Kind.BAD_PASSWORD, "192.0.2.101", t=T0 + 1, pid=2) is not None
+    restored = BanPolicy(BanConfig(max_retry=1), logged_in={"192.0.2.101/32": T0})
+    assert obs(restored, Kind.BAD_PASSWORD, "192.0.2.101", t=T0 + 1, pid=2) is None
+    # the protection is per offender network: the neighbour is not protected
+    assert obs(restored, Kind.BAD_PASSWORD, "192.0.2.102", t=T0 + 1, pid=3) is not None
+
+
+# -- memory bounds -------------------------------------------------------------------------
+
+def test_tracked_offenders_are_capped_oldest_evicted_first():
+    policy = BanPolicy(BanConfig(max_tracked=100, max_retry=2))
+    for i in range(150):
+        assert obs(policy, Kind.BAD_PASSWORD, f"198.18.0.{i}" if i < 256 else "x", t=T0 + i,
+                   pid=1) is None
+    assert policy.tracked == 100
+    assert policy.evictions == 50
+    # 198.18.0.0 was evicted: its second attempt is a first again
+    assert obs(policy, Kind.BAD_PASSWORD, "198.18.0.0", t=T0 + 200, pid=2) is None
+    # 198.18.0.149 is still tracked: its second attempt bans
+    assert obs(policy, Kind.BAD_PASSWORD, "198.18.0.149", t=T0 + 200, pid=2) is not None
+
+
+def test_recently_active_offender_survives_eviction():
+    policy = BanPolicy(BanConfig(max_tracked=100, max_retry=2))
+    obs(policy, Kind.PREAUTH_DISCONNECT, "198.18.1.0", t=T0, pid=1)
+    for i in range(1, 100):
+        obs(policy, Kind.PREAUTH_DISCONNECT, f"198.18.1.{i}", t=T0 + i, pid=1)
+    obs(policy, Kind.PREAUTH_DISCONNECT, "198.18.1.0", t=T0 + 100, pid=2)  # touched again
+    obs(policy, Kind.PREAUTH_DISCONNECT, "198.18.2.0", t=T0 + 101, pid=1)  # evicts .1.1
+    assert policy.evictions == 1
+    assert obs(policy, Kind.BAD_PASSWORD, "198.18.1.0", t=T0 + 102, pid=3) is not None
+
+
+def test_expire_drops_stale_offenders_and_bans():
+    policy = BanPolicy(BanConfig(find_time=60, max_retry=3))
+    for i in range(10):
+        obs(policy, Kind.BAD_PASSWORD, f"198.18.3.{i}", t=T0 + i, pid=1)
+    policy.expire(T0 + 65)  # the first five are older than find_time
+    assert policy.tracked == 5
+    policy.expire(T0 + 1000)
+    assert policy.tracked == 0
+
+
+def test_many_connections_of_one_offender_stay_bounded():
+    policy = BanPolicy(BanConfig())
+    for pid in range(10_000):
+        obs(policy, Kind.BAD_KEY, "198.18.4.1", t=T0 + pid * 0.01, pid=pid)
+    packed = policy._offenders[next(iter(policy._offenders))]
+    assert len(packed) <= 64 * 36
+
+
+# -- manual bans, forget ----------------------------------------------------------------
+
+def test_manual_ban_of_address_network_and_errors():
+    policy = BanPolicy(BanConfig(), history={"2001:db8::/64": [T0 - 10]})
+    ban = policy.manual_ban("2001:db8::5", None, T0)
+    assert ban.network == "2001:db8::/64" and ban.strikes == 2 and ban.duration == 1200
+    assert ban.reason == "manual"
+    ban = policy.manual_ban("192.0.2.0/24", 3600, T0)
+    assert ban.network == "192.0.2.0/24" and ban.until == T0 + 3600
+    with pytest.raises(ValueError, match="allow-list"):
+        policy.manual_ban("0.0.0.0/0", None, T0)
+    with pytest.raises(ValueError, match="allow-list"):
+        policy.manual_ban("127.0.0.1", None, T0)
+    with pytest.raises(ValueError, match="not an IP"):
+        policy.manual_ban("evil.example.com", None, T0)
+    with pytest.raises(ValueError, match="positive"):
+        policy.manual_ban("192.0.2.1", 0, T0)
+
+
+def test_wide_manual_ban_covers_its_addresses_until_it_ends():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    wide = policy.manual_ban("192.0.2.0/24", 100, T0)
+    assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.7", t=T0 + 1, pid=1) is None
+    assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.7", t=wide.until + 1, pid=2) is not None
+
+
+def test_forget_lifts_the_ban_but_keeps_history():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    first = obs(policy, Kind.BAD_PASSWORD, "192.0.2.110", t=T0, pid=1)
+    assert first is not None
+    policy.forget(first.network)
+    second = obs(policy, Kind.BAD_PASSWORD, "192.0.2.110", t=T0 + 1, pid=2)
+    assert second is not None and second.strikes == 2
+
+
+# -- properties --------------------------------------------------------------------------
+
+KINDS = [k for k in Kind if k is not Kind.ACCEPTED]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 5),
+                          st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"])),
+                max_size=60))
+def test_never_more_attempts_than_lines_and_bans_need_max_retry(lines):
+    """Whatever the mix, an offender is banned no earlier than after max_retry weighted
+    lines of its own (the counting rule only merges, it never inflates)."""
+    cfg = BanConfig(max_retry=3)
+    policy = BanPolicy(cfg)
+    weights = {k: getattr(cfg.weights, k.value) for k in KINDS}
+    seen: dict[str, float] = {}
+    for i, (kind, pid, host) in enumerate(lines):
+        seen[host] = seen.get(host, 0.0) + weights[kind]
+        ban = obs(policy, kind, host, t=T0 + i, pid=pid or None)
+        if ban is not None:
+            assert seen[host] >= cfg.max_retry
+            seen[host] = 0.0
