@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sshguardd import __version__, config
-from sshguardd.contracts import Ban, FileChanged, LogBatch, LogRecord
+from sshguardd.contracts import Ban, FileChanged, Kind, LogBatch, LogRecord
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,10 @@ class Daemon:
         self._active_count: int | None = None
         self._active_counted_at = 0.0
         self._next_housekeeping = 0.0
+        self._next_prune = 0.0
         self.firewall_errors = 0
+        self.loop_errors = 0
+        self._next_follower_restart = 0.0
         self.batches = 0
         self.started = threading.Event()  # set once READY=1 was sent (for tests)
 
@@ -200,7 +203,11 @@ class Daemon:
 
             ports = cfg.firewall.ports or sshd_ports(cfg.drift.sshd)
             self.firewall = NftFirewall(table=cfg.firewall.table, ports=tuple(ports),
-                                        nft=str(cfg.firewall.nft))
+                                        nft=str(cfg.firewall.nft),
+                                        ipv4_prefix=cfg.ban.ipv4_prefix,
+                                        ipv6_prefix=cfg.ban.ipv6_prefix,
+                                        family=cfg.firewall.family)
+            log.info("protecting ssh port(s) %s", ", ".join(map(str, ports)))
         if self.follower is None:
             self.follower = self._make_follower(self.store.cursor())
         if self.drift is None and cfg.drift.enabled:
@@ -238,7 +245,9 @@ class Daemon:
             # leave them out of the history so escalation does not count them twice.
             first = replay[0].time
             history = {n: [t for t in ts if t < first] for n, ts in history.items()}
-        policy = BanPolicy(ban, history=history)
+        logged_in = self.store.logins(now - ban.protect_logged_in) \
+            if ban.protect_logged_in > 0 else {}
+        policy = BanPolicy(ban, history=history, logged_in=logged_in)
         from sshguardd.classify import classify
 
         replayed = 0
@@ -368,17 +377,27 @@ class Daemon:
             except queue.Empty:
                 item = None
             if item is not None:
-                self._dispatch(item)
+                self._guarded(item)
                 # Drain what else is waiting before timers: bursts stay batched.
                 while not self._stop_requested:
                     try:
-                        self._dispatch(self.queue.get_nowait())
+                        self._guarded(self.queue.get_nowait())
                     except queue.Empty:
                         break
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
             self._timers()
+
+    def _guarded(self, item: Any) -> None:
+        # A bug or an I/O error on one item (a full disk under the store, say) must not end
+        # the loop; a batch that failed is not marked processed and is read again after a
+        # restart.
+        try:
+            self._dispatch(item)
+        except Exception:
+            self.loop_errors += 1
+            log.exception("processing %s failed", type(item).__name__)
 
     def _dispatch(self, item: Any) -> None:
         if isinstance(item, LogBatch):
@@ -406,9 +425,17 @@ class Daemon:
             wake = self.drift.next_wakeup()
             if wake is not None and self.clock() >= wake:
                 self._drift_outcomes(self.drift.check_all("revert-war pause over"))
+        if self.follower is not None and self.started.is_set() and \
+                not getattr(self.follower, "alive", True) and mono >= self._next_follower_restart:
+            self._restart_follower(mono)
         if mono >= self._next_housekeeping:
             self._next_housekeeping = mono + 10.0
-            self.policy.expire(self.clock())
+            now = self.clock()
+            self.policy.expire(now)
+            if mono >= self._next_prune:
+                self._next_prune = mono + 600.0
+                ban = self.cfg.ban
+                self.store.prune(now, now - ban.history_time, now - ban.protect_logged_in)
             self.metrics.policy_state(self.policy.tracked, self.policy.evictions)
         status = self._status()
         if status != self._status_text:
@@ -416,6 +443,26 @@ class Daemon:
             self.notifier.status(status)
         if self.healthy():
             self.notifier.watchdog()
+
+    def _restart_follower(self, mono: float) -> None:
+        """The reader thread died (its exception is logged): reopen from the last saved
+        position, at most every 30 s. WATCHDOG=1 stops meanwhile, so if it keeps dying
+        systemd restarts the whole daemon."""
+        self._next_follower_restart = mono + 30.0
+        self.metrics.journal_read_errors.inc()
+        log.error("log follower stopped; reopening it from the saved position")
+        try:
+            self.follower.close()
+        except Exception:
+            log.exception("closing the dead follower failed")
+        try:
+            follower = self._make_follower(self.store.cursor())
+            follower.open()
+            follower.start(self._emit)
+        except Exception:
+            log.exception("reopening the log source failed")
+            return
+        self.follower = follower
 
     def healthy(self) -> bool:
         """What WATCHDOG=1 vouches for: the loop turns and its producers are alive."""
@@ -448,12 +495,22 @@ class Daemon:
 
         self.batches += 1
         bans: dict[str, Ban] = {}
+        logins: list[tuple[str, float]] = []
         for rec in batch.records:
             event = classify(rec.message)
             if event is None:
                 continue
             self.metrics.failure(event.kind)
-            ban = self.policy.observe(rec, event)
+            if event.kind is Kind.ACCEPTED and rec.time is not None:
+                net = self.policy.network_of(event.host)
+                if net is not None:
+                    logins.append((net, rec.time))
+            try:
+                ban = self.policy.observe(rec, event)
+            except Exception:  # one odd record must not cost the rest of the batch
+                self.loop_errors += 1
+                log.exception("policy failed on %r", rec.message[:200])
+                continue
             if ban is not None:
                 bans[ban.network] = ban
         now = self.clock()
@@ -462,6 +519,8 @@ class Daemon:
         with self.store.batch():
             if new:
                 self.store.add_bans(new)
+            if logins:
+                self.store.record_logins(logins)
             if batch.position is not None:
                 self.store.save_cursor(batch.position)
         if new:
@@ -486,6 +545,10 @@ class Daemon:
 
         now = self.clock()
         ok = True
+        if self.firewall_errors and self._retry_delay > 1.0:
+            # Failed before: the table may be gone (nftables.service restarted); put it
+            # back first, with every ban in the store (which includes the pending ones).
+            self._check_firewall()
         if self._pending_unbans:
             nets = sorted(self._pending_unbans)
             try:
@@ -578,6 +641,7 @@ class Daemon:
             "offender_evictions": self.policy.evictions,
             "firewall_errors": self.firewall_errors,
             "firewall_pending": len(self._pending_bans) + len(self._pending_unbans),
+            "loop_errors": self.loop_errors,
             "last_drift": self._last_drift,
             "drift_mode": self.cfg.drift.mode if self.cfg.drift.enabled else "off",
         }
@@ -609,11 +673,18 @@ class Daemon:
                                          now)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
+        from sshguardd.firewall import FirewallError
+
         with self.store.batch():
             self.store.add_bans([ban])
-        self._pending_bans[ban.network] = ban
         self._pending_unbans.discard(ban.network)
-        self._apply_firewall()
+        try:
+            # replace, not add: a manual ban may lengthen one already in the kernel
+            self.firewall.replace([ban], now)
+        except FirewallError as exc:
+            self._pending_bans[ban.network] = ban
+            self._firewall_failed("add", exc)
+            self._retry_at = time.monotonic() + self._retry_delay
         log.warning("banned %s for %ds by request", ban.network, round(ban.duration))
         self.alerts.ban(ban.network, ban.duration, ban.strikes, ban.reason or "manual")
         self.metrics.ban_applied([ban.network])
@@ -643,6 +714,7 @@ class Daemon:
             for n in nets:
                 self.store.remove_ban(n)
         for n in nets:
+            self.policy.forget(n)
             self._pending_bans.pop(n, None)
             self._pending_unbans.add(n)
         self._apply_firewall()

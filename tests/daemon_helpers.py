@@ -93,14 +93,14 @@ class DaemonProc:
                 continue
         raise AssertionError(f"daemon pid {inner} not found")
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         os.kill(self.pid(), sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
             try:
-                self.signal(sig)
+                self.send_signal(sig)
             except (AssertionError, control.ControlUnavailable):
                 pass  # already stopping / not answering: wait for nsenter below
             self.proc.wait(timeout)
@@ -157,9 +157,12 @@ def _element(el: Any) -> str:
 
 
 def banned(sb: Sandbox, addr: str) -> bool:
-    """Is addr (or a network given in CIDR) an element of our kernel sets?"""
-    plain = addr.split("/")[0] if addr.endswith(("/32", "/128")) else addr
-    return plain in kernel_elements(sb)
+    """Is addr (or a network given in CIDR) an element of our kernel sets? A /64 may be
+    stored as its network address in a set matched through a prefix mask."""
+    elements = kernel_elements(sb)
+    if "/" not in addr:
+        return addr in elements
+    return addr in elements or addr.split("/")[0] in elements
 
 
 class Sender:
