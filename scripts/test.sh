@@ -38,6 +38,10 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
 
+# tests/test_container.py boots Debian in systemd-nspawn from a cached root filesystem; make
+# it here, while the Debian mirror is reachable (once, about 1.5 minutes; reused afterwards).
+.venv/bin/python tests/test_container.py --prepare-rootfs
+
 # The suite runs in its own mount and network namespace; tests that need more (an /etc
 # overlay, a private journald, sshd) build it with sshguardd.sandbox.
 exec unshare --mount --net --fork -- bash -c '
