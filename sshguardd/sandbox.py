@@ -318,7 +318,8 @@ class Sandbox:
 
         With check=True a failure raises SandboxError quoting argv and stderr.
         """
-        kw.setdefault("stdin", subprocess.DEVNULL)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         result = subprocess.run(self._nsenter(argv), timeout=timeout, **kw)

@@ -53,6 +53,8 @@ DEMO_CONFIG = """\
 restart_command = ["pkill", "-HUP", "-F", "/run/sshd.pid"]
 """
 TOTAL_PHASES = 5
+PROTECTED = ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication",
+             "permitemptypasswords")  # the default policy's sshd keywords
 
 
 def register(sub) -> None:
@@ -71,7 +73,7 @@ def register(sub) -> None:
 
 
 REQUIRED = ("unshare", "nsenter", "ip", "nft", "ssh", "ssh-keygen", "journalctl", "pkill",
-            "useradd", "chpasswd", "sed")
+            "timeout", "useradd", "chpasswd", "sed")
 
 
 def run(args) -> int:
@@ -158,7 +160,7 @@ class Demo:
         v = self.view
         v.title("sshguardd demo: the real daemon, on a throwaway copy of this host")
         self.phase_sandbox()
-        self.pause("see what sshguardd makes of a stock sshd config")
+        self.pause("start sshguardd on this stock configuration")
         self.phase_startup()
         self.pause("drift the config and unlock root")
         self.phase_drift()
@@ -199,8 +201,22 @@ class Demo:
         v.step(f"user {ADMIN_USER} with an SSH key (so key-only login cannot lock the admin out)")
         sshd = sb.start_sshd(listen=("0.0.0.0", "::"))
         v.step(f"sshd (stock Debian config) listening on port 22, pid {sb.inner_pid(sshd)}")
+        self.before = {k: self._effective(k) for k in PROTECTED}
+        self.before["root password"] = "locked" if self._root_locked() else "usable"
+        v.detail("as this host's packages ship it, sshd would use:\n" + "\n".join(
+            f"{k} {val}" for k, val in self.before.items()))
         self._start_feed()
-        cfg = sb.path("/etc/sshguardd/config.toml")
+
+    def phase_startup(self) -> None:
+        from sshguardd.sandbox import wait_for
+
+        v = self.view
+        v.phase(2, TOTAL_PHASES, "The start-up check", """
+            sshguardd starts as the service would: `sshguardd run`, default paths. Its
+            default policy: PermitRootLogin no, PasswordAuthentication no,
+            KbdInteractiveAuthentication no, PermitEmptyPasswords no, root's password
+            locked. At start it judges the files and repairs what violates the policy.""")
+        cfg = self.sb.path("/etc/sshguardd/config.toml")
         cfg.parent.mkdir(mode=0o755, exist_ok=True)
         cfg.write_text(DEMO_CONFIG)
         self._start_daemon()
@@ -208,23 +224,17 @@ class Demo:
                  what="the daemon to report READY=1")
         if self._daemon_died():
             raise RuntimeError(f"sshguardd run exited {self.daemon.returncode}")  # type: ignore[union-attr]
-        v.ok(f"`sshguardd run` is up (pid {sb.inner_pid(self.daemon)}) and told "
+        v.ok(f"`sshguardd run` is up (pid {self.sb.inner_pid(self.daemon)}) and told "
              "the service manager READY=1")
-
-    def phase_startup(self) -> None:
-        from sshguardd.sandbox import wait_for
-
-        v = self.view
-        v.phase(2, TOTAL_PHASES, "The start-up check", """
-            Debian's stock sshd_config allows password logins (the default) and root logins
-            with keys; a fresh system may leave root's password usable. sshguardd's policy:
-            PermitRootLogin no, PasswordAuthentication no, root's password locked.""")
+        drifted = [k for k in PROTECTED if self.before.get(k) != "no"]
         try:
-            wait_for(lambda: self._effective("permitrootlogin") == "no"
-                     and self._effective("passwordauthentication") == "no"
-                     and self._root_locked(), 30, interval=0.2, what="the start-up repairs")
+            wait_for(lambda: all(self.feed.count("repaired", SETTING=k) for k in drifted)
+                     and self._policy_holds(), 30, interval=0.1, what="the start-up repairs")
         except TimeoutError:
             pass
+        for k in drifted:
+            v.check(self.feed.count("repaired", SETTING=k) > 0,
+                    f"{k} {self.before[k]} was repaired at start-up (journal alert)")
         self._check_policy_holds("after the start-up check")
 
     def phase_drift(self) -> None:
@@ -319,6 +329,10 @@ class Demo:
                 return
             a.attempts += 1
             result = self._ssh(a.address, GUESSES[i % len(GUESSES)], timeout=3)
+            if result.returncode == 124:
+                # The ban landed mid-connection: its packets are dropped and the client
+                # waits forever; the next attempt shows how a new connection fares.
+                continue
             if "timed out" in result.stderr:
                 a.dropped = True  # SYN dropped: the ban is in the kernel
                 return
@@ -334,7 +348,10 @@ class Demo:
     def _ssh(self, src: str, user: str, *, key: str | None = None,
              timeout: int = 5) -> subprocess.CompletedProcess[str]:
         server = SERVER_V6 if ":" in src else SERVER_V4
-        argv = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
+        # timeout(1) inside the sandbox ends a client whose established connection was cut
+        # off by a ban (ConnectTimeout covers only connecting): exit status 124.
+        argv = ["timeout", "--kill-after=2", str(timeout + 5),
+                "ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                 "-o", f"ConnectTimeout={timeout}", "-o", "LogLevel=ERROR", "-b", src]
         if key:
@@ -342,7 +359,7 @@ class Demo:
         else:
             argv += ["-o", "PreferredAuthentications=password,keyboard-interactive",
                      "-o", "NumberOfPasswordPrompts=0"]
-        return self.sb.run([*argv, f"{user}@{server}", "true"], timeout=timeout + 30)
+        return self.sb.run([*argv, f"{user}@{server}", "true"], timeout=timeout + 60)
 
     # -- the daemon and its feeds --------------------------------------------------------
 
@@ -455,9 +472,12 @@ class Demo:
                 return field_.startswith(("!", "*"))
         return False
 
+    def _policy_holds(self) -> bool:
+        return all(self._effective(k) == "no" for k in PROTECTED) and self._root_locked()
+
     def _check_policy_holds(self, when: str) -> None:
         v = self.view
-        for keyword in ("permitrootlogin", "passwordauthentication"):
+        for keyword in PROTECTED:
             value = self._effective(keyword)
             v.check(value == "no", f"{keyword} is no {when} (sshd -T)", f"it is {value}")
         v.check(self._root_locked(), f"root's password is locked {when}")
