@@ -42,6 +42,10 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 # it here, while the Debian mirror is reachable (once, about 1.5 minutes; reused afterwards).
 .venv/bin/python tests/test_container.py --prepare-rootfs
 
+# tests/test_rpm.py and tests/test_install.py install from a wheelhouse of the RPM's pinned
+# dependencies (build/wheelhouse); fill it here, while the package index is reachable.
+packaging/rpm/build.sh --wheelhouse-only
+
 # The suite runs in its own mount and network namespace; tests that need more (an /etc
 # overlay, a private journald, sshd) build it with sshguardd.sandbox.
 exec unshare --mount --net --fork -- bash -c '
