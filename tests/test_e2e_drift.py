@@ -1,28 +1,24 @@
-"""End to end: the drift guard in a Sandbox (private mount/net/pid namespaces, overlays on
-/etc, /var, /root and /home, a private journald, a real sshd on port 22), running with its
-real default paths (/etc/ssh/sshd_config, /etc/shadow, /var/lib/sshguardd) and the real
-inotify watcher, while real tools (sed -i, usermod, passwd, useradd, chpasswd) make the
-drift. The restart command is a script that makes the sandbox's sshd re-read its config
-(SIGHUP) and logs each call to /run/restarts.log.
-
-The guard runs as tests/data/drift_runner.py: DriftGuard + Watcher fed through one queue
-on the main thread, as the daemon hosts them; alerts go to the sandbox's journal.
+"""End to end: the real daemon (`sshguardd run`) in a Sandbox (private mount/net/pid
+namespaces, overlays on /etc, /var, /root and /home, a private journald, a real sshd on port
+22), running with its real default paths (/etc/sshguardd/config.toml, /etc/ssh/sshd_config,
+/etc/shadow, /var/lib/sshguardd) and its real inotify watcher, while real tools (sed -i,
+usermod, passwd, useradd, chpasswd) make the drift. The restart command is a script that
+makes the sandbox's sshd re-read its config (SIGHUP) and logs each call to
+/run/restarts.log. What the guard did is read back from its alerts in the sandbox's journal.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sshguardd.sandbox import Sandbox, wait_for
+from daemon_helpers import DaemonProc, write_config
 
 pytestmark = pytest.mark.e2e
 
-RUNNER = Path(__file__).parent / "data" / "drift_runner.py"
 HASH = "$6$saltsalt$ZmFrZWhhc2hmb3J0ZXN0c29ubHkuLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4uLi4u"
 RESTART = """#!/bin/sh
 # Make the sandbox's sshd (started with -D, pid in /run/sshd.pid) re-read its config.
@@ -44,39 +40,23 @@ class Guarded:
         restart = sb.path("/etc/sshguardd/restart-sshd")
         restart.write_text(RESTART)
         restart.chmod(0o755)
-        sb.path("/etc/sshguardd/config.toml").write_text(
-            '[drift]\nrestart_command = ["/etc/sshguardd/restart-sshd"]\n' + drift_toml)
+        write_config(sb, '[drift]\nrestart_command = ["/etc/sshguardd/restart-sshd"]\n'
+                     + drift_toml + "\n[metrics]\nenabled = false\n")
         self.sshd = sb.start_sshd()
         if keys:
             pub = sb.path("/etc/ssh/ssh_host_ed25519_key.pub").read_text()
             sb.path("/home/alice/.ssh/authorized_keys").write_text(pub)
         self.stock = sb.path("/etc/ssh/sshd_config").read_text()
-        self.errlog = open(logdir / "drift-runner.log", "wb")
-        self.proc = sb.popen([sys.executable, str(RUNNER)], stdout=subprocess.DEVNULL,
-                             stderr=self.errlog)
-        wait_for(lambda: self._ready(), 30, what="the drift guard to start")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"drift runner exited {self.proc.returncode}: "
-                               f"{Path(self.errlog.name).read_text()}")
-        return any(o.get("ready") for o in self.outcomes())
+        self.daemon = DaemonProc(sb, logdir / "daemon.log").start()
 
     def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(15)
-        self.errlog.close()
+        self.daemon.stop()
 
     # -- observing
-    def outcomes(self) -> list[dict]:
-        p = self.sb.path("/run/drift-outcomes.jsonl")
-        if not p.exists():
-            return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line]
-
-    def actions(self, item: str, file: str | None = None) -> list[str]:
-        return [o["action"] for o in self.outcomes()
-                if o.get("item") == item and file in (None, o["file"])]
+    def repaired(self, setting: str, file: str | None = None) -> int:
+        """How many repairs of `setting` (in `file`) the daemon has alerted."""
+        return sum(1 for a in self.alerts("repaired")
+                   if a["SETTING"] == setting and file in (None, a["FILE"]))
 
     def sh(self, script: str) -> None:
         self.sb.run(["sh", "-c", script], check=True)
@@ -163,11 +143,10 @@ def test_dropin_ahead_of_main_file_is_neutralised(start):
 
 def test_root_relocked_while_other_accounts_changes_survive(start):
     g = start()
-    wait_for(lambda: g.actions("root password"), 10, what="the start check")
     g.sh(f"usermod -p '{HASH}' root")
     wait_for(lambda: g.shadow_field("root") == "!" + HASH, 10, what="root to be relocked")
     g.sh("passwd -u root")
-    wait_for(lambda: g.actions("root password").count("repaired") >= 2
+    wait_for(lambda: g.repaired("root password") >= 2
              and g.shadow_field("root") == "!" + HASH, 10,
              what="root to be relocked after passwd -u")
     # Other accounts: a new user and a password change are not drift.
@@ -175,7 +154,7 @@ def test_root_relocked_while_other_accounts_changes_survive(start):
     alice = g.shadow_field("alice")
     assert alice.startswith("$") and g.shadow_field("carol") in ("!", "*", "!*")
     g.sh(f"usermod -p '{HASH}' root")  # one more relock, with the others' edits present
-    wait_for(lambda: g.actions("root password").count("repaired") >= 3, 10,
+    wait_for(lambda: g.repaired("root password") >= 3, 10,
              what="the third relock")
     assert g.shadow_field("alice") == alice and g.shadow_field("root") == "!" + HASH
     assert "carol" in g.text("/etc/shadow")
@@ -201,8 +180,8 @@ def test_drift_that_breaks_the_config_is_not_made_worse(start):
 
 def test_lockout_guard_refuses_when_no_keys_exist(start):
     g = start(keys=False)
-    wait_for(lambda: g.actions("passwordauthentication"), 10, what="the start check")
-    assert g.actions("passwordauthentication") == ["refused"]
+    wait_for(lambda: g.alerts("lockout_guard"), 10, what="the lockout guard's alert")
+    assert g.repaired("passwordauthentication") == 0
     assert g.sshd_T()["passwordauthentication"] == "yes"
     assert g.sshd_T()["permitrootlogin"] == "no"  # the rest is still enforced
     (alert,) = g.alerts("lockout_guard")
@@ -216,22 +195,26 @@ def test_revert_war_is_detected_and_stopped(start):
     dropin = "/etc/ssh/sshd_config.d/50-cloud-init.conf"
     for n in (1, 2):
         g.sh(f"printf '# generated by cloud-init\\nPermitRootLogin yes\\n' > {dropin}")
-        wait_for(lambda: g.actions("permitrootlogin", dropin).count("repaired") == n, 10,
+        wait_for(lambda: g.repaired("permitrootlogin", dropin) == n, 10,
                  what=f"repair {n}")
     g.sh(f"printf '# generated by cloud-init\\nPermitRootLogin yes\\n' > {dropin}")
     wait_for(lambda: g.alerts("revert_war"), 10, what="the revert_war alert")
     (war,) = g.alerts("revert_war")
     assert war["FILE"] == dropin and war["WRITER"] == "cloud-init"
     assert int(war["PRIORITY"]) <= 2  # critical or more urgent
-    assert g.actions("permitrootlogin", dropin)[-1] == "paused"
     assert g.text(dropin).endswith("PermitRootLogin yes\n")
+    assert g.repaired("permitrootlogin", dropin) == 2
+    assert g.sshd_T()["permitrootlogin"] == "yes"  # left as the other writer wants it
+    assert "paused" in g.daemon.status()["last_drift"]
 
 
 def test_audit_mode_changes_nothing(start):
     g = start(drift_toml='mode = "audit"\n')
-    wait_for(lambda: g.actions("permitrootlogin"), 10, what="the start check")
+    wait_for(lambda: any(a["SETTING"] == "permitrootlogin" for a in g.alerts("drift")), 10,
+             what="the start check's drift alert")
     g.sh(f"usermod -p '{HASH}' root")
-    wait_for(lambda: "drift" in g.actions("root password"), 10, what="drift seen")
+    wait_for(lambda: any(a["SETTING"] == "root password" for a in g.alerts("drift")), 10,
+             what="the root password drift alert")
     assert g.text("/etc/ssh/sshd_config") == g.stock
     assert g.shadow_field("root") == HASH
     assert g.restarts() == 0
