@@ -36,8 +36,14 @@ mapfile -t files < <(git ls-files -co --exclude-standard -- \
 binary_reqs=$(grep -E '^[A-Za-z]' "$here/vendor.txt" | grep -v '^systemd-python')
 source_reqs=$(grep -E '^systemd-python' "$here/vendor.txt")
 build_reqs=("setuptools>=64" "wheel")
+# pip for python3.11: the interpreter's own, or (Debian without python3-pip) a venv's.
+pip_python=$python
+if ! "$python" -m pip --version >/dev/null 2>&1; then
+  [ -x "$root/build/pip-env/bin/python" ] || "$python" -m venv "$root/build/pip-env"
+  pip_python=$root/build/pip-env/bin/python
+fi
 fetch() {  # offline from the wheelhouse when it already has everything, else from the index
-  pip_dl=("$python" -m pip download --disable-pip-version-check -q --dest "$wheelhouse" "$@")
+  pip_dl=("$pip_python" -m pip download --disable-pip-version-check -q --dest "$wheelhouse" "$@")
   "${pip_dl[@]}" --no-index --find-links "$wheelhouse" >/dev/null 2>&1 || "${pip_dl[@]}"
 }
 # shellcheck disable=SC2086
