@@ -291,6 +291,15 @@ class BanPolicy:
             self._offenders.pop(key, None)
             ban = self._ban(network, key, now, duration, "manual")
         else:
+            # The kernel's interval sets reject overlapping prefixes, so a range inside or
+            # around a live one must be unbanned first (the same range again is fine).
+            wide = ipaddress.ip_network(network)
+            for other, until in self._wide:
+                if until > now and other != wide and other.version == wide.version \
+                        and other.overlaps(wide):
+                    raise ValueError(f"{wide} overlaps the active ban of {other}; "
+                                     "unban that first")
+            self._wide = [(n, u) for n, u in self._wide if n != wide]
             ban = self._ban(network, None, now, duration, "manual")
             self._wide.append((ipaddress.ip_network(network), ban.until))
         return ban

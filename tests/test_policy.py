@@ -365,6 +365,16 @@ def test_wide_manual_ban_covers_its_addresses_until_it_ends():
     assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.7", t=wide.until + 1, pid=2) is not None
 
 
+def test_overlapping_wide_manual_bans_are_refused_same_range_extends():
+    policy = BanPolicy(BanConfig())
+    policy.manual_ban("10.0.0.0/8", 100, T0)
+    with pytest.raises(ValueError, match="overlaps the active ban of 10.0.0.0/8"):
+        policy.manual_ban("10.1.0.0/16", 100, T0)
+    longer = policy.manual_ban("10.0.0.0/8", 1000, T0 + 1)
+    assert longer.until == T0 + 1001 and longer.strikes == 2
+    policy.manual_ban("10.1.0.0/16", 100, T0 + 2000)  # the /8 is over
+
+
 def test_forget_lifts_the_ban_but_keeps_history():
     policy = BanPolicy(BanConfig(max_retry=1))
     first = obs(policy, Kind.BAD_PASSWORD, "192.0.2.110", t=T0, pid=1)
