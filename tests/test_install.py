@@ -116,3 +116,22 @@ def test_refuses_other_distributions(box: Sandbox) -> None:
 def test_unknown_option_is_a_usage_error(box: Sandbox) -> None:
     result = box.run([INSTALL, "--frobnicate"])
     assert result.returncode == 64 and "unknown option '--frobnicate'" in result.stderr
+
+
+def test_without_systemd_it_runs_the_daemon_in_the_foreground(box: Sandbox) -> None:
+    import signal
+
+    from sshguardd.sandbox import wait_for
+
+    proc = box.popen([INSTALL], env=box.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT, text=True)
+    # install.sh execs `sshguardd run`: the metrics port opening means the daemon is up.
+    wait_for(lambda: box.listening(9822) or proc.poll() is not None, 300,
+             what="the foreground daemon")
+    assert proc.poll() is None
+    cmdline = Path(f"/proc/{box.inner_pid(proc)}/cmdline").read_bytes().split(b"\0")
+    assert b"/usr/bin/sshguardd" in cmdline and b"run" in cmdline
+    box.signal(proc, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert "running 'sshguardd run' in the foreground" in out
+    assert proc.returncode == 0, out
