@@ -26,6 +26,7 @@ import logging
 import os
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -55,12 +56,16 @@ class JournalFollower:
         *,
         batch_size: int = DEFAULT_BATCH,
         reader_factory: Callable[..., journal.Reader] = journal.Reader,
+        hot_window: float = 10.0,
+        hot_interval: float = 0.01,
     ) -> None:
         self.units = tuple(units)
         self.commands = tuple(commands)
         self.directory = None if directory is None else str(directory)
         self.cursor = cursor
         self.batch_size = batch_size
+        self.hot_window = hot_window
+        self.hot_interval = hot_interval
         self._factory = reader_factory
         self._reader: journal.Reader | None = None
         # True when the reader sits on an entry that has not been delivered yet (after
@@ -234,15 +239,28 @@ class JournalFollower:
         poller.register(self._stop_r, select.POLLIN)
         jfd = reader.fileno()
         poller.register(jfd, reader.get_events())
+        hot_until = 0.0
         try:
             while True:
+                got = False
                 while (batch := self.read()) is not None:
+                    got = True
                     emit(batch)
                     if self._stopping():
                         return
+                now = time.monotonic()
+                if got:
+                    hot_until = now + self.hot_window
                 # The journal asks for a timeout only where inotify cannot be trusted
                 # (e.g. network file systems); normally we sleep until inotify fires.
+                # But journald delays that notification by 250-500 ms (it coalesces its
+                # post-change timer, measured with systemd 252), while the entries are in
+                # the shared mapping at once; so while sshd is busy (an attack) we also
+                # look every hot_interval, and when quiet we sleep on inotify alone.
                 timeout = reader.get_timeout_ms()
+                if now < hot_until:
+                    hot_ms = int(self.hot_interval * 1000)
+                    timeout = hot_ms if timeout < 0 else min(timeout, hot_ms)
                 events = poller.poll(None if timeout < 0 else max(timeout, 0))
                 if any(fd == self._stop_r for fd, _ in events) or self._stopping():
                     return
