@@ -315,11 +315,16 @@ class DriftGuard:
                 atomic.replace(path, data)
                 self._own[path] = _digest(data)
                 written.append(path)
-            # 3. The real files, as sshd will read them on restart.
+            # 3. The real files, as sshd will read them on restart, and what sshd says
+            # the repaired settings now are (globally and in each repaired Match block).
             self.runner.test(main)
-        except (OSError, ServiceError) as exc:
+            wrong = self._verify(main, todo)
+            if wrong:
+                raise _VerifyError(wrong)
+        except (OSError, ServiceError, _VerifyError) as exc:
             self._restore(texts, written)
-            step = "validate" if isinstance(exc, ServiceError) else "replace"
+            step = {ServiceError: "validate", _VerifyError: "verify"}.get(type(exc),
+                                                                          "replace")
             self.alerts.repair_failed(step, main, getattr(exc, "argv", None),
                                       getattr(exc, "stderr", str(exc)))
             return failed(step, main, str(exc))
@@ -348,6 +353,25 @@ class DriftGuard:
             self._record_revert((f.item, file))
             out.append(Outcome(f.item, file, "repaired", f.actual, f.expected))
         return out
+
+    def _verify(self, main: str, repaired: list[sshd_config.Finding]) -> list[str]:
+        """Ask sshd (`-T`, and `-C` for a Match block) whether each repaired item now
+        holds; a model that disagrees with sshd must not be trusted with a restart."""
+        wrong = []
+        contexts: dict[tuple[str, ...], dict[str, str] | None] = {}
+        for f in repaired:
+            ctx = sshd_config.match_context(f.match) if f.match else None
+            if f.match and ctx is None:
+                continue  # a Match (e.g. Group) a probe cannot fake: the model decides
+            key = f.match if f.match else ()
+            if key not in contexts:
+                contexts[key] = self.runner.effective(main, ctx)
+            real = contexts[key].get(f.keyword)
+            if real is None or sshd_config.normalise_value(f.keyword, real) != \
+                    sshd_config.normalise_value(f.keyword, f.expected):
+                where = f" for {','.join(f'{k}={v}' for k, v in ctx.items())}" if ctx else ""
+                wrong.append(f"sshd -T{where} says {f.keyword} {real}, not {f.expected}")
+        return wrong
 
     def _validate_candidate(self, model: sshd_config.SshdConfig, texts: dict[str, str],
                             new_texts: dict[str, str]) -> None:
@@ -581,6 +605,12 @@ class DriftGuard:
     def _inc(counter: Any, **labels: str) -> None:
         if counter is not None:
             (counter.labels(**labels) if labels else counter).inc()
+
+
+class _VerifyError(Exception):
+    def __init__(self, problems: list[str]):
+        self.stderr = "; ".join(problems)
+        super().__init__(self.stderr)
 
 
 def _has_keys(path: str) -> bool:

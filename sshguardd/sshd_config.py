@@ -22,6 +22,7 @@ blank line and unrelated setting survives byte for byte.
 from __future__ import annotations
 
 import glob as _glob
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
@@ -101,6 +102,7 @@ class Directive:
     raw: str
     value_span: tuple[int, int]
     match: tuple[str, ...] = ()
+    match_at: tuple[Location, ...] = ()  # where each of those Match lines is
 
     @property
     def value(self) -> str:
@@ -191,12 +193,13 @@ def parse(main: str, read: Reader, expand: Expander, ssh_dir: str = SSH_DIR) -> 
     files: list[str] = []
     includes: list[tuple[Location, str, tuple[str, ...]]] = []
 
-    def walk(path: str, outer_match: tuple[str, ...], depth: int) -> None:
+    def walk(path: str, outer_match: tuple[str, ...], outer_at: tuple[Location, ...],
+             depth: int) -> None:
         text = read(path)
         if text is None:
             return
         files.append(path)
-        match = outer_match
+        match, match_at = outer_match, outer_at
         for lineno, raw in enumerate(text.splitlines(keepends=True), 1):
             loc = Location(path, lineno)
             try:
@@ -209,6 +212,7 @@ def parse(main: str, read: Reader, expand: Expander, ssh_dir: str = SSH_DIR) -> 
             kw = canonical_keyword(keyword)
             if kw == "match":
                 match = outer_match + (raw.strip(),)
+                match_at = outer_at + (loc,)
                 continue
             if kw == "include":
                 if depth >= MAX_INCLUDE_DEPTH:
@@ -221,13 +225,13 @@ def parse(main: str, read: Reader, expand: Expander, ssh_dir: str = SSH_DIR) -> 
                     found.extend(expand(pattern))
                 includes.append((loc, raw, tuple(found)))
                 for inc in found:
-                    walk(inc, match, depth + 1)
+                    walk(inc, match, match_at, depth + 1)
                 continue
             span = (toks[0][1], toks[-1][2]) if toks else (len(raw.rstrip("\r\n")),) * 2
             directives.append(Directive(kw, tuple(t for t, _, _ in toks), loc, raw,
-                                        span, match))
+                                        span, match, match_at))
 
-    walk(main, (), 0)
+    walk(main, (), (), 0)
     return SshdConfig(main, tuple(directives), tuple(files), tuple(includes), ssh_dir)
 
 
@@ -296,11 +300,11 @@ class SshdConfig:
         """The first occurrence of keyword in each Match block (later ones in the same
         block never apply)."""
         kw = canonical_keyword(keyword)
-        seen: set[tuple[str, ...]] = set()
+        seen: set[tuple[Location, ...]] = set()
         out = []
         for d in self.directives:
-            if d.keyword == kw and d.match and d.match not in seen:
-                seen.add(d.match)
+            if d.keyword == kw and d.match and d.match_at not in seen:
+                seen.add(d.match_at)
                 out.append(d)
         return out
 
@@ -357,6 +361,65 @@ def judge(model: SshdConfig, policy: Mapping[str, object],
         for d in model.match_overrides(kw):
             findings.append(Finding(kw, expected, d.value, d.location, d.match))
     return findings
+
+
+# ---------------------------------------------------------------------------- Match probes
+
+# `sshd -T -C` insists on a value for every criterion any Match block uses, so a probe
+# always carries all of these; the defaults are documentation addresses (RFC 5737) that no
+# real Match block should name, and root, the user the policy is mostly about.
+PROBE_DEFAULTS = {"user": "root", "host": "probe.invalid", "addr": "192.0.2.1",
+                  "laddr": "192.0.2.2", "lport": "22"}
+_CRITERIA = {"user": "user", "host": "host", "address": "addr",
+             "localaddress": "laddr", "localport": "lport", "rdomain": "rdomain"}
+
+
+def _sample(criterion: str, patterns: str) -> str | None:
+    """One value that the (comma-separated, possibly negated, wildcarded) pattern list
+    matches, or None if we cannot make one up."""
+    for pat in patterns.split(","):
+        pat = pat.strip()
+        if not pat or pat.startswith("!"):
+            continue
+        if criterion in ("addr", "laddr"):
+            if "/" in pat:
+                try:
+                    net = ipaddress.ip_network(pat, strict=False)
+                except ValueError:
+                    continue
+                hosts = net.hosts()
+                return str(next(iter(hosts), net.network_address))
+            return pat.replace("*", "1").replace("?", "1")
+        if criterion == "lport":
+            return pat if pat.isdigit() else None
+        return pat.replace("*", "x").replace("?", "x")
+    return None
+
+
+def match_context(match: tuple[str, ...]) -> dict[str, str] | None:
+    """A `sshd -T -C` connection spec that satisfies every Match line in `match`, or None
+    when one uses a criterion a probe cannot fake (Group, Exec-like, negation only)."""
+    spec = dict(PROBE_DEFAULTS)
+    for line in match:
+        parts = split_line(line)
+        if parts is None:
+            return None
+        toks = [t for t, _, _ in parts[1]]
+        i = 0
+        while i < len(toks):
+            word = toks[i].lower()
+            if word == "all":
+                i += 1
+                continue
+            key = _CRITERIA.get(word)
+            if key is None or i + 1 >= len(toks):
+                return None
+            value = _sample(key, toks[i + 1])
+            if value is None:
+                return None
+            spec[key] = value
+            i += 2
+    return spec
 
 
 # ---------------------------------------------------------------------------- edits

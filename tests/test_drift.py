@@ -347,3 +347,32 @@ def test_check_reports_config_sshd_rejects(box: Box, capsys):
     assert rc == 1
     assert any(l.startswith("sshd accepts its config") and "FAIL" in l
                for l in out.splitlines())
+
+
+def test_repair_sshd_does_not_confirm_is_rolled_back(tmp_path: Path):
+    # sshd accepts "MaxAuthTries 03" but reports it as 3: the model's edit is not what the
+    # policy says in sshd's own terms, so the files go back and nothing is restarted.
+    box = Box(tmp_path, sshd_settings={"MaxAuthTries": "03"})
+    box.give_alice_a_key()
+    before = box.main.read_bytes()
+    out = box.guard.check_all("start")
+    assert actions(out) == {"maxauthtries": "failed"}
+    assert box.main.read_bytes() == before and box.restart_count() == 0
+    (alert,) = box.alerts("repair_failed")
+    assert alert["STEP"] == "verify" and "maxauthtries 3, not 03" in alert["STDERR"]
+
+
+def test_check_lists_match_blocks_with_sshd_probe(box: Box, capsys):
+    box.main.write_text(box.main.read_text() + "Match User bob\n  PasswordAuthentication yes\n"
+                        "Match User bob\n  PasswordAuthentication no\n")
+    rc, out = _check(box, capsys, "--json")
+    import json
+    items = [i for i in json.loads(out)["items"]
+             if i["item"] == "passwordauthentication (Match User bob)"]
+    assert rc == 1
+    assert [(i["value"], i["ok"], i["source"]) for i in items] == [
+        ("yes", False, f"{box.main}:12"), ("no", True, f"{box.main}:14")]
+    # sshd agrees for the first block; for the second, the first block wins for bob.
+    assert items[0]["note"] == ""
+    assert items[1]["note"].startswith("sshd -T -C user=bob,") and \
+        items[1]["note"].endswith(" says yes")

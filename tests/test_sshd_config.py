@@ -257,3 +257,27 @@ def test_repair_always_complies_and_touches_at_most_one_line_per_item(lines):
     if len(before) == len(after):
         for a, b in zip(before, after):
             assert a == b or a.split()[0].split("=")[0] == b.split()[0].split("=")[0]
+
+
+@pytest.mark.parametrize("match,spec", [
+    (("Match User bob",), {"user": "bob"}),
+    (("Match Address 10.0.0.0/8,!10.1.0.0/16 User admin*",),
+     {"addr": "10.0.0.1", "user": "adminx"}),
+    (("Match all",), {}),
+    (("Match LocalPort 2222", "Match Host *.example.com"),
+     {"lport": "2222", "host": "x.example.com"}),
+])
+def test_match_context_probes(match, spec):
+    assert sc.match_context(match) == {**sc.PROBE_DEFAULTS, **spec}
+
+
+@pytest.mark.parametrize("match", [("Match Group wheel",), ("Match User !bob",),
+                                   ("Match LocalPort any",)])
+def test_match_context_cannot_fake(match):
+    assert sc.match_context(match) is None
+
+
+def test_identical_match_lines_are_separate_blocks():
+    m = model_of({"/etc/ssh/sshd_config": "Match User bob\nPermitRootLogin yes\n"
+                  "Match User bob\nPermitRootLogin no\n"})
+    assert [d.location.line for d in m.match_overrides("permitrootlogin")] == [2, 4]

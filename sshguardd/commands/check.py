@@ -55,6 +55,8 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
                 note = f"model read {actual!r}, sshd -T says {real!r}"
                 actual = real
                 f = sshd_config.Finding(f.keyword, f.expected, actual, f.source, f.match)
+            if f.match and sshd_t is not None:
+                note = _probe_note(runner, main, f)
             rows.append(Row(f.item, f.expected, actual,
                             str(f.source) if f.source else "default", f.compliant, note))
     sp = dc.shadow_policy
@@ -75,6 +77,23 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         rows.append(Row("empty passwords", "none", ", ".join(empty) or "none",
                         str(dc.shadow), not empty))
     return rows
+
+
+def _probe_note(runner: Sshd, main: str, f: sshd_config.Finding) -> str:
+    """What `sshd -T -C` says for a connection this Match block matches, when that differs
+    from the block's own line (an earlier block, or the global value, may win for it)."""
+    ctx = sshd_config.match_context(f.match)
+    if ctx is None:
+        return "no sshd -T -C probe for this Match (criteria cannot be faked)"
+    try:
+        real = runner.effective(main, ctx).get(f.keyword, "")
+    except ServiceError as exc:
+        return f"sshd -T -C failed: {exc.stderr}"
+    if sshd_config.normalise_value(f.keyword, real) == sshd_config.normalise_value(
+            f.keyword, f.actual):
+        return ""
+    spec = ",".join(f"{k}={v}" for k, v in ctx.items())
+    return f"sshd -T -C {spec} says {real}"
 
 
 def register(sub) -> None:
