@@ -27,9 +27,10 @@ scrubbed from every free-text field (stderr, reasons) in case a tool echoed one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -105,10 +106,14 @@ class Alerts:
     """
 
     def __init__(self, send: Callable[..., Any] | None = None, *,
-                 identifier: str = "sshguardd"):
+                 identifier: str = "sshguardd", echo: bool | None = None):
         self._send = send if send is not None else _default_send()
         self._identifier = identifier
         self.failed_sends = 0
+        # The log line repeats the alert for stderr readers. Under systemd, stderr *is* the
+        # journal, so at its usual level it would show every alert twice in
+        # `journalctl -u sshguardd`; there it goes out at DEBUG instead.
+        self._echo = (not stderr_is_journal()) if echo is None else echo
 
     def ban(self, network: str, duration: float | None, strikes: int = 1,
             reason: str = "") -> None:
@@ -171,7 +176,7 @@ class Alerts:
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         t = ALERT_TYPES[kind]
         message = _one_line(scrub(message))
-        log.log(_LOG_LEVEL[t.priority], "%s", message)
+        log.log(_LOG_LEVEL[t.priority] if self._echo else logging.DEBUG, "%s", message)
         out = {k: scrub(str(v)) for k, v in fields.items() if v is not None and v != ""}
         try:
             self._send(message, MESSAGE_ID=t.message_id, PRIORITY=str(t.priority),
@@ -179,6 +184,18 @@ class Alerts:
         except OSError as exc:
             self.failed_sends += 1
             log.warning("could not write %s alert to the journal: %s", kind, exc)
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """True when `fd` is the journal stream systemd connected (sd_journal_stream_fd(3):
+    $JOURNAL_STREAM holds its "device:inode")."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in value.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
 
 
 def _address_of(network: str) -> str | None:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sshguardd.alerts import ALERT_TYPES, Alerts, scrub
+from sshguardd.alerts import ALERT_TYPES, Alerts, scrub, stderr_is_journal
 from sshguardd.sandbox import Sandbox, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +103,27 @@ def test_no_shadow_contents_anywhere(caplog: pytest.LogCaptureFixture) -> None:
     blob = json.dumps(sent) + caplog.text
     assert "saltsalt" not in blob and "xxxxxxxx" not in blob
     assert sent[1][1]["OLD_VALUE"] == "unlocked"  # descriptive words pass
+
+
+def test_no_duplicate_log_line_when_stderr_is_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sshguardd.alerts")
+    with open(tmp_path / "stream", "w") as stream:
+        st = os.fstat(stream.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert stderr_is_journal(env, stream.fileno())
+        assert not stderr_is_journal({"JOURNAL_STREAM": "1:2"}, stream.fileno())
+        assert not stderr_is_journal({}, stream.fileno())
+    alerts, sent = collect()
+    monkeypatch.setattr(alerts, "_echo", False)
+    alerts.revert_war("permitrootlogin", "/etc/ssh/sshd_config", "puppet", 3)
+    assert len(sent) == 1  # the structured entry is still written
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    caplog.clear()
+    loud = Alerts(send=lambda message, **f: None, echo=True)
+    loud.revert_war("permitrootlogin", "/etc/ssh/sshd_config", "puppet", 3)
+    assert [r.levelno for r in caplog.records] == [logging.CRITICAL]
 
 
 def test_unban_of_prefix_has_no_address() -> None:
