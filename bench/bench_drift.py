@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How fast the drift guard repairs: time from a drifting write to the repaired file on disk.
 
-Runs the guard (tests/data/drift_runner.py: DriftGuard + inotify Watcher, as the daemon
-hosts them) inside a Sandbox with the real default paths and a real sshd, then N times:
+Runs the real daemon (`sshguardd run`, as tests/daemon_helpers.py starts it) inside a
+Sandbox with the real default paths and a real sshd, then N times:
 replace /etc/ssh/sshd_config by rename with `PermitRootLogin yes` (what `sed -i` does) and
 time until the file on disk says `no` again; the same for /etc/shadow with root unlocked.
 The clock stops when the repaired file is visible (seen through inotify from outside), so
@@ -32,10 +32,12 @@ from watchdog.observers import Observer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from daemon_helpers import DaemonProc, write_config  # noqa: E402
 
 from sshguardd.sandbox import Sandbox, wait_for  # noqa: E402
 
-RUNNER = ROOT / "tests" / "data" / "drift_runner.py"
 RESTART = "#!/bin/sh\necho restart >> /run/restarts.log\nkill -HUP \"$(cat /run/sshd.pid)\"\n"
 HASH = "$6$saltsalt$YmVuY2htYXJrLWhhc2gtbm90LWEtcmVhbC1wYXNzd29yZC4uLi4uLi4uLi4uLi4uLi4uLi4u"
 
@@ -75,20 +77,20 @@ def replace(path: Path, text: str) -> None:
     os.rename(tmp, path)
 
 
-def own_writes_seen(sb: Sandbox, n: int) -> bool:
-    p = sb.path("/run/drift-outcomes.jsonl")
-    return sum(1 for line in p.read_text().splitlines()
-               if json.loads(line).get("action") == "ignored") >= n
+def repairs(sb: Sandbox, setting: str) -> int:
+    out = sb.journal("-o", "json", "SSHGUARDD_ALERT=repaired")
+    return sum(1 for line in out.splitlines() if json.loads(line)["SETTING"] == setting)
 
 
-def measure(sb: Sandbox, path: str, bad: str, good: str, runs: int,
-            ignored_before: int) -> list[float]:
+def measure(sb: Sandbox, path: str, setting: str, bad: str, good: str,
+            runs: int) -> list[float]:
     target = sb.path(path)
     seen = Seen(target)
     obs = Observer()
     obs.schedule(seen, str(target.parent))
     obs.start()
     out = []
+    before = repairs(sb, setting)
     try:
         for i in range(runs):
             seen.want = None  # disarmed: a late event must not see the old good file
@@ -99,9 +101,9 @@ def measure(sb: Sandbox, path: str, bad: str, good: str, runs: int,
             if not seen.event.wait(10):
                 raise RuntimeError(f"{path} was not repaired within 10 s (run {i})")
             out.append(seen.at - t0)
-            # Let the guard see (and ignore) its own write before the next drift.
-            wait_for(lambda: own_writes_seen(sb, ignored_before + i + 1), 10,
-                     what="the guard to settle")
+            # Let the daemon finish this repair (restart, alert) before the next drift.
+            wait_for(lambda: repairs(sb, setting) >= before + i + 1, 10,
+                     what="the repair to complete")
     finally:
         obs.stop()
         obs.join()
@@ -128,36 +130,31 @@ def main() -> int:
         restart = sb.path("/etc/sshguardd/restart-sshd")
         restart.write_text(RESTART)
         restart.chmod(0o755)
-        sb.path("/etc/sshguardd/config.toml").write_text(
-            f'[drift]\nrestart_command = ["/etc/sshguardd/restart-sshd"]\n'
-            f'debounce = {args.debounce}\n[drift.revert_war]\nmax_reverts = 1000\n'
-            'window = "1s"\n')
+        write_config(sb, f'[drift]\nrestart_command = ["/etc/sshguardd/restart-sshd"]\n'
+                     f'debounce = {args.debounce}\n[drift.revert_war]\nmax_reverts = 1000\n'
+                     'window = "1s"\n[metrics]\nenabled = false\n')
         sb.start_sshd()
         sb.path("/home/alice/.ssh/authorized_keys").write_text(
             sb.path("/etc/ssh/ssh_host_ed25519_key.pub").read_text())
-        with open(Path(tmp) / "runner.log", "wb") as log:
-            proc = sb.popen([sys.executable, str(RUNNER)], stdout=subprocess.DEVNULL,
-                            stderr=log)
-            try:
-                wait_for(lambda: b'"ready"' in sb.path("/run/drift-outcomes.jsonl")
-                         .read_bytes() if sb.path("/run/drift-outcomes.jsonl").exists()
-                         else False, 30, what="the drift guard")
-                good = sb.path("/etc/ssh/sshd_config").read_text()
-                bad = good.replace("PermitRootLogin no", "PermitRootLogin yes")
-                sshd_lat = measure(sb, "/etc/ssh/sshd_config", bad, good, args.runs, 0)
-                shadow_good = sb.path("/etc/shadow").read_text()
-                root = next(l for l in shadow_good.splitlines() if l.startswith("root:"))
-                fields = root.split(":")
-                fields[1] = HASH
-                shadow_bad = shadow_good.replace(root, ":".join(fields))
-                fields[1] = "!" + HASH
-                shadow_fixed = shadow_good.replace(root, ":".join(fields))
-                sb.path("/etc/shadow").write_text(shadow_fixed)  # the steady state
-                shadow_lat = measure(sb, "/etc/shadow", shadow_bad, shadow_fixed,
-                                     args.runs, args.runs)
-            finally:
-                proc.terminate()
-                proc.wait(15)
+        daemon = DaemonProc(sb, Path(tmp) / "daemon.log").start()
+        try:
+            wait_for(lambda: "PermitRootLogin no" in sb.path("/etc/ssh/sshd_config")
+                     .read_text(), 30, what="the start-up hardening")
+            good = sb.path("/etc/ssh/sshd_config").read_text()
+            bad = good.replace("PermitRootLogin no", "PermitRootLogin yes")
+            sshd_lat = measure(sb, "/etc/ssh/sshd_config", "permitrootlogin", bad, good,
+                               args.runs)
+            shadow_good = sb.path("/etc/shadow").read_text()
+            root = next(l for l in shadow_good.splitlines() if l.startswith("root:"))
+            fields = root.split(":")
+            fields[1] = HASH
+            shadow_bad = shadow_good.replace(root, ":".join(fields))
+            fields[1] = "!" + HASH
+            shadow_fixed = shadow_good.replace(root, ":".join(fields))
+            shadow_lat = measure(sb, "/etc/shadow", "root password", shadow_bad,
+                                 shadow_fixed, args.runs)
+        finally:
+            daemon.stop()
         validate = sshd_t_times(sb, max(20, min(args.runs, 100)))
         version = subprocess.run(["/usr/sbin/sshd", "-V"], capture_output=True,
                                  text=True).stderr.split(",")[0].strip()
@@ -167,8 +164,8 @@ def main() -> int:
                 f"p99 {1000 * pct(xs, 99):7.1f} ms   max {1000 * max(xs):7.1f} ms   "
                 f"n={len(xs)}")
 
-    print(f"drift repair latency, drifting write -> repaired file on disk "
-          f"(debounce {args.debounce:g} s)")
+    print(f"drift repair latency of `sshguardd run`, drifting write -> repaired file on "
+          f"disk (debounce {args.debounce:g} s)")
     print(row("sshguardd: sshd_config (sed -i style rename)", sshd_lat))
     print(row("sshguardd: /etc/shadow (root unlocked)", shadow_lat))
     print(row(f"peer: {version} `sshd -t` alone", validate))
