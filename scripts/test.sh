@@ -46,6 +46,11 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 # tests/test_rpm.py and tests/test_install.py install from a wheelhouse of the RPM's pinned
 # dependencies (build/wheelhouse); fill it here, while the package index is reachable.
 packaging/rpm/build.sh --wheelhouse-only
+# tests/test_install_systemd.py runs install.sh in a network-less container; the one Debian
+# package it would install there (python3-systemd) is fetched here.
+if ! ls build/debs/python3-systemd_*.deb >/dev/null 2>&1; then
+  mkdir -p build/debs && (cd build/debs && apt-get download -q python3-systemd)
+fi
 
 # The suite runs in its own mount and network namespace; tests that need more (an /etc
 # overlay, a private journald, sshd) build it with sshguardd.sandbox.
