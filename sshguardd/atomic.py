@@ -74,8 +74,13 @@ def write_temp(path: Path | str, data: bytes, *, like: Path | str | None = None,
 
 def replace(path: Path | str, data: bytes, *, like: Path | str | None = None,
             tmp: Path | str | None = None) -> None:
-    """Atomically replace path with data, keeping owner, mode and SELinux label."""
-    path = Path(path)
+    """Atomically replace path with data, keeping owner, mode and SELinux label.
+
+    A symlink is followed: the file it points to is replaced and the link stays a link
+    (configuration management often links sshd_config to a managed copy)."""
+    path = Path(os.path.realpath(path))
+    if tmp is not None and Path(tmp).parent != path.parent:
+        tmp = path.parent / Path(tmp).name  # rename(2) only works within one filesystem
     t = write_temp(path, data, like=like, tmp=tmp)
     try:
         os.rename(t, path)

@@ -129,6 +129,7 @@ class DriftGuard:
         self._reverts: dict[tuple[str, str], collections.deque[float]] = {}
         self._paused: dict[tuple[str, str], float] = {}
         self._alerted: dict[str, Any] = {}          # de-duplicates repeating alerts
+        self._standing: dict[tuple[str, ...], str] = {}  # drifts alerted, still present
         self._model: sshd_config.SshdConfig | None = None
 
     # ------------------------------------------------------------------ public seam
@@ -253,11 +254,14 @@ class DriftGuard:
         for f in findings:
             file = str(f.source.file) if f.source else main
             if f.compliant:
+                self._standing.pop((f.item, file), None)
+                self._standing.pop(("lockout", f.item, file), None)
                 outcomes.append(Outcome(f.item, file, "ok", f.actual, f.expected))
                 continue
-            self._inc(self.metrics and self.metrics.drift_detected, setting=f.keyword,
-                      file=file)
-            self.alerts.drift(f.item, file, f.expected, f.actual)
+            if self._new((f.item, file), f.actual):
+                self._inc(self.metrics and self.metrics.drift_detected, setting=f.keyword,
+                          file=file)
+                self.alerts.drift(f.item, file, f.expected, f.actual)
             if not self.enforcing:
                 outcomes.append(Outcome(f.item, file, "drift", f.actual, f.expected,
                                         "audit mode: not repaired"))
@@ -266,9 +270,10 @@ class DriftGuard:
                 if guard_reason is None:
                     guard_reason = self._lockout_reason(model, texts) or ""
                 if guard_reason:
-                    self.alerts.lockout_guard(guard_reason, f.item, file)
-                    if self.metrics:
-                        self.metrics.lockout_guard_refusals.inc()
+                    if self._new(("lockout", f.item, file), guard_reason):
+                        self.alerts.lockout_guard(guard_reason, f.item, file)
+                        if self.metrics:
+                            self.metrics.lockout_guard_refusals.inc()
                     outcomes.append(Outcome(f.item, file, "refused", f.actual, f.expected,
                                             f"lockout guard: {guard_reason}"))
                     continue
@@ -351,6 +356,7 @@ class DriftGuard:
             self._inc(self.metrics and self.metrics.drift_repaired, setting=f.keyword,
                       file=file)
             self._record_revert((f.item, file))
+            self._standing.pop((f.item, file), None)
             out.append(Outcome(f.item, file, "repaired", f.actual, f.expected))
         return out
 
@@ -510,9 +516,10 @@ class DriftGuard:
                                         "none", "alert only"))
         root_drift = sp.lock_root and state.root_present and not state.root_locked
         if root_drift:
-            self._inc(self.metrics and self.metrics.drift_detected,
-                      setting="root password", file=path)
-            self.alerts.drift("root password", path, "locked", "unlocked")
+            if self._new(("root password", path), "unlocked"):
+                self._inc(self.metrics and self.metrics.drift_detected,
+                          setting="root password", file=path)
+                self.alerts.drift("root password", path, "locked", "unlocked")
             if not self.enforcing:
                 outcomes.append(Outcome("root password", path, "drift", "unlocked", "locked",
                                         "audit mode: not repaired"))
@@ -523,6 +530,7 @@ class DriftGuard:
                     outcomes.append(paused)
                     root_drift = False
         elif sp.lock_root and state.root_present:
+            self._standing.pop(("root password", path), None)
             outcomes.append(Outcome("root password", path, "ok", "locked", "locked"))
         if not root_drift and not lock_empty:
             return outcomes
@@ -541,6 +549,7 @@ class DriftGuard:
             self._inc(self.metrics and self.metrics.drift_repaired,
                       setting="root password", file=path)
             self._record_revert(("root password", path))
+            self._standing.pop(("root password", path), None)
             outcomes.append(Outcome("root password", path, "repaired", "unlocked", "locked"))
         if lock_empty:
             self.alerts.repaired("empty passwords", path, ", ".join(empty), "locked")
@@ -588,6 +597,14 @@ class DriftGuard:
         self._reverts.setdefault(key, collections.deque()).append(self.clock())
 
     # ------------------------------------------------------------------ small helpers
+
+    def _new(self, key: tuple[str, ...], state: str) -> bool:
+        """True the first time `key` is seen in `state`: a drift (or refusal) that stays
+        is alerted and counted once, not on every unrelated change to the same files."""
+        if self._standing.get(key) == state:
+            return False
+        self._standing[key] = state
+        return True
 
     def _once(self, kind: str, token: Any, fire: Callable[[], None]) -> None:
         """Alert once per distinct token, so a file that stays broken does not flood."""

@@ -73,19 +73,36 @@ class Watcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._watches: dict[str, object] = {}
+        self._handler = _Handler(self)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         observer = Observer()
-        handler = _Handler(self)
         for p in self.paths:
-            observer.schedule(handler, os.fspath(p), recursive=False, event_filter=EVENTS)
+            self._watches[os.fspath(p)] = observer.schedule(
+                self._handler, os.fspath(p), recursive=False, event_filter=EVENTS)
         observer.daemon = True
         observer.start()
         self._observer = observer
         self._thread = threading.Thread(target=self._deliver, name="drift-watcher",
                                         daemon=True)
         self._thread.start()
+
+    def update(self, paths: Iterable[Path | str]) -> None:
+        """Watch exactly `paths` from now on (e.g. after an Include of a new directory was
+        added): new directories are added, dropped ones unwatched, the rest untouched."""
+        want = list(dict.fromkeys(os.fspath(p) for p in paths))
+        self.paths = [Path(p) for p in want]
+        if self._observer is None:
+            return
+        for p in list(self._watches):
+            if p not in want:
+                self._observer.unschedule(self._watches.pop(p))
+        for p in want:
+            if p not in self._watches and os.path.isdir(p):
+                self._watches[p] = self._observer.schedule(
+                    self._handler, p, recursive=False, event_filter=EVENTS)
 
     def stop(self) -> None:
         with self._cond:
@@ -95,6 +112,7 @@ class Watcher:
             self._observer.stop()
             self._observer.join(10)
             self._observer = None
+            self._watches.clear()
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None

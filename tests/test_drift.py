@@ -376,3 +376,33 @@ def test_check_lists_match_blocks_with_sshd_probe(box: Box, capsys):
     assert items[0]["note"] == ""
     assert items[1]["note"].startswith("sshd -T -C user=bob,") and \
         items[1]["note"].endswith(" says yes")
+
+
+def test_standing_drift_is_alerted_once(tmp_path: Path):
+    box = Box(tmp_path, mode="audit")
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                     "PermitRootLogin yes"))
+    for _ in range(3):
+        box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+    assert len(box.alerts("drift")) == 1
+    assert box.metric("drift_detected_total", setting="permitrootlogin",
+                      file=str(box.main)) == 1
+    # Fixed by hand, then drifted again: a new alert.
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin yes",
+                                                     "PermitRootLogin no"))
+    box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                     "PermitRootLogin yes"))
+    box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+    assert len(box.alerts("drift")) == 2
+
+
+def test_symlinked_config_keeps_its_link(box: Box):
+    box.give_alice_a_key()
+    managed = box.root / "managed_sshd_config"
+    managed.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                    "PermitRootLogin yes"))
+    box.main.unlink()
+    box.main.symlink_to(managed)
+    assert actions(box.guard.check_all("start")) == {"permitrootlogin": "repaired"}
+    assert box.main.is_symlink() and "PermitRootLogin no\n" in managed.read_text()

@@ -74,3 +74,17 @@ def test_a_failing_callback_does_not_kill_the_watcher(tmp_path: Path):
         (tmp_path / "after").write_text("x")
         assert wait_for(lambda: got.get(timeout=5).path.endswith("after"), timeout=5,
                         what="delivery after a failed callback")
+
+
+def test_update_adds_and_drops_directories(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    got: queue.Queue[FileChanged] = queue.Queue()
+    with Watcher([a], got.put, debounce=0.02) as w:
+        (b / "x.conf").write_text("x")
+        w.update([b])
+        (a / "y.conf").write_text("y")
+        (b / "z.conf").write_text("z")
+        assert got.get(timeout=5).path == str(b / "z.conf")
+        assert collect(got, 0.3) == []
