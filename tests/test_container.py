@@ -506,6 +506,32 @@ def test_stop_is_clean(container: Container) -> None:
     assert banned(c)
 
 
+def test_bad_config_fails_visibly_and_is_not_retried(container: Container) -> None:
+    c = container
+    c.run(["systemctl", "start", "sshguardd"], check=True)
+    pid = c.show("sshguardd", "MainPID")["MainPID"]
+    c.write("/etc/sshguardd/config.toml", "[ban]\nmax_retry = 'lots'\n")
+    try:
+        # reload: check-config fails it, the daemon is not signalled and keeps running.
+        r = c.run(["systemctl", "reload", "sshguardd"])
+        assert r.returncode != 0
+        s = c.show("sshguardd", "ActiveState", "MainPID")
+        assert (s["ActiveState"], s["MainPID"]) == ("active", pid)
+        # restart: `run` exits 78 and RestartPreventExitStatus= stops systemd from retrying:
+        # the unit is failed at once, not waiting in auto-restart.
+        r = c.run(["systemctl", "restart", "sshguardd"])
+        assert r.returncode != 0
+        s = c.show("sshguardd", "ActiveState", "SubState", "Result", "ExecMainStatus",
+                   "NRestarts")
+        assert (s["ActiveState"], s["SubState"]) == ("failed", "failed"), s
+        assert (s["Result"], s["ExecMainStatus"]) == ("exit-code", "78"), s
+        assert "max_retry" in unit_log(c)  # check-config named the problem
+    finally:
+        c.write("/etc/sshguardd/config.toml", CONFIG)
+    c.run(["systemctl", "start", "sshguardd"], check=True)
+    c.run(["systemctl", "stop", "sshguardd"], check=True)
+
+
 if __name__ == "__main__":
     # scripts/test.sh runs this before the suite enters its network-less namespace: the
     # root filesystem needs the Debian mirror, the tests themselves need no network.

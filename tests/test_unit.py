@@ -90,9 +90,9 @@ def test_unit_matches_the_daemon() -> None:
     svc = opts["Service"]
     assert svc["Type"] == ["notify"]
     assert float(svc["WatchdogSec"][0].rstrip("s")) > 0
-    assert svc["ExecStartPre"] == ["/usr/bin/sshguardd check-config"]
+    assert svc["ExecStartPre"] == ["-/usr/bin/sshguardd check-config"]
     assert svc["ExecStart"] == ["/usr/bin/sshguardd run"]
-    assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert svc["ExecReload"] == ["/usr/bin/sshguardd check-config", "/bin/kill -HUP $MAINPID"]
     assert svc["RestartPreventExitStatus"] == [str(cli.EX_CONFIG)]
     assert svc["Restart"] == ["on-failure"]
     # The directories systemd creates are the ones the config defaults point at.
