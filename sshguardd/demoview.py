@@ -8,6 +8,7 @@ log) it prints plain lines and a progress line only when its text changes.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -91,6 +92,11 @@ class View:
         """Replace the progress line (live), or print it when it changed (plain)."""
         with self._lock:
             if self.live:
+                # One terminal row at most: a wrapped line cannot be redrawn with \r.
+                width = shutil.get_terminal_size((100, 24)).columns - 1
+                room = width - len(f"{0.0:6.1f}s  ⋯ ")
+                if len(text) > room:
+                    text = text[:max(room - 1, 0)] + "…"
                 self._progress = f"{self._clock()}  {self._c('⋯', 'magenta')} {text}"
                 self.out.write("\r\x1b[K" + self._progress)
                 self.out.flush()

@@ -340,9 +340,9 @@ class Demo:
     def _show_attack(self) -> bool:
         parts = []
         for a in self.attackers.values():
-            status = "BANNED" if a.dropped else f"{a.attempts:>2} tries"
+            status = "BANNED" if a.dropped else f"{a.attempts:>2}"
             parts.append(f"{a.address} {self.view.bar(a.attempts, 5, 5)} {status}")
-        self.view.progress("  ".join(parts))
+        self.view.progress("attempts: " + "  ".join(parts))
         return all(a.dropped for a in self.attackers.values())
 
     def _ssh(self, src: str, user: str, *, key: str | None = None,
