@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 Action = Literal["ok", "drift", "repaired", "refused", "failed", "paused", "ignored"]
 
-PASSWORD_KEYWORDS = ("passwordauthentication", "kbdinteractiveauthentication")
+# Settings whose enforcement can lock every key holder out (see _lockout_reason).
+GUARDED_KEYWORDS = ("passwordauthentication", "kbdinteractiveauthentication",
+                    "permitrootlogin")
 NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")
 KEEP_COPIES = 200  # drifted-file copies and diffs kept in state_dir/drift
 
@@ -250,7 +252,6 @@ class DriftGuard:
 
         outcomes: list[Outcome] = []
         todo: list[sshd_config.Finding] = []
-        guard_reason: str | None = None
         for f in findings:
             file = str(f.source.file) if f.source else main
             if f.compliant:
@@ -266,9 +267,8 @@ class DriftGuard:
                 outcomes.append(Outcome(f.item, file, "drift", f.actual, f.expected,
                                         "audit mode: not repaired"))
                 continue
-            if f.keyword in PASSWORD_KEYWORDS and self.dc.lockout_guard:
-                if guard_reason is None:
-                    guard_reason = self._lockout_reason(model, texts) or ""
+            if f.keyword in GUARDED_KEYWORDS and self.dc.lockout_guard:
+                guard_reason = self._lockout_reason(model, f.keyword)
                 if guard_reason:
                     if self._new(("lockout", f.item, file), guard_reason):
                         self.alerts.lockout_guard(guard_reason, f.item, file)
@@ -440,18 +440,16 @@ class DriftGuard:
 
     # ------------------------------------------------------------------ lockout guard
 
-    def _lockout_reason(self, model: sshd_config.SshdConfig,
-                        texts: dict[str, str]) -> str | None:
-        """None if some account that can log in has keys; else why turning passwords off
-        would lock everyone out."""
+    def _key_holders(self, model: sshd_config.SshdConfig) -> tuple[list[str], int] | str:
+        """(accounts with a login shell and a non-empty authorized keys file, accounts
+        checked), or a reason string when keys come from elsewhere or cannot be judged.
+        uid 0 accounts are reported as "root" (sshd's PermitRootLogin is about uid 0)."""
         akc = model.effective("authorizedkeyscommand").value
         if akc and akc.lower() != "none":
-            return None
-        files = model.effective("authorizedkeysfile").value.split()
+            return f"AuthorizedKeysCommand {akc}"
+        files = [f for f in model.effective("authorizedkeysfile").value.split()
+                 if f.lower() != "none"]
         usepam = model.effective("usepam").value.lower() == "yes"
-        root_policy = self.policy.get("permitrootlogin",
-                                      model.effective("permitrootlogin").value)
-        root_ok = sshd_config.normalise_value("permitrootlogin", root_policy) != "no"
         try:
             accounts = self.passwd.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
@@ -461,7 +459,7 @@ class DriftGuard:
         except OSError:
             shadow_text = ""
         locked = {name for _, name, pw in shadow._entries(shadow_text) if pw.startswith("!")}
-        checked = 0
+        holders, checked = [], 0
         for line in accounts.splitlines():
             f = line.split(":")
             if len(f) < 7 or line.startswith("#"):
@@ -469,24 +467,43 @@ class DriftGuard:
             name, uid, home, shell = f[0], f[2], f[5], f[6]
             if shell in NOLOGIN_SHELLS or shell.endswith("/nologin"):
                 continue
-            if name == "root" or uid == "0":
-                if not root_ok:
-                    continue
             if not usepam and name in locked:
                 continue  # sshd without PAM refuses keys for a '!'-locked account
             checked += 1
             for pattern in files:
-                if pattern.lower() == "none":
-                    continue
                 p = (pattern.replace("%h", home).replace("%u", name).replace("%U", uid)
                      .replace("%%", "%"))
                 if not p.startswith("/"):
                     p = os.path.join(home, p)
                 if _has_keys(p):
-                    return None
+                    holders.append("root" if uid == "0" else name)
+                    break
+        return holders, checked
+
+    def _lockout_reason(self, model: sshd_config.SshdConfig, keyword: str) -> str | None:
+        """Why enforcing `keyword` now would lock every key holder out, or None.
+
+        Passwords off: someone who may log in after the repair must have a key.
+        PermitRootLogin no: if root is the only account with a key, it must keep it."""
+        found = self._key_holders(model)
+        if isinstance(found, str):
+            return None if found.startswith("AuthorizedKeysCommand") else found
+        holders, checked = found
+        root_policy = self.policy.get("permitrootlogin",
+                                      model.effective("permitrootlogin").value)
+        root_keys_ok = sshd_config.normalise_value("permitrootlogin", root_policy) in (
+            "yes", "prohibit-password")
+        if keyword == "permitrootlogin":
+            if holders and all(h == "root" for h in holders) and not root_keys_ok:
+                return ("root is the only account with an authorized key; forbidding root "
+                        "logins would lock everyone out (add a key for another account)")
+            return None
+        if any(h != "root" or root_keys_ok for h in holders):
+            return None
+        files = model.effective("authorizedkeysfile").value
         return (f"no account that can log in has an authorized key ({checked} checked "
-                f"for {' '.join(files) or 'no AuthorizedKeysFile'}) and no "
-                "AuthorizedKeysCommand is set; turning passwords off would lock everyone out")
+                f"for {files}) and no AuthorizedKeysCommand is set; turning passwords off "
+                "would lock everyone out")
 
     # ------------------------------------------------------------------ shadow
 

@@ -406,3 +406,28 @@ def test_symlinked_config_keeps_its_link(box: Box):
     box.main.symlink_to(managed)
     assert actions(box.guard.check_all("start")) == {"permitrootlogin": "repaired"}
     assert box.main.is_symlink() and "PermitRootLogin no\n" in managed.read_text()
+
+
+def test_lockout_guard_keeps_root_login_when_root_holds_the_only_key(box: Box):
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                     "PermitRootLogin yes"))
+    root_ssh = box.root / "root" / ".ssh"
+    root_ssh.mkdir(parents=True)
+    (root_ssh / "authorized_keys").write_text(Path(f"{box.key}.pub").read_text())
+    out = box.guard.check_all("start")
+    assert actions(out) == {"permitrootlogin": "refused"}
+    (alert,) = box.alerts("lockout_guard")
+    assert "root is the only account with an authorized key" in alert["REASON"]
+    box.give_alice_a_key()
+    assert actions(box.guard.check_all("keys added")) == {"permitrootlogin": "repaired"}
+
+
+def test_policy_allowing_root_keys_is_not_guarded(tmp_path: Path):
+    box = Box(tmp_path, sshd_settings={"PermitRootLogin": "prohibit-password"})
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                     "PermitRootLogin yes"))
+    root_ssh = box.root / "root" / ".ssh"
+    root_ssh.mkdir(parents=True)
+    (root_ssh / "authorized_keys").write_text(Path(f"{box.key}.pub").read_text())
+    assert actions(box.guard.check_all("start")) == {"permitrootlogin": "repaired"}
+    assert box.effective()["permitrootlogin"] == "without-password"
