@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 
 from sshguardd.contracts import Event, Kind
 
-__all__ = ["MAX_MESSAGE", "classify", "parse_host", "orphan_kind", "Correlator"]
+__all__ = ["MAX_MESSAGE", "classify", "parse_host", "orphan_kind", "Correlator",
+           "FAMILIES", "CORRELATED_WORDS", "strip_prefixes"]
 
 MAX_MESSAGE = 2048
 
@@ -141,6 +141,13 @@ def _user_prefix(head: str) -> tuple[str | None, bool] | None:
 # Families, dispatched on the message's first word (a dict lookup before any parsing)
 
 
+# Methods whose result line never carries ": EXTRA" (only publickey and hostbased do, and
+# SSH1's rsa/rhosts-rsa did): for these the address is simply the one at the end.
+_EXTRA_METHODS = ("publickey", "hostbased", "rsa", "rhosts-rsa")
+# The end-anchored auth_log form. Greedy USER, possessive ADDR: linear time.
+_AUTH_END = re.compile(r"(.*) from ([^ ]++)(?: port (\d{1,5}))?(?: ssh[12])?", re.S)
+
+
 def _auth_log(msg: str) -> Event | None:
     # auth.c: "%s %s%s%s for %s%.100s from %.200s port %d ssh2%s%s"
     #   (Failed|Accepted|Postponed|Partial) method[/submethod] for [invalid user ]USER
@@ -159,32 +166,53 @@ def _auth_log(msg: str) -> Event | None:
         kind = Kind.BAD_KEY
     else:
         kind = Kind.AUTH_FAILURE
-    candidates: list[tuple[str, str, int | None]] = []
+    if not method.startswith(_EXTRA_METHODS):
+        m = _AUTH_END.fullmatch(rest)
+        if m is None:
+            return None
+        host = parse_host(m.group(2))
+        if host is None:
+            return None
+        port_text = m.group(3)
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                return None
+        return Event(kind, host, _auth_user(m.group(1)), port)
+    candidates: list[tuple[str | None, str, int | None]] = []
     # The end-anchored form: no EXTRA.
     parsed = _auth_head(rest)
     if parsed is not None:
         candidates.append(parsed)
-    if method.startswith(("publickey", "hostbased", "rsa", "rhosts-rsa")):
-        check = _hostbased_extra if method.startswith("hostbased") else _pubkey_extra
-        start = 0
-        while True:
-            # EXTRA always follows sshd's " ssh2" (" ssh1" before 7.4).
-            i = rest.find(": ", start)
-            if i < 0:
-                break
-            start = i + 2
-            if rest[i - 5:i] not in (" ssh2", " ssh1") or not check(rest[i + 2:]):
-                continue
-            parsed = _auth_head(rest[:i])
-            if parsed is not None:
-                candidates.append(parsed)
+    check = _hostbased_extra if method.startswith("hostbased") else _pubkey_extra
+    start = 0
+    while True:
+        # EXTRA always follows sshd's " ssh2" (" ssh1" before 7.4).
+        i = rest.find(": ", start)
+        if i < 0:
+            break
+        start = i + 2
+        if rest[i - 5:i] not in (" ssh2", " ssh1") or not check(rest[i + 2:]):
+            continue
+        parsed = _auth_head(rest[:i])
+        if parsed is not None:
+            candidates.append(parsed)
     if not candidates:
         return None
-    host = candidates[-1][1]
-    if any(c[1] != host for c in candidates):
-        return None  # attacker text on both sides made it ambiguous: blame nobody
     user, host, port = candidates[-1]
+    for c in candidates:
+        if c[1] != host:
+            return None  # attacker text on both sides made it ambiguous: blame nobody
     return Event(kind, host, user, port)
+
+
+def _auth_user(user: str) -> str | None:
+    if user.startswith(("invalid user ", "illegal user ")):
+        return user[13:]
+    if user == "<invalid username>":  # Solaris/macOS placeholder
+        return None
+    return user
 
 
 _SERIAL = re.compile(r" \(serial \d+\) CA [^ ]+ [^ ]+")
@@ -211,25 +239,15 @@ def _hostbased_extra(extra: str) -> bool:
     return extra.rfind('", client host "') > i
 
 
-def _auth_head(text: str) -> tuple[str, str, int | None] | None:
+def _auth_head(text: str) -> tuple[str | None, str, int | None] | None:
     """'[invalid user ]USER from ADDR[ port N][ sshN]' -> (user, host, port)."""
-    t = _tail(text, proto=True)
-    if t is None:
-        return None
-    head, token, port, preauth = t
+    head, token, port, preauth = _tail(text, proto=True)
     if preauth or not head.endswith(" from"):
         return None
     host = parse_host(token)
     if host is None:
         return None
-    user = head[:-5]
-    if user.startswith("invalid user "):
-        user = user[13:]
-    elif user.startswith("illegal user "):
-        user = user[13:]
-    if user == "<invalid username>":  # Solaris/macOS placeholder
-        user = None
-    return user, host, port
+    return _auth_user(head[:-5]), host, port
 
 
 def _from_tail(msg: str, prefix: str, kind: Kind, *, proto: bool = False,
@@ -255,20 +273,26 @@ def _from_tail(msg: str, prefix: str, kind: Kind, *, proto: bool = False,
     return Event(kind, host, user, port) if host else None
 
 
+_INVALID = re.compile(
+    r"(?:Invalid|Illegal|invalid|illegal) user (?:(.*) )?from ([^ ]++)(?: port (\d{1,5}))?"
+    r"(?: \[preauth\])?", re.S)
+
+
 def _invalid_user(msg: str) -> Event | None:
-    # "Invalid user USER from ADDR[ port N]" (old: "Illegal user"); USER may be empty.
-    if msg.startswith(("Invalid user ", "Illegal user ", "invalid user ", "illegal user ")):
-        t = _tail(msg[13:])
-        head, token, port, _ = t
-        if head == "from":
-            user = ""
-        elif head.endswith(" from"):
-            user = head[:-5]
-        else:
+    # "Invalid user USER from ADDR[ port N]" (old: "Illegal user"); USER may be empty. The
+    # greedy USER puts the address at the end, whatever the user name contains.
+    m = _INVALID.fullmatch(msg)
+    if m is None:
+        return None
+    host = parse_host(m.group(2))
+    if host is None:
+        return None
+    port = m.group(3)
+    if port is not None:
+        port = int(port)
+        if port > 65535:
             return None
-        host = parse_host(token)
-        return Event(Kind.INVALID_USER, host, user, port) if host else None
-    return None
+    return Event(Kind.INVALID_USER, host, m.group(1) or "", port)
 
 
 _NOT_ALLOWED_REASONS = (
@@ -360,35 +384,35 @@ def _remote_id(text: str, kind: Kind) -> Event | None:
     return Event(kind, host, u[0], port) if host else None
 
 
+# "Connection closed by|reset by [invalid user U |authenticating user U ]ADDR [port N]
+# [preauth]", "Disconnected from [invalid user U |authenticating user U |user U ]ADDR
+# port N [preauth]": only a close before authentication is a failure; the same lines
+# without [preauth] end every normal session.
+_CLOSE_HEAD = (r"(?:Connection closed by|Connection reset by|Disconnected from) "
+               r"(?:(?:invalid user |authenticating user |user )(.*) )?([^ ]++)")
+# Two patterns, port first: a greedy user must not swallow sshd's own " port N".
+_PREAUTH_CLOSE_PORT = re.compile(_CLOSE_HEAD + r" port (\d{1,5}) \[preauth\]", re.S)
+_PREAUTH_CLOSE = re.compile(_CLOSE_HEAD + r" \[preauth\]", re.S)
+
+
 def _closed(msg: str) -> Event | None:
-    # "Connection closed by|reset by [invalid user U |authenticating user U ]ADDR
-    # [port N] [preauth]": only a close before authentication is a failure; the same line
-    # without [preauth] ends every normal session.
-    if msg.startswith("Connection closed by "):
-        rest = msg[21:]
-    elif msg.startswith("Connection reset by "):
-        rest = msg[20:]
+    m = _PREAUTH_CLOSE_PORT.fullmatch(msg)
+    if m is not None:
+        port: int | None = int(m.group(3))
+        if port > 65535:
+            return None
     else:
+        m = _PREAUTH_CLOSE.fullmatch(msg)
+        if m is None:
+            return None
+        port = None
+    host = parse_host(m.group(2))
+    if host is None:
         return None
-    return _preauth_close(rest)
+    return Event(Kind.PREAUTH_DISCONNECT, host, m.group(1), port)
 
 
-def _disconnected(msg: str) -> Event | None:
-    # "Disconnected from [invalid user U |authenticating user U |user U ]ADDR port N [preauth]"
-    if not msg.startswith("Disconnected from "):
-        return None
-    return _preauth_close(msg[18:])
-
-
-def _preauth_close(rest: str) -> Event | None:
-    if not rest.endswith(_PREAUTH):
-        return None
-    head, token, port, _ = _tail(rest)
-    u = _user_prefix(head)
-    if u is None:
-        return None
-    host = parse_host(token)
-    return Event(Kind.PREAUTH_DISCONNECT, host, u[0], port) if host else None
+_disconnected = _closed
 
 
 def _received(msg: str) -> Event | None:
@@ -574,7 +598,7 @@ def _unknown(msg: str) -> Event | None:
                       user_prefixes=("illegal user ", "invalid user "))
 
 
-_FAMILIES: dict[str, Callable[[str], Event | None]] = {
+FAMILIES: dict[str, Callable[[str], Event | None]] = {
     "Failed": _auth_log,
     "Accepted": _auth_log,
     "Invalid": _invalid_user,
@@ -602,7 +626,7 @@ _FAMILIES: dict[str, Callable[[str], Event | None]] = {
 _KERNEL = re.compile(r"kernel: ?\[ *\d+\.\d+\]:? ?")
 
 
-def _strip(message: str) -> str:
+def strip_prefixes(message: str) -> str:
     """Drop the prefixes sshd and syslog put before the message proper."""
     msg = message.rstrip()
     c = msg[:1]
@@ -633,12 +657,12 @@ def classify(message: str) -> Event | None:
     """
     if len(message) > MAX_MESSAGE:
         return None
-    return _classify(_strip(message))
+    return _classify(strip_prefixes(message))
 
 
 def _classify(msg: str) -> Event | None:
     sp = msg.find(" ")
-    family = _FAMILIES.get(msg[:sp] if sp > 0 else msg)
+    family = FAMILIES.get(msg[:sp] if sp > 0 else msg)
     return family(msg) if family is not None else None
 
 
@@ -664,7 +688,7 @@ def orphan_kind(message: str) -> Kind | None:
     the same sshd process: see Correlator."""
     if len(message) > MAX_MESSAGE:
         return None
-    return _orphan(_strip(message))
+    return _orphan(strip_prefixes(message))
 
 
 def _orphan(msg: str) -> Kind | None:
@@ -696,6 +720,12 @@ def _announced_host(msg: str) -> str | None:
 
 _ENDINGS = ("Connection closed by ", "Connection reset by ", "Disconnected from ",
             "Received disconnect from ")
+_ENDING_WORDS = frozenset({"Connection", "Disconnected", "Received"})
+# First words of the lines the Correlator must look at even when classify() says nothing.
+CORRELATED_WORDS = frozenset({
+    "Connection", "Disconnected", "Received", "SSH:", "Disconnecting:",
+    "kex_exchange_identification:", "Unable", "no", "Read", "User",
+})
 
 
 def _closing_host(msg: str) -> str | None:
@@ -720,8 +750,8 @@ class Correlator:
     def __init__(self, max_entries: int = 4096, ttl: float = 600.0):
         self.max_entries = max_entries
         self.ttl = ttl
-        # key -> [host or None, pending kinds, last time]
-        self._conns: OrderedDict[tuple[str | None, int], list] = OrderedDict()
+        # key -> [host or None, pending kinds or None, last time]; insertion order = age
+        self._conns: dict[tuple[str | None, int], list] = {}
 
     def feed(self, message: str, pid: int | None, machine: str | None = None,
              time: float | None = None) -> list[Event]:
@@ -731,20 +761,41 @@ class Correlator:
         the connection's address is known (possibly on a later line)."""
         if len(message) > MAX_MESSAGE:
             return []
-        msg = _strip(message)
-        event = _classify(msg)
+        msg = strip_prefixes(message)
+        sp = msg.find(" ")
+        first = msg[:sp] if sp > 0 else msg
+        family = FAMILIES.get(first)
+        event = family(msg) if family is not None else None
         if pid is None:
             return [event] if event is not None else []
+        if event is None and first not in CORRELATED_WORDS:
+            return []  # the common case (pam_unix, session lines): nothing to learn
+        return self.correlate(msg, first, event, pid, machine, time)
+
+    def correlate(self, msg: str, first: str, event: Event | None, pid: int,
+                  machine: str | None, time: float | None) -> list[Event]:
+        """The bookkeeping half of feed(), for callers that classified a stripped message
+        themselves (scan's fused loop): `first` is its first word, `event` classify's
+        verdict. Only needed when event is not None or first is in CORRELATED_WORDS."""
         key = (machine, pid)
-        entry = self._conns.get(key)
+        conns = self._conns
+        entry = conns.get(key)
         if entry is not None and time is not None and entry[2] is not None \
                 and time - entry[2] > self.ttl:
-            del self._conns[key]  # a stale entry: the pid has been reused
+            del conns[key]  # a stale entry: the pid has been reused
             entry = None
-        out: list[Event] = [event] if event is not None else []
+        ending = first in _ENDING_WORDS and msg.startswith(_ENDINGS)
         if event is not None:
+            if entry is None:
+                if not ending:  # inline _remember: this is the hot path
+                    conns[key] = [event.host, None, time]
+                    if len(conns) > self.max_entries:
+                        del conns[next(iter(conns))]
+                return [event]
             host: str | None = event.host
+            out = [event]
         else:
+            out = []
             host = _announced_host(msg)
             if host is None:
                 kind = _orphan(msg)
@@ -752,35 +803,38 @@ class Correlator:
                     if entry is not None and entry[0] is not None:
                         out.append(Event(kind, entry[0]))
                         entry[2] = time
-                        self._conns.move_to_end(key)
                     else:
                         if entry is None:
                             entry = self._remember(key, None, time)
+                        if entry[1] is None:
+                            entry[1] = []
                         entry[1].append(kind)
                     return out
-                if entry is None or not entry[1]:
+                if entry is None:
                     return out
-                host = _closing_host(msg)  # gh-3086: a close without [preauth]
-        if host is None:
-            return out
+                if entry[1]:
+                    host = _closing_host(msg)  # gh-3086: a close without [preauth]
+                if host is None:
+                    if ending:
+                        del conns[key]
+                    return out
         if entry is None:
             entry = self._remember(key, host, time)
         else:
             entry[0] = host
             entry[2] = time
-            self._conns.move_to_end(key)
         if entry[1]:
             out.extend(Event(kind, host) for kind in entry[1])
-            entry[1].clear()
-        if msg.startswith(_ENDINGS):
-            del self._conns[key]  # the connection is over: its pid may be reused
+            entry[1] = None
+        if ending:
+            del conns[key]  # the connection is over: its pid may be reused
         return out
 
     def _remember(self, key: tuple[str | None, int], host: str | None, time: float | None) -> list:
-        entry = [host, [], time]
+        entry = [host, None, time]  # host, pending kinds (None: none), last time
         self._conns[key] = entry
         while len(self._conns) > self.max_entries:
-            self._conns.popitem(last=False)
+            del self._conns[next(iter(self._conns))]  # the oldest
         return entry
 
     def __len__(self) -> int:

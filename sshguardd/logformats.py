@@ -69,6 +69,30 @@ def _local(year: int, mon: int, day: int, hh: int, mm: int, ss: int) -> float:
     return _time.mktime((year, mon, day, hh, mm, ss, 0, 0, -1))
 
 
+_minute_cache: dict[tuple[int, str], float | None] = {}
+
+
+def _classic_minute(year: int, stamp: str) -> float | None:
+    """Epoch of 'Mmm dd hh:mm' in `year`, local time, memoised (bounded): one mktime per
+    minute of log instead of one per line. DST changes fall on minute boundaries."""
+    key = (year, stamp)
+    try:
+        return _minute_cache[key]
+    except KeyError:
+        pass
+    mon = _MONTHS.get(stamp[:3])
+    try:
+        day, hh, mm = int(stamp[4:6]), int(stamp[7:9]), int(stamp[10:12])
+        value = (_local(year, mon, day, hh, mm, 0)
+                 if mon is not None and 1 <= day <= 31 and hh < 24 and mm < 60 else None)
+    except (ValueError, OverflowError):
+        value = None
+    if len(_minute_cache) > 100_000:
+        _minute_cache.clear()
+    _minute_cache[key] = value
+    return value
+
+
 def parse_syslog_line(line: str, year: int | None = None) -> LogRecord | None:
     """One syslog line -> LogRecord for sshd's lines, None for anyone else's or garbage.
 
@@ -76,6 +100,27 @@ def parse_syslog_line(line: str, year: int | None = None) -> LogRecord | None:
     record's time is None). position is left for the caller (it knows the file and line).
     """
     line = line.rstrip("\r\n")
+    # Fast path for the common "Mmm dd hh:mm:ss host prog[pid]: msg" (no regex).
+    if len(line) > 20 and line[15] == " " and line[3] == " " and line[9] == ":" and line[12] == ":":
+        sp = line.find(" ", 16)
+        if sp > 16:
+            host = line[16:sp]
+            end = line.find(": ", sp)
+            if end > sp and "[" not in host and ":" not in host:
+                tag = line[sp + 1:end]
+                b = tag.find("[")
+                prog = tag[:b] if b >= 0 else tag
+                if " " not in tag and "/" not in prog:
+                    if prog not in SSHD_PROGRAMS:
+                        return None
+                    pid = tag[b + 1:-1] if b >= 0 and tag[-1] == "]" else ""
+                    if (b < 0 or (pid.isdigit() and pid.isascii())) and line[13:15].isdigit() \
+                            and line[13:15].isascii():
+                        when = None
+                        if year is not None:
+                            base = _classic_minute(year, line[:12])
+                            when = base + int(line[13:15]) if base is not None else None
+                        return LogRecord(line[end + 2:], when, int(pid) if pid else None, host)
     if line.startswith("<"):
         return _rfc5424(line)
     when: float | None = None

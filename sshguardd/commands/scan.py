@@ -18,7 +18,10 @@ Successful logins are not printed, but they are fed to the ban policy (admin pro
 `--summary` prints, instead, per-address failure counts by kind and which addresses the
 configured ban policy would have banned while reading these logs (a table, or one JSON
 object with --json). Everything is streamed: memory is bounded by the number of distinct
-addresses, not by the size of the logs.
+addresses (and the correlator's bounded table), not by the size of the logs.
+
+Exit status: 0, or 66 (EX_NOINPUT) when an input could not be read (the others are still
+scanned and reported), 2 for usage errors, 78 for a bad --config with --summary.
 """
 
 from __future__ import annotations
@@ -29,16 +32,24 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from sshguardd import cli, config
-from sshguardd.classify import Correlator
+from sshguardd.classify import (
+    CORRELATED_WORDS,
+    FAMILIES,
+    MAX_MESSAGE,
+    Correlator,
+    strip_prefixes,
+)
 from sshguardd.contracts import Event, Kind, LogRecord
 from sshguardd.logformats import (
     _MONTHS,
+    SSHD_PROGRAMS,
+    _classic_minute,
     is_sshd_entry,
     parse_syslog_line,
     read_export,
@@ -49,6 +60,10 @@ log = logging.getLogger(__name__)
 
 _JOURNAL_MAGIC = b"LPKSHHRH"
 EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
+_UTC = _dt.timezone.utc
+
+# emit(event, time, pid, machine, message, line, cursor)
+Emit = Callable[[Event, "float | None", "int | None", "str | None", str, int, "str | None"], None]
 
 
 def register(sub) -> None:
@@ -63,24 +78,17 @@ def register(sub) -> None:
                    help="print per-address counts and the bans the policy would make")
     p.add_argument("--year", type=int, default=None,
                    help="year of classic syslog timestamps (default: from the file's mtime)")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="scan large syslog files with N processes (default 1; 0 = one per CPU)")
     cli.add_config_arg(p)
     cli.add_json_arg(p)
     p.set_defaults(func=run)
 
 
-@dataclass(slots=True)
-class Hit:
-    record: LogRecord
-    event: Event
-    file: str
-    line: int
-    cursor: str | None = None
-
-
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat()
+    return _dt.datetime.fromtimestamp(t, _UTC).isoformat()
 
 
 class _Years:
@@ -93,89 +101,237 @@ class _Years:
         else:
             stamp = _dt.datetime.fromtimestamp(mtime) if mtime is not None else _dt.datetime.now()
             self.year, self.month = stamp.year, stamp.month
-
-    def __call__(self, line: str) -> int:
-        month = _MONTHS.get(line[:3])
-        if month is not None and month > self.month:
-            return self.year - 1
-        return self.year
+        # month abbreviation -> year, so the per-line cost is one dict lookup
+        self.by_month = {m: self.year - 1 if n > self.month else self.year
+                         for m, n in _MONTHS.items()}
 
 
-def _text_hits(stream: TextIO, name: str, years: _Years, correlator: Correlator) -> Iterator[Hit]:
-    for number, line in enumerate(stream, 1):
-        record = parse_syslog_line(line, years(line))
+def _scan_text(stream: Iterable[str], name: str, years: _Years, correlator: Correlator,
+               emit: Emit, first_line: int = 1) -> None:
+    """Failures in a syslog text stream, each passed to emit().
+
+    The common classic line ("Mmm dd hh:mm:ss host sshd[pid]: msg") is handled by a fused
+    loop: prefix split, first-word dispatch, then the family parser, building nothing for
+    lines without a verdict. Any other shape goes through parse_syslog_line. Both paths
+    give the same results (tests/test_scan.py checks this)."""
+    by_month, default = years.by_month, years.year
+    families, correlated, sshd = FAMILIES, CORRELATED_WORDS, SSHD_PROGRAMS
+    correlate, feed, minute = correlator.correlate, correlator.feed, _classic_minute
+    strip, limit = strip_prefixes, MAX_MESSAGE
+    number = first_line - 1
+    for line in stream:
+        number += 1
+        if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
+            sp = line.find(" ", 16)
+            if sp > 16:
+                if line.startswith("sshd[", sp + 1):
+                    p0 = sp + 6
+                elif line.startswith("sshd-session[", sp + 1):
+                    p0 = sp + 14
+                else:
+                    p0 = 0
+                if p0:
+                    p1 = line.find("]: ", p0)
+                    pid_text = line[p0:p1]
+                    machine = line[16:sp]
+                    if p1 > p0 and pid_text.isdigit() and pid_text.isascii() \
+                            and "[" not in machine and ":" not in machine:
+                        msg = line[p1 + 3:].rstrip()
+                        if len(msg) > limit:
+                            continue
+                        if msg[:1] in "efk[P":
+                            msg = strip(msg)
+                        blank = msg.find(" ")
+                        first = msg[:blank] if blank > 0 else msg
+                        family = families.get(first)
+                        event = family(msg) if family is not None else None
+                        if event is None and first not in correlated:
+                            continue
+                        when = None
+                        base = minute(by_month.get(line[:3], default), line[:12])
+                        ss = line[13:15]
+                        if base is not None and ss.isdigit() and ss.isascii():
+                            when = base + int(ss)
+                        pid = int(pid_text)
+                        for ev in correlate(msg, first, event, pid, machine, when):
+                            emit(ev, when, pid, machine, msg, number, None)
+                        continue
+                else:
+                    end = line.find(": ", sp)
+                    if end > sp:
+                        tag = line[sp + 1:end]
+                        if " " not in tag and "[" not in line[16:sp] and "/" not in tag \
+                                and tag.partition("[")[0] not in sshd:
+                            continue  # another program's line
+        record = parse_syslog_line(line, by_month.get(line[:3], default))
         if record is None:
             continue
-        for event in correlator.feed(record.message, record.pid, record.host, record.time):
-            yield Hit(record, event, name, number)
+        for event in feed(record.message, record.pid, record.host, record.time):
+            emit(event, record.time, record.pid, record.host, record.message, number, None)
 
 
-def _export_hits(stream: io.BufferedIOBase, name: str, correlator: Correlator) -> Iterator[Hit]:
+def _scan_record(record: LogRecord, correlator: Correlator, emit: Emit, number: int) -> None:
+    for event in correlator.feed(record.message, record.pid, record.host, record.time):
+        emit(event, record.time, record.pid, record.host, record.message, number, record.position)
+
+
+def _scan_export(stream: BinaryIO, correlator: Correlator, emit: Emit) -> None:
     for number, fields in read_export(stream):
-        if not is_sshd_entry(fields):
-            continue
-        record = record_from_journal(fields)
-        if record is None:
-            continue
-        for event in correlator.feed(record.message, record.pid, record.host, record.time):
-            yield Hit(record, event, name, number, record.position)
+        if is_sshd_entry(fields):
+            record = record_from_journal(fields)
+            if record is not None:
+                _scan_record(record, correlator, emit, number)
 
 
-def _journal_hits(name: str, correlator: Correlator, *, directory: str | None = None,
-                  files: list[str] | None = None) -> Iterator[Hit]:
-    from systemd import journal  # effects only: keep the import local to journal input
+def _scan_journal(correlator: Correlator, emit: Emit, *, directory: str | None = None,
+                  files: list[str] | None = None) -> None:
+    from systemd import journal  # an effect: imported only for journal input
 
-    reader = journal.Reader(path=directory, files=files) if files else journal.Reader(path=directory)
+    reader = journal.Reader(files=files) if files else journal.Reader(path=directory)
     try:
         for number, entry in enumerate(reader, 1):
-            if not is_sshd_entry(entry):
-                continue
-            record = record_from_journal(entry)
-            if record is None:
-                continue
-            for event in correlator.feed(record.message, record.pid, record.host, record.time):
-                yield Hit(record, event, name, number, record.position)
+            if is_sshd_entry(entry):
+                record = record_from_journal(entry)
+                if record is not None:
+                    _scan_record(record, correlator, emit, number)
     finally:
         reader.close()
 
 
 def _is_export(head: bytes) -> bool:
-    """Journal export format starts with FIELD=value lines (__CURSOR= when from journalctl)."""
+    """Journal export format starts with FIELD=value lines (__CURSOR= from journalctl)."""
     first = head.split(b"\n", 1)[0]
     name, eq, _ = first.partition(b"=")
     return bool(eq) and bool(name) and name.replace(b"_", b"").isalnum() and name.upper() == name
 
 
-def _file_hits(path: str, args, correlator: Correlator) -> Iterator[Hit]:
+def _text(raw: BinaryIO) -> TextIO:
+    # Undecodable bytes are replaced, never fatal: a log is evidence, not a config. Lines
+    # end at "\n" only (a stray "\r" stays in its line), as the parallel path counts them.
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
+
+
+# --jobs: a large text file is cut at newlines into segments scanned by worker processes;
+# outputs are written in input order. Each worker first replays WARMUP bytes before its
+# segment without emitting, so its Correlator knows the connections already open there
+# (connections span seconds, i.e. far fewer lines than this).
+SEGMENT = 8 << 20
+WARMUP = 512 << 10
+
+
+def _segments(path: str) -> list[tuple[int, int, int, int]]:
+    """(warm-up start, start, end, first line number) for each segment of `path`."""
+    out = []
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start, line = 0, 1
+        while start < size:
+            f.seek(min(start + SEGMENT, size))
+            f.readline()  # to the end of the line the cut falls in
+            end = min(f.tell(), size)
+            warm = 0
+            if start > WARMUP:
+                f.seek(start - WARMUP)
+                f.readline()
+                warm = min(f.tell(), start)
+            out.append((warm, start, end, line))
+            f.seek(start)
+            line += f.read(end - start).count(b"\n")
+            start = end
+    return out
+
+
+def _scan_segment(path: str, by_month: dict[str, int], year: int,
+                  segment: tuple[int, int, int, int]) -> str:
+    """A worker: the JSON lines for one segment of a text file."""
+    warm, start, end, first_line = segment
+    with open(path, "rb") as f:
+        f.seek(warm)
+        warm_text = f.read(start - warm).decode("utf-8", "replace")
+        text = f.read(end - start).decode("utf-8", "replace")
+    years = _Years(year, None)
+    years.by_month = by_month
+    correlator = Correlator()
+    if warm_text:
+        _scan_text(io.StringIO(warm_text, newline="\n"), path, years, correlator,
+                   lambda *a: None)
+    buffer = io.StringIO()
+    _scan_text(io.StringIO(text, newline="\n"), path, years, correlator,
+               _Printer(buffer).emit_for(path), first_line)
+    return buffer.getvalue()
+
+
+def _parallel_ok(path: str) -> bool:
+    """Only large regular syslog text files are worth cutting into segments."""
+    st = os.stat(path)
+    if not os.path.isfile(path) or st.st_size < 2 * SEGMENT:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(256)
+    return not head.startswith(_JOURNAL_MAGIC) and not _is_export(head)
+
+
+def _scan_parallel(path: str, year: int | None, jobs: int, out: TextIO) -> None:
+    import multiprocessing
+
+    with open(path, "rb") as f:
+        years = _Years(year, os.fstat(f.fileno()).st_mtime)
+    segments = _segments(path)
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(jobs)
+    try:
+        pending: list[Any] = []
+        for segment in segments:
+            pending.append(pool.apply_async(
+                _scan_segment, (path, years.by_month, years.year, segment)))
+            if len(pending) >= 2 * jobs:  # bounded: at most 2*jobs segments in flight
+                out.write(pending.pop(0).get())
+        for result in pending:
+            out.write(result.get())
+    finally:
+        pool.close()
+        pool.join()
+
+
+def _scan_file(path: str, year: int | None, correlator: Correlator,
+               emit_for: Callable[[str], Emit]) -> None:
     if path == "-":
         raw = sys.stdin.buffer
         head = raw.peek(256)[:256] if hasattr(raw, "peek") else b""
         if _is_export(head):
-            yield from _export_hits(raw, "-", correlator)
+            _scan_export(raw, correlator, emit_for("-"))
         else:
-            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-            yield from _text_hits(text, "-", _Years(args.year, None), correlator)
+            text = _text(raw)
+            try:
+                _scan_text(text, "-", _Years(year, None), correlator, emit_for("-"))
+            finally:
+                text.detach()  # stdin stays open for its owner
         return
     with open(path, "rb") as f:
         head = f.read(256)
         f.seek(0)
         if head.startswith(_JOURNAL_MAGIC):
             f.close()
-            yield from _journal_hits(path, correlator, files=[path])
-            return
-        if _is_export(head):
-            yield from _export_hits(f, path, correlator)
-            return
-        mtime = os.fstat(f.fileno()).st_mtime
-        text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
-        yield from _text_hits(text, path, _Years(args.year, mtime), correlator)
+            _scan_journal(correlator, emit_for(path), files=[path])
+        elif _is_export(head):
+            _scan_export(f, correlator, emit_for(path))
+        else:
+            mtime = os.fstat(f.fileno()).st_mtime
+            with _text(f) as text:
+                _scan_text(text, path, _Years(year, mtime), correlator, emit_for(path))
 
 
-def _hits(args, problems: list[str]) -> Iterator[Hit]:
+def _scan_all(args, emit_for: Callable[[str], Emit],
+              parallel: Callable[[str], bool] | None = None) -> list[str]:
+    """Scan every input in order; returns the problems (unreadable inputs). `parallel`
+    may take a file over (returns True when it did)."""
+    problems: list[str] = []
     correlator = Correlator()
     for path in args.files:
         try:
-            yield from _file_hits(path, args, correlator)
+            if parallel is not None and parallel(path):
+                continue
+            _scan_file(path, args.year, correlator, emit_for)
         except (OSError, ValueError) as exc:
             problems.append(f"{path}: {exc}")
     for directory in args.journal_dir:
@@ -183,24 +339,55 @@ def _hits(args, problems: list[str]) -> Iterator[Hit]:
             problems.append(f"{directory}: not a directory")
             continue
         try:
-            yield from _journal_hits(f"journal:{directory}", correlator, directory=directory)
+            _scan_journal(correlator, emit_for(f"journal:{directory}"), directory=directory)
         except OSError as exc:
             problems.append(f"{directory}: {exc}")
+    return problems
 
 
-def _print_failures(hits: Iterator[Hit], out: TextIO) -> None:
-    dumps = json.dumps
-    for hit in hits:
-        event = hit.event
-        if event.kind is Kind.ACCEPTED:
-            continue
-        obj: dict[str, Any] = {"time": _iso(hit.record.time), "host": event.host,
-                               "user": event.user, "kind": event.kind.value,
-                               "line": hit.line, "file": hit.file}
-        if hit.cursor is not None:
-            obj["cursor"] = hit.cursor
-        out.write(dumps(obj))
-        out.write("\n")
+class _Printer:
+    """One JSON object per failure, formatted by hand for speed: the host is an IP literal
+    or a name checked against DNS syntax and kinds are fixed words, so only user names,
+    file names and cursors need JSON escaping (memoised, bounded)."""
+
+    def __init__(self, out: TextIO):
+        self.write = out.write
+        self.users: dict[str, str] = {}
+        self.times: dict[float, str] = {}
+        self.kinds = {k: k.value for k in Kind}
+
+    def emit_for(self, file: str) -> Emit:
+        fname = json.dumps(file)
+        write, users, times, kinds = self.write, self.users, self.times, self.kinds
+        dumps, accepted = json.dumps, Kind.ACCEPTED
+
+        def emit(event: Event, t: float | None, pid: int | None, machine: str | None,
+                 message: str, line: int, cursor: str | None) -> None:
+            kind = event.kind
+            if kind is accepted:
+                return
+            if t is None:
+                when = "null"
+            else:
+                when = times.get(t)
+                if when is None:
+                    if len(times) > 4096:
+                        times.clear()
+                    when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+            user = event.user
+            if user is None:
+                juser = "null"
+            else:
+                juser = users.get(user)
+                if juser is None:
+                    if len(users) > 4096:
+                        users.clear()
+                    juser = users[user] = dumps(user)
+            tail = "}\n" if cursor is None else f', "cursor": {dumps(cursor)}}}\n'
+            write(f'{{"time": {when}, "host": "{event.host}", "user": {juser}, '
+                  f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}{tail}')
+
+        return emit
 
 
 @dataclass
@@ -211,74 +398,93 @@ class _Offender:
     bans: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _summary(hits: Iterator[Hit], cfg: config.Config, as_json: bool, out: TextIO) -> None:
-    try:
-        from sshguardd.policy import BanPolicy
-    except ImportError:  # helper B's module not present in this build
-        BanPolicy = None  # noqa: N806
-    policy = BanPolicy(cfg.ban) if BanPolicy is not None and cfg.ban.enabled else None
-    offenders: dict[str, _Offender] = {}
-    accepted: dict[str, int] = {}
-    lines_with_failures = 0
-    for hit in hits:
-        event = hit.event
+class _Summary:
+    """Per-address counts, and the bans the configured policy (policy.BanPolicy, when
+    present) makes while observing every event in log order with the entries' own time."""
+
+    def __init__(self, cfg: config.Config):
+        self.cfg = cfg
+        try:
+            from sshguardd.policy import BanPolicy
+        except ImportError:  # the ban policy module is not part of this build
+            BanPolicy = None  # noqa: N806
+        self.policy = BanPolicy(cfg.ban) if BanPolicy is not None and cfg.ban.enabled else None
+        self.offenders: dict[str, _Offender] = {}
+        self.accepted: dict[str, int] = {}
+        self.failures = 0
+
+    def emit_for(self, file: str) -> Emit:
+        return self.emit
+
+    def emit(self, event: Event, t: float | None, pid: int | None, machine: str | None,
+             message: str, line: int, cursor: str | None) -> None:
         if event.kind is Kind.ACCEPTED:
-            accepted[event.host] = accepted.get(event.host, 0) + 1
+            self.accepted[event.host] = self.accepted.get(event.host, 0) + 1
         else:
-            lines_with_failures += 1
-            o = offenders.get(event.host)
+            self.failures += 1
+            o = self.offenders.get(event.host)
             if o is None:
-                o = offenders[event.host] = _Offender()
+                o = self.offenders[event.host] = _Offender()
             o.counts[event.kind.value] = o.counts.get(event.kind.value, 0) + 1
-            t = hit.record.time
             if t is not None:
                 o.first = t if o.first is None else min(o.first, t)
                 o.last = t if o.last is None else max(o.last, t)
-        if policy is not None and hit.record.time is not None:
-            ban = policy.observe(hit.record, event)
+        if self.policy is not None and t is not None:
+            ban = self.policy.observe(LogRecord(message, t, pid, machine, cursor), event)
             if ban is not None:
-                o = offenders.get(event.host)
+                o = self.offenders.get(event.host)
                 if o is None:
-                    o = offenders[event.host] = _Offender()
-                o.bans.append({"network": ban.network, "at": _iso(hit.record.time),
+                    o = self.offenders[event.host] = _Offender()
+                o.bans.append({"network": ban.network, "at": _iso(t),
                                "duration": ban.duration, "strikes": ban.strikes})
-    ranked = sorted(offenders.items(), key=lambda kv: (-sum(kv[1].counts.values()), kv[0]))
-    if as_json:
-        out.write(json.dumps({
-            "failures": lines_with_failures,
-            "policy": policy is not None,
-            "addresses": [{"host": host, "failures": sum(o.counts.values()), "kinds": o.counts,
-                           "first": _iso(o.first), "last": _iso(o.last), "bans": o.bans,
-                           "logged_in": accepted.get(host, 0)}
-                          for host, o in ranked],
-        }) + "\n")
-        return
-    out.write(f"{lines_with_failures} failures from {len(offenders)} addresses\n")
-    if policy is None:
-        out.write("(ban simulation unavailable: "
-                  + ("ban.enabled is false" if not cfg.ban.enabled else "no ban policy module")
-                  + ")\n")
-    width = max([len(h) for h, _ in ranked] + [7])
-    out.write(f"{'ADDRESS':<{width}}  {'FAILS':>6}  {'BANS':>4}  KINDS\n")
-    for host, o in ranked:
-        kinds = ", ".join(f"{k}={n}" for k, n in sorted(o.counts.items(), key=lambda kv: -kv[1]))
-        out.write(f"{host:<{width}}  {sum(o.counts.values()):>6}  {len(o.bans):>4}  {kinds}\n")
-    banned = [(h, o) for h, o in ranked if o.bans]
-    out.write(f"\n{len(banned)} addresses would be banned"
-              f" (max_retry={cfg.ban.max_retry:g} within find_time={cfg.ban.find_time:g}s)\n")
+
+    def write(self, out: TextIO, as_json: bool) -> None:
+        ranked = sorted(self.offenders.items(),
+                        key=lambda kv: (-sum(kv[1].counts.values()), kv[0]))
+        if as_json:
+            out.write(json.dumps({
+                "failures": self.failures,
+                "policy": self.policy is not None,
+                "addresses": [{"host": host, "failures": sum(o.counts.values()),
+                               "kinds": o.counts, "first": _iso(o.first), "last": _iso(o.last),
+                               "bans": o.bans, "logged_in": self.accepted.get(host, 0)}
+                              for host, o in ranked],
+            }) + "\n")
+            return
+        cfg = self.cfg
+        out.write(f"{self.failures} failures from {len(self.offenders)} addresses\n")
+        if self.policy is None:
+            why = "ban.enabled is false" if not cfg.ban.enabled else "no ban policy module"
+            out.write(f"(ban simulation unavailable: {why})\n")
+        width = max([len(h) for h, _ in ranked] + [7])
+        out.write(f"{'ADDRESS':<{width}}  {'FAILS':>6}  {'BANS':>4}  KINDS\n")
+        for host, o in ranked:
+            kinds = ", ".join(f"{k}={n}" for k, n in sorted(o.counts.items(), key=lambda kv: -kv[1]))
+            out.write(f"{host:<{width}}  {sum(o.counts.values()):>6}  {len(o.bans):>4}  {kinds}\n")
+        banned = sum(1 for _, o in ranked if o.bans)
+        out.write(f"\n{banned} addresses would be banned"
+                  f" (max_retry={cfg.ban.max_retry:g} within find_time={cfg.ban.find_time:g}s)\n")
 
 
 def run(args) -> int:
     if not args.files and not args.journal_dir:
         print("sshguardd scan: give FILE..., - for stdin, or --journal-dir DIR", file=sys.stderr)
         return cli.EX_USAGE
-    cfg = config.load(args.config) if args.summary else config.Config()
-    problems: list[str] = []
     out = sys.stdout
     if args.summary:
-        _summary(_hits(args, problems), cfg, args.json, out)
+        summary = _Summary(config.load(args.config))
+        problems = _scan_all(args, summary.emit_for)
+        summary.write(out, args.json)
     else:
-        _print_failures(_hits(args, problems), out)
+        jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+
+        def parallel(path: str) -> bool:
+            if jobs > 1 and path != "-" and _parallel_ok(path):
+                _scan_parallel(path, args.year, jobs, out)
+                return True
+            return False
+
+        problems = _scan_all(args, _Printer(out).emit_for, parallel)
     out.flush()
     for problem in problems:
         print(f"sshguardd scan: {problem}", file=sys.stderr)
