@@ -364,6 +364,10 @@ def test_enable_now_reaches_running_through_ready(container: Container) -> None:
     text = wait_for(lambda: scrape(c), timeout=20, what="metrics on 127.0.0.1:9822")
     assert re.search(r'^sshguardd_build_info\{.*version="%s"' % re.escape(__version__), text,
                      re.M), text
+    # The live daemon's exposition passes Prometheus' own linter.
+    lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
     assert "bans active" in s["StatusText"]
     # The loaded unit, as the running systemd sees it (drop-in included), keeps its score.
     r = c.run(["systemd-analyze", "security", "--no-pager", "sshguardd.service"], check=True)
