@@ -21,10 +21,12 @@ keeps existing sessions: KillMode=process), or change any shadow field but root'
 Revert wars: each repair is recorded per (setting, file). When max_reverts repairs of the
 same item happen within `window`, the guard stops repairing it for `pause`, raises a
 critical alert naming the file and, when it can tell, the writer, and resumes afterwards
-(`next_wakeup()` tells the daemon when to call `check_all`). The writer is guessed from
-what the file itself says about who manages it (cloud-init's, Ansible's, Puppet's, Chef's
-and Salt's own header comments, or a drop-in named after its tool): cheap, needs no audit
-subsystem or fanotify, and names the usual culprits. Otherwise the writer is "unknown".
+(`next_wakeup()` tells the daemon when to call `check_all`). The writer is found without
+an audit subsystem or fanotify, in two cheap steps: what the file says about who manages it
+(cloud-init's, Ansible's, Puppet's, Chef's and Salt's own header comments, or a drop-in
+named after its tool); else the journal: the last known writer (shadow-utils' usermod,
+passwd, chpasswd..., cloud-init, config management agents) that logged during the war's
+window, with its pid. Otherwise the writer is "unknown".
 """
 
 from __future__ import annotations
@@ -90,6 +92,51 @@ def writer_of(path: str, text: str | None) -> str | None:
     return None
 
 
+# Programs that rewrite sshd_config or /etc/shadow and say so in the journal (their
+# SYSLOG_IDENTIFIER): shadow-utils, cloud-init and configuration management agents.
+WRITER_TOOLS = frozenset({
+    "usermod", "passwd", "chpasswd", "useradd", "userdel", "chage", "vipw", "vigr",
+    "pwconv", "cloud-init", "puppet", "puppet-agent", "chef-client", "salt-minion",
+    "cf-agent", "cloud-init-hotplugd",
+})
+
+
+def journal_writer(since: float, reader_factory: Callable[[], Any] | None = None,
+                   limit: int = 5000) -> str | None:
+    """The most recent known writer (WRITER_TOOLS, or any `ansible-*` module) that logged
+    to the journal since `since` (epoch seconds), as "usermod (pid 123)"; None if none.
+    Reads backwards from the end, at most `limit` entries: only called when a revert war
+    starts, so its cost does not matter."""
+    try:
+        if reader_factory is None:
+            from systemd import journal
+
+            reader = journal.Reader()
+        else:
+            reader = reader_factory()
+    except (ImportError, OSError) as exc:
+        log.debug("no journal to ask for the writer: %s", exc)
+        return None
+    try:
+        reader.seek_tail()
+        for _ in range(limit):
+            entry = reader.get_previous()
+            if not entry:
+                break
+            stamp = entry.get("__REALTIME_TIMESTAMP")
+            if stamp is not None and stamp.timestamp() < since:
+                break
+            ident = str(entry.get("SYSLOG_IDENTIFIER") or "")
+            if ident in WRITER_TOOLS or ident.startswith("ansible-"):
+                pid = entry.get("_PID")
+                return f"{ident} (pid {pid})" if pid else ident
+    except OSError as exc:
+        log.debug("reading the journal for the writer failed: %s", exc)
+    finally:
+        reader.close()
+    return None
+
+
 def _digest(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
 
@@ -114,7 +161,8 @@ class DriftGuard:
     def __init__(self, cfg: config.Config, *, alerts: Any, metrics: Any = None,
                  runner: Sshd | None = None, shadow_file: shadow.ShadowFile | None = None,
                  passwd: Path = Path("/etc/passwd"), ssh_dir: str = sshd_config.SSH_DIR,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 writer_hint: Callable[[float], str | None] = journal_writer):
         self.cfg = cfg
         self.dc = cfg.drift
         self.alerts = alerts
@@ -124,6 +172,7 @@ class DriftGuard:
         self.passwd = Path(passwd)
         self.ssh_dir = ssh_dir
         self.clock = clock
+        self.writer_hint = writer_hint
         self.state_dir = Path(cfg.daemon.state_dir)
         self.policy = sshd_config.policy_items(self.dc.sshd_settings.model_dump())
         self._lock = threading.RLock()
@@ -598,7 +647,9 @@ class DriftGuard:
             if text is None:
                 text = (_read_bytes(file) or b"").decode(errors="replace") \
                     if file != str(self.dc.shadow) else None
-            writer = writer_of(file, text)
+            # What the file says about its manager first; else who logged as a known
+            # writer during the war.
+            writer = writer_of(file, text) or self.writer_hint(now - rw.window)
             self.alerts.revert_war(key[0], file, writer or "unknown", len(recent))
             self._inc(self.metrics and self.metrics.revert_wars,
                       setting=f.keyword if f else key[0], file=file)

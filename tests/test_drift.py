@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from systemd import journal
+
 from sshguardd import config, contracts, drift, service
 from sshguardd.alerts import Alerts
 from sshguardd.metrics import Metrics
@@ -64,10 +66,28 @@ class Box:
             {"daemon": {"state_dir": str(root / "state")}, "drift": dc})
         self.runner = service.Sshd([str(DATA / "sshd-private-run")],
                                    restart=self.cfg.drift.restart_command or [str(restart)])
+        # The journal consulted for a revert war's writer: a real journal file written by
+        # systemd-journal-remote (see write_journal), empty until a test adds entries.
+        self.journal_dir = root / "journal"
+        self.journal_dir.mkdir()
         self.guard = drift.DriftGuard(
             self.cfg, alerts=Alerts(send=lambda m, **f: self.sent.append({"MESSAGE": m, **f})),
             metrics=self.metrics, runner=self.runner, passwd=self.passwd,
-            ssh_dir=str(self.ssh), clock=lambda: self.now)
+            ssh_dir=str(self.ssh), clock=lambda: self.now,
+            writer_hint=lambda since: drift.journal_writer(
+                since, lambda: journal.Reader(path=str(self.journal_dir))))
+
+    def write_journal(self, *entries: dict[str, str], at: float) -> None:
+        export = self.root / "writers.export"
+        with open(export, "w", encoding="utf-8") as f:
+            for i, fields in enumerate(entries):
+                f.write(f"__REALTIME_TIMESTAMP={int((at + i) * 1_000_000)}\n"
+                        f"__MONOTONIC_TIMESTAMP={i + 1}\n_BOOT_ID={'0' * 32}\n")
+                f.writelines(f"{k}={v}\n" for k, v in fields.items())
+                f.write("\n")
+        subprocess.run(["/lib/systemd/systemd-journal-remote",
+                        f"--output={self.journal_dir}/w.journal", str(export)],
+                       check=True, capture_output=True)
 
     def give_alice_a_key(self) -> None:
         pub = Path(f"{self.key}.pub").read_text()
@@ -431,3 +451,33 @@ def test_policy_allowing_root_keys_is_not_guarded(tmp_path: Path):
     (root_ssh / "authorized_keys").write_text(Path(f"{box.key}.pub").read_text())
     assert actions(box.guard.check_all("start")) == {"permitrootlogin": "repaired"}
     assert box.effective()["permitrootlogin"] == "without-password"
+
+
+def test_revert_war_on_shadow_names_the_writer_from_the_journal(tmp_path: Path):
+    box = Box(tmp_path, revert_war={"max_reverts": 2, "window": "10m", "pause": "1h"})
+    box.write_journal(
+        {"SYSLOG_IDENTIFIER": "usermod", "_PID": "4242",
+         "MESSAGE": "change user 'root' password"},
+        {"SYSLOG_IDENTIFIER": "sshd", "_PID": "77", "MESSAGE": "Accepted publickey"},
+        at=box.now - 30)
+    seen = []
+    for _ in range(3):
+        box.now += 1
+        box.shadow.write_text(box.shadow.read_text().replace("root:!*:", "root:*:")
+                              .replace("root:*:", f"root:{HASH}:")
+                              .replace(f"root:!{HASH}:", f"root:{HASH}:"))
+        seen.append(actions(box.guard.handle(
+            contracts.FileChanged(str(box.shadow), box.now)))["root password"])
+    assert seen == ["repaired", "repaired", "paused"]
+    (war,) = box.alerts("revert_war")
+    assert war["WRITER"] == "usermod (pid 4242)" and war["FILE"] == str(box.shadow)
+
+
+def test_journal_writer_ignores_entries_before_the_window(tmp_path: Path):
+    box = Box(tmp_path)
+    box.write_journal({"SYSLOG_IDENTIFIER": "cloud-init", "_PID": "9", "MESSAGE": "x"},
+                      {"SYSLOG_IDENTIFIER": "ansible-ansible.builtin.lineinfile",
+                       "_PID": "10", "MESSAGE": "Invoked"}, at=1000.0)
+    reader = lambda: journal.Reader(path=str(box.journal_dir))  # noqa: E731
+    assert drift.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
+    assert drift.journal_writer(1001.5, reader) is None

@@ -219,3 +219,18 @@ def test_audit_mode_changes_nothing(start):
     assert g.shadow_field("root") == HASH
     assert g.restarts() == 0
     assert g.alerts("repaired") == [] and g.alerts("drift")
+
+
+def test_shadow_revert_war_names_usermod_from_the_journal(start):
+    g = start(drift_toml='[drift.revert_war]\nmax_reverts = 2\nwindow = "10m"\n'
+              'pause = "1h"\n')
+    for n in (1, 2):
+        g.sh(f"usermod -p '{HASH}' root")
+        wait_for(lambda: g.repaired("root password") == n, 10, what=f"relock {n}")
+    g.sh(f"usermod -p '{HASH}' root")
+    wait_for(lambda: g.alerts("revert_war"), 10, what="the revert_war alert")
+    (war,) = g.alerts("revert_war")
+    assert war["FILE"] == "/etc/shadow" and war["WRITER"].startswith("usermod (pid ")
+    assert g.shadow_field("root") == HASH  # left alone during the pause
+    journal = g.sb.journal("SYSLOG_IDENTIFIER=sshguardd")
+    assert HASH not in journal
