@@ -175,6 +175,8 @@ class DriftGuard:
         self.writer_hint = writer_hint
         self.state_dir = Path(cfg.daemon.state_dir)
         self.policy = sshd_config.policy_items(self.dc.sshd_settings.model_dump())
+        for problem in sshd_config.policy_problems(self.policy):
+            alerts.startup_problem("drift policy", problem)
         self._lock = threading.RLock()
         self._own: dict[str, str | None] = {}        # path -> digest we last wrote
         self._reverts: dict[tuple[str, str], collections.deque[float]] = {}
@@ -321,6 +323,7 @@ class DriftGuard:
                 if guard_reason:
                     if self._new(("lockout", f.item, file), guard_reason):
                         self.alerts.lockout_guard(guard_reason, f.item, file)
+                        self._count_refused("lockout_guard")
                         if self.metrics:
                             self.metrics.lockout_guard_refusals.inc()
                     outcomes.append(Outcome(f.item, file, "refused", f.actual, f.expected,

@@ -66,6 +66,16 @@ DEFAULTS = {
 }
 
 
+# Keywords whose lines accumulate (or are keyed by their first argument) instead of the
+# first value winning: "the value that takes effect" is not one line, so a policy cannot
+# be enforced by editing one. judge() leaves them out; policy_problems() names them.
+MULTI_VALUED = frozenset({
+    "acceptenv", "allowgroups", "allowusers", "denygroups", "denyusers", "hostkey",
+    "hostcertificate", "listenaddress", "port", "setenv", "subsystem", "include", "match",
+    "authorizedkeysfile", "permitopen", "permitlisten", "channeltimeout",
+})
+
+
 def canonical_keyword(keyword: str) -> str:
     k = keyword.lower()
     return KEYWORD_ALIASES.get(k, k)
@@ -343,6 +353,12 @@ def policy_items(policy: Mapping[str, object]) -> dict[str, str]:
     return out
 
 
+def policy_problems(policy: Mapping[str, object]) -> list[str]:
+    """Policy keywords this model cannot enforce, with the reason."""
+    return [f"{kw}: its lines accumulate in sshd_config, so no single line decides it; "
+            "not enforced" for kw in policy_items(policy) if kw in MULTI_VALUED]
+
+
 def judge(model: SshdConfig, policy: Mapping[str, object],
           sshd_t: Mapping[str, str] | None = None) -> list[Finding]:
     """Judge every policy keyword: its global value and each Match block that sets it.
@@ -353,6 +369,8 @@ def judge(model: SshdConfig, policy: Mapping[str, object],
     """
     findings = []
     for kw, expected in policy_items(policy).items():
+        if kw in MULTI_VALUED:
+            continue
         eff = model.effective(kw)
         actual = eff.value
         if eff.source is None and sshd_t is not None and kw in sshd_t:

@@ -481,3 +481,13 @@ def test_journal_writer_ignores_entries_before_the_window(tmp_path: Path):
     reader = lambda: journal.Reader(path=str(box.journal_dir))  # noqa: E731
     assert drift.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
     assert drift.journal_writer(1001.5, reader) is None
+
+
+def test_unenforceable_policy_keyword_is_reported_not_guessed(tmp_path: Path):
+    box = Box(tmp_path, sshd_settings={"AllowUsers": "alice"})
+    (alert,) = box.alerts("startup_problem")
+    assert alert["WHAT"] == "drift policy" and "allowusers" in alert["DETAIL"]
+    box.give_alice_a_key()
+    before = box.main.read_bytes()
+    assert actions(box.guard.check_all("start")) == {}
+    assert box.main.read_bytes() == before

@@ -281,3 +281,12 @@ def test_identical_match_lines_are_separate_blocks():
     m = model_of({"/etc/ssh/sshd_config": "Match User bob\nPermitRootLogin yes\n"
                   "Match User bob\nPermitRootLogin no\n"})
     assert [d.location.line for d in m.match_overrides("permitrootlogin")] == [2, 4]
+
+
+def test_multi_valued_keywords_are_not_judged_but_named():
+    policy = {"AllowUsers": "alice", "PermitRootLogin": "no"}
+    m = model_of({"/etc/ssh/sshd_config": "AllowUsers bob\nAllowUsers alice\n"})
+    assert [f.keyword for f in sc.judge(m, policy)] == ["permitrootlogin"]
+    assert sc.policy_problems(policy) == [
+        "allowusers: its lines accumulate in sshd_config, so no single line decides it; "
+        "not enforced"]

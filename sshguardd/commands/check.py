@@ -44,8 +44,12 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         rows.append(Row("sshd accepts its config", "yes", "yes", main, True))
     except ServiceError as exc:
         rows.append(Row("sshd accepts its config", "yes", "no", main, False, exc.stderr))
+    policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
+    for problem in sshd_config.policy_problems(policy):
+        kw = problem.split(":", 1)[0]
+        rows.append(Row(kw, policy[kw], (sshd_t or {}).get(kw, "?").replace("\n", " "),
+                        "policy", False, problem))
     if model is not None:
-        policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
         for f in sshd_config.judge(model, policy, sshd_t):
             note = ""
             actual = f.actual
