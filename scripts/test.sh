@@ -14,6 +14,7 @@ PACKAGES=(
   systemd systemd-journal-remote systemd-container debootstrap
   fail2ban python3-systemd sshguard prometheus rpm
   rpm2cpio man-db passwd coreutils
+  time
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
