@@ -364,6 +364,8 @@ def test_enable_now_reaches_running_through_ready(container: Container) -> None:
     text = wait_for(lambda: scrape(c), timeout=20, what="metrics on 127.0.0.1:9822")
     assert re.search(r'^sshguardd_build_info\{.*version="%s"' % re.escape(__version__), text,
                      re.M), text
+    # Process metrics work under ProtectProc=invisible/ProcSubset=pid (own /proc only).
+    assert (metric(text, "process_resident_memory_bytes") or 0) > 0
     # The live daemon's exposition passes Prometheus' own linter.
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60)
