@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import nft as nftjson
@@ -19,10 +19,10 @@ from .contracts import Ban
 
 log = logging.getLogger(__name__)
 
-# Elements per nft transaction. 100k elements load in well under a second; beyond that
-# nft's own memory grows with the payload (~3 KB per element while parsing JSON), so huge
-# restores are split. Each chunk is its own transaction.
-CHUNK = 50_000
+# Elements per nft transaction. One nft process costs ~5 ms, so 20k-element transactions
+# lose little to process start-up, keep nft's memory small (it holds the parsed JSON, a
+# few KB per element), and let the next batch be built while nft parses this one.
+CHUNK = 20_000
 TIMEOUT = 120.0  # seconds for one nft process; a hung nft must not hang the daemon
 
 
@@ -58,44 +58,69 @@ class NftFirewall:
         self.failures = 0    # of which failed
 
     # -- running nft ---------------------------------------------------------------------
-    def _run(self, args: Sequence[str], payload: str = "") -> str:
+    def _start(self, args: Sequence[str], payload: str) -> tuple[subprocess.Popen, list[str], str]:
         argv = [*self.prefix, *args]
         self.calls += 1
         try:
-            proc = subprocess.run(argv, input=payload.encode(), capture_output=True,
-                                  timeout=self.timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
             self.failures += 1
             raise FirewallError(argv, payload, str(exc)) from exc
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(payload.encode())
+        except BrokenPipeError:
+            pass  # nft exited early; its stderr says why
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            proc.stdin = None  # so communicate() does not flush the closed pipe
+        return proc, argv, payload
+
+    def _finish(self, started: tuple[subprocess.Popen, list[str], str]) -> str:
+        proc, argv, payload = started
+        try:
+            out, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            self.failures += 1
+            raise FirewallError(argv, payload, f"no answer within {self.timeout:g}s") from exc
         if proc.returncode != 0:
             self.failures += 1
-            raise FirewallError(argv, payload, proc.stderr.decode(errors="replace"))
-        return proc.stdout.decode(errors="replace")
+            raise FirewallError(argv, payload, err.decode(errors="replace"))
+        return out.decode(errors="replace")
+
+    def _run(self, args: Sequence[str], payload: str = "") -> str:
+        return self._finish(self._start(args, payload))
 
     def apply(self, payload: dict) -> None:
         """Run one JSON transaction (`nft -j -f -`)."""
-        if not payload["nftables"]:
-            return
-        self._run(["-j", "-f", "-"], json.dumps(payload, separators=(",", ":")))
+        if payload["nftables"]:
+            self._run(["-j", "-f", "-"], _dumps(payload))
 
-    def _apply_chunked(self, cmds: list[dict], first: list[dict] | None = None) -> None:
-        """Apply element commands in transactions of at most self.chunk elements; `first`
-        (e.g. set flushes) goes into the first transaction."""
-        pending: list[dict] = list(first or [])
-        size = 0
-        for cmd in cmds:
-            (op, body), = cmd.items()
-            elems = body["element"]["elem"]
-            for i in range(0, len(elems), self.chunk):
-                part = elems[i:i + self.chunk]
-                if size and size + len(part) > self.chunk:
-                    self.apply({"nftables": pending})
-                    pending, size = [], 0
-                element = dict(body["element"], elem=part)
-                pending.append({op: {"element": element}})
-                size += len(part)
-        if pending:
-            self.apply({"nftables": pending})
+    def _apply_batches(self, batches: Iterable[list[dict]], first: Sequence[dict] = ()) -> None:
+        """One transaction per batch, in order; batch n+1 is built (JSON and all) while nft
+        works on batch n, so a large restore costs about max(build, nft) rather than the
+        sum. `first` (e.g. set flushes) goes into the first transaction."""
+        running = None
+        pending = list(first)
+        try:
+            for cmds in batches:
+                payload = _dumps({"nftables": pending + cmds})
+                pending = []
+                if running is not None:
+                    done, running = running, None
+                    self._finish(done)
+                running = self._start(["-j", "-f", "-"], payload)
+            if pending:
+                running = self._start(["-j", "-f", "-"], _dumps({"nftables": pending}))
+        finally:
+            if running is not None:
+                self._finish(running)
 
     # -- the seam ----------------------------------------------------------------------
     def setup(self) -> None:
@@ -113,7 +138,7 @@ class NftFirewall:
 
     def add(self, bans: Sequence[Ban], now: float) -> None:
         """Add bans with kernel timeouts = remaining time at `now` (expired ones skipped)."""
-        self._apply_chunked(nftjson.add_elements(self.layout, bans, now))
+        self._apply_batches(nftjson.add_batches(self.layout, bans, now, self.chunk))
 
     def replace(self, bans: Sequence[Ban], now: float) -> None:
         """Add bans that may already be in the kernel, setting their timeouts to the new
@@ -123,14 +148,17 @@ class NftFirewall:
     def remove(self, networks: Sequence[str]) -> None:
         """Lift bans now; networks not (or no longer) in the kernel are not an error."""
         if networks:
-            self._apply_chunked(nftjson.delete_elements(self.layout, networks))
+            for i in range(0, len(networks), self.chunk):
+                self.apply(nftjson.batch(nftjson.delete_elements(
+                    self.layout, networks[i:i + self.chunk])))
 
     def restore(self, bans: Sequence[Ban], now: float) -> None:
         """Make the kernel's sets hold exactly the active bans (from the store), each with
         its remaining time. The flush and the first chunk are one transaction, so there is
         no moment without bans when they fit in one chunk. The sets are never read back:
         listing 1M elements as JSON takes ~50 s."""
-        self._apply_chunked(nftjson.add_elements(self.layout, bans, now), first=nftjson.flush_sets(self.layout))
+        self._apply_batches(nftjson.add_batches(self.layout, bans, now, self.chunk),
+                            first=nftjson.flush_sets(self.layout))
 
     def exists(self) -> bool:
         """Is our table in the kernel? (Cheap: lists table names only, not elements.)"""
@@ -179,6 +207,10 @@ class NftFirewall:
 
     def delete_table(self) -> None:
         self.apply(nftjson.delete_table(self.layout))
+
+
+def _dumps(payload: dict) -> str:
+    return json.dumps(payload, separators=(",", ":"))
 
 
 _NFT_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .contracts import Ban
@@ -206,26 +207,65 @@ def collapse(nets: Iterable[tuple[Network, int]]) -> tuple[list[tuple[Network, i
     return kept, dropped
 
 
-def add_elements(layout: Layout, bans: Sequence[Ban], now: float) -> list[dict]:
-    """`add element` commands for bans still active at `now`, grouped per set, each element
-    with its remaining time as kernel timeout. Overlapping interval prefixes in the batch
-    are collapsed to the widest. Re-adding an existing element is not an error; whether
-    it refreshes the timeout depends on the kernel (Linux 6.18 here: yes), so callers that
-    must change a live element's timeout use `replace_elements`."""
-    hashed: list[tuple[Network, int]] = []
+_IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
+
+
+def _fast_host(network: str, layout: Layout) -> str | None:
+    """The hash-set value of a plain IPv4 /32 ban without building network objects (the
+    bulk case: ~0.5 us instead of ~6 us per ban, which matters at 100k bans). None when
+    the general path must decide."""
+    if layout.ipv4_prefix != 32:
+        return None
+    addr, _, plen = network.partition("/")
+    if plen not in ("", "32") or not _IPV4.fullmatch(addr):
+        return None
+    return addr
+
+
+def add_batches(layout: Layout, bans: Iterable[Ban], now: float,
+                chunk: int) -> Iterator[list[dict]]:
+    """`add element` commands for bans still active at `now`, each element with its
+    remaining time as kernel timeout, yielded lazily in batches of about `chunk` elements
+    (so a caller can hand one batch to nft while the next is built). Interval-set prefixes
+    come in the last batch, overlapping ones collapsed to the widest (the kernel rejects
+    overlapping intervals)."""
+    groups: dict[str, list] = {}
+    count = 0
     intervals: list[tuple[Network, int]] = []
     for ban in bans:
-        timeout = remaining(ban, now)
-        if timeout <= 0:
+        left = ban.until - now
+        if left <= 0:
             continue
-        net = parse_network(ban.network)
-        if layout.set_for(net).startswith("addr"):
-            hashed.append((net, timeout))
+        timeout = max(1, math.ceil(left))
+        host = _fast_host(ban.network, layout)
+        if host is not None:
+            name = "addr4"
         else:
-            intervals.append((net, timeout))
-    intervals, _ = collapse(intervals)
-    groups = _group(layout, hashed + intervals)
-    return [_element_cmd("add", layout, name, elems) for name, elems in groups.items()]
+            net = parse_network(ban.network)
+            name = layout.set_for(net)
+            if name.startswith("net"):
+                intervals.append((net, timeout))
+                continue
+            host = str(net.network_address)
+        groups.setdefault(name, []).append({"elem": {"val": host, "timeout": timeout}})
+        count += 1
+        if count >= chunk:
+            yield [_element_cmd("add", layout, n, elems) for n, elems in groups.items()]
+            groups, count = {}, 0
+    if intervals:
+        intervals, _ = collapse(intervals)
+        for name, elems in _group(layout, intervals).items():
+            groups.setdefault(name, []).extend(elems)
+    if groups:
+        yield [_element_cmd("add", layout, n, elems) for n, elems in groups.items()]
+
+
+def add_elements(layout: Layout, bans: Iterable[Ban], now: float) -> list[dict]:
+    """All of `add_batches` as one list of commands (one transaction). Re-adding an
+    existing element is not an error; whether it refreshes the timeout depends on the
+    kernel (Linux 6.18 here: yes), so callers that must change a live element's timeout
+    use `replace_elements`."""
+    return [cmd for batch in add_batches(layout, bans, now, 1 << 62) for cmd in batch]
 
 
 def delete_elements(layout: Layout, networks: Sequence[str]) -> list[dict]:

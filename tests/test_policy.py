@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sshguardd.classify import classify
 from sshguardd.config import BanConfig, WeightsConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
-from sshguardd.policy import BanPolicy
+from sshguardd.policy import _CONN, MAX_CONNECTIONS, BanPolicy
 
 T0 = 1_700_000_000.0
 
@@ -336,7 +336,7 @@ def test_many_connections_of_one_offender_stay_bounded():
     for pid in range(10_000):
         obs(policy, Kind.BAD_KEY, "198.18.4.1", t=T0 + pid * 0.01, pid=pid)
     packed = policy._offenders[next(iter(policy._offenders))]
-    assert len(packed) <= 64 * 36
+    assert len(packed) <= MAX_CONNECTIONS * _CONN.size
 
 
 # -- manual bans, forget ----------------------------------------------------------------
