@@ -364,7 +364,21 @@ def test_enable_now_reaches_running_through_ready(container: Container) -> None:
     text = wait_for(lambda: scrape(c), timeout=20, what="metrics on 127.0.0.1:9822")
     assert re.search(r'^sshguardd_build_info\{.*version="%s"' % re.escape(__version__), text,
                      re.M), text
-    # Process metrics work under ProtectProc=invisible/ProcSubset=pid (own /proc only).
+    # The hardening is in force on the running process, not just written in the unit.
+    status = c.run(["cat", f"/proc/{s['MainPID']}/status"], check=True).stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2"  # a filter is loaded
+    # CAP_CHOWN(0) CAP_DAC_OVERRIDE(1) CAP_DAC_READ_SEARCH(2) CAP_FOWNER(3) CAP_NET_ADMIN(12)
+    assert int(fields["CapBnd"], 16) == 0b1_0000_0000_1111
+    in_ns = ["nsenter", "-t", s["MainPID"], "-m", "--"]
+    r = c.run([*in_ns, "touch", "/usr/lib/sshguardd-probe"])
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    r = c.run([*in_ns, "touch", "/home/admin/sshguardd-probe"])
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    c.run([*in_ns, "sh", "-c", "touch /etc/.sshguardd-probe && rm /etc/.sshguardd-probe"],
+          check=True)  # /etc stays writable: repairs rename files into it
+    # Process metrics work under ProtectProc=invisible (its own /proc entries only).
     assert (metric(text, "process_resident_memory_bytes") or 0) > 0
     # The live daemon's exposition passes Prometheus' own linter.
     lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
