@@ -475,6 +475,11 @@ def test_bans_come_back_after_nftables_restart(container: Container) -> None:
         return s["ActiveState"] == "active" and s["MainPID"] != pid and banned(c)
 
     wait_for(back, timeout=60, interval=0.2, what="sshguardd restarted with its bans")
+    # A reload flushes the ruleset too; sshguardd notices its table is gone and restores it
+    # (ReloadPropagatedFrom= plus the daemon's periodic table check, every 30 s).
+    c.run(["systemctl", "reload", "nftables.service"], check=True)
+    wait_for(lambda: banned(c), timeout=60, interval=0.5, what="the ban after nft reload")
+    assert c.show("sshguardd", "ActiveState")["ActiveState"] == "active"
 
 
 def test_reload_keeps_the_process(container: Container) -> None:
