@@ -130,7 +130,11 @@ class NftFirewall:
         try:
             self.apply(nftjson.setup(self.layout))
         except FirewallError as exc:
-            if not self.exists():
+            try:
+                ours = self.exists()
+            except FirewallError:
+                ours = False
+            if not ours:
                 raise  # nothing of ours to repair: nft itself or the kernel refused
             log.warning("nft setup of table %s %s failed, rebuilding the table: %s",
                         self.layout.family, self.layout.table, exc.stderr.strip())

@@ -55,7 +55,7 @@ import ipaddress
 import itertools
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .config import BanConfig
 from .contracts import Ban, Event, Kind, LogRecord
@@ -90,11 +90,14 @@ class BanPolicy:
 
     history: network -> start times of its earlier bans (Store.history), for escalation.
     logged_in: network -> time of its latest successful login (Store.logins), for admin
-    protection across restarts. The daemon persists what observe() returns.
+    protection across restarts. active: the bans in force (Store.active_bans), so lines
+    from a banned network that were still in flight across a restart neither re-ban nor
+    escalate it. The daemon persists what observe() returns.
     """
 
     def __init__(self, cfg: BanConfig, history: Mapping[str, Sequence[float]] | None = None,
-                 logged_in: Mapping[str, float] | None = None):
+                 logged_in: Mapping[str, float] | None = None, *,
+                 active: Iterable[Ban] = ()):
         self.cfg = cfg
         self._weights = {kind: getattr(cfg.weights, kind.value)
                          for kind in Kind if kind is not Kind.ACCEPTED}
@@ -113,6 +116,19 @@ class BanPolicy:
             key = self._key_of_network(network)
             if key is not None:
                 self._logins[key] = when
+        for ban in active:
+            self._mark_banned(ban.network, ban.until)
+
+    def _mark_banned(self, network: str, until: float) -> None:
+        try:
+            net = ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            return
+        key = self._key_of_network(network)
+        if key is not None and self._network(key) == str(net):
+            self._banned[key] = max(until, self._banned.get(key, until))
+        else:
+            self._wide.append((net, until))
 
     # -- addresses -----------------------------------------------------------------------
     def _allowed(self, version: int, value: int) -> bool:

@@ -264,6 +264,16 @@ def test_no_rebans_while_banned_then_counting_restarts():
     assert second is not None and second.strikes == 2
 
 
+def test_bans_active_at_start_are_not_banned_again():
+    active = [Ban("192.0.2.94/32", 600, T0 + 300, 1, "r"), Ban("198.51.100.0/24", 600, T0 + 300)]
+    policy = BanPolicy(BanConfig(max_retry=1), history={"192.0.2.94/32": [T0 - 300]},
+                       active=active)
+    assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.94", t=T0, pid=1) is None
+    assert obs(policy, Kind.BAD_PASSWORD, "198.51.100.9", t=T0, pid=1) is None  # in the range
+    again = obs(policy, Kind.BAD_PASSWORD, "192.0.2.94", t=T0 + 301, pid=2)
+    assert again is not None and again.strikes == 2
+
+
 def test_disabled_bans_count_but_never_ban():
     policy = BanPolicy(BanConfig(enabled=False, max_retry=1))
     assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.93", t=T0, pid=1) is None
