@@ -161,8 +161,11 @@ class NftFirewall:
         its remaining time. The flush and the first chunk are one transaction, so there is
         no moment without bans when they fit in one chunk. The sets are never read back:
         listing 1M elements as JSON takes ~50 s."""
-        self._apply_batches(nftjson.add_batches(self.layout, bans, now, self.chunk),
+        invalid: list[Ban] = []
+        self._apply_batches(nftjson.add_batches(self.layout, bans, now, self.chunk, invalid),
                             first=nftjson.flush_sets(self.layout))
+        for ban in invalid:
+            log.warning("not restoring ban of %r: not an IP network", ban.network)
 
     def exists(self) -> bool:
         """Is our table in the kernel? (Cheap: lists table names only, not elements.)"""

@@ -222,13 +222,15 @@ def _fast_host(network: str, layout: Layout) -> str | None:
     return addr
 
 
-def add_batches(layout: Layout, bans: Iterable[Ban], now: float,
-                chunk: int) -> Iterator[list[dict]]:
+def add_batches(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
+                invalid: list[Ban] | None = None) -> Iterator[list[dict]]:
     """`add element` commands for bans still active at `now`, each element with its
     remaining time as kernel timeout, yielded lazily in batches of about `chunk` elements
     (so a caller can hand one batch to nft while the next is built). Interval-set prefixes
     come in the last batch, overlapping ones collapsed to the widest (the kernel rejects
-    overlapping intervals)."""
+    overlapping intervals). A ban whose network does not parse raises ValueError, or is
+    appended to `invalid` and skipped when that list is given (one bad row in the store
+    must not keep every other ban out of the kernel)."""
     groups: dict[str, list] = {}
     count = 0
     intervals: list[tuple[Network, int]] = []
@@ -241,7 +243,13 @@ def add_batches(layout: Layout, bans: Iterable[Ban], now: float,
         if host is not None:
             name = "addr4"
         else:
-            net = parse_network(ban.network)
+            try:
+                net = parse_network(ban.network)
+            except ValueError:
+                if invalid is None:
+                    raise
+                invalid.append(ban)
+                continue
             name = layout.set_for(net)
             if name.startswith("net"):
                 intervals.append((net, timeout))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 
+import pytest
+
 from sshguardd import nft
 from sshguardd.contracts import Ban
 
@@ -126,3 +128,15 @@ def test_flush_sets_and_batch():
     assert [c["flush"]["set"]["name"] for c in flush] == ["addr4", "addr6", "net4", "net6"]
     payload = nft.batch(flush, nft.add_elements(L, [ban("192.0.2.1/32")], NOW))
     assert len(payload["nftables"]) == 5
+
+
+def test_batches_split_large_input_and_bad_networks_are_reported_or_raise():
+    bans = [ban(f"10.0.{i >> 8}.{i & 255}/32") for i in range(250)] + [ban("2001:db8::/64")]
+    batches = list(nft.add_batches(L, bans, NOW, 100))
+    sizes = [sum(len(c["add"]["element"]["elem"]) for c in b) for b in batches]
+    assert sizes == [100, 100, 51]
+    bad: list[Ban] = []
+    out = list(nft.add_batches(L, [ban("not-an-ip"), ban("192.0.2.1/32")], NOW, 100, bad))
+    assert bad == [ban("not-an-ip")] and len(out) == 1
+    with pytest.raises(ValueError):
+        nft.add_elements(L, [ban("not-an-ip")], NOW)
