@@ -69,10 +69,29 @@ def sh(*argv):
 
 sh("mount", "--make-rprivate", "/")
 sh("ip", "link", "set", "lo", "up")
-# The layers are named through a descriptor opened before any overlay is mounted: when the
-# sandbox's directory lies under an overlaid path (e.g. /var/tmp with /var overlaid), its
-# name would otherwise resolve into that overlay, which cannot hold another upper layer.
+# The sandbox's own directory is used before anything is mounted over the paths above it
+# (it may lie under /var, /run or another directory that gets an overlay or a tmpfs): the
+# private /dev is built first, and the overlay layers are named through a descriptor
+# opened now (through an overlaid /var, their name would resolve into that overlay, which
+# cannot hold another upper layer).
 layers = os.open(spec["layers"], os.O_PATH | os.O_DIRECTORY)
+if spec["dev"]:
+    hostdev = spec["hostdev"]
+    sh("mount", "--rbind", "/dev", hostdev)
+    sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", "/dev")
+    for n in ("null", "zero", "random", "urandom", "tty", "full", "ptmx", "kmsg"):
+        if os.path.exists(os.path.join(hostdev, n)):
+            open("/dev/" + n, "w").close()
+            sh("mount", "--bind", os.path.join(hostdev, n), "/dev/" + n)
+    os.makedirs("/dev/pts"); os.makedirs("/dev/shm")
+    sh("mount", "--rbind", os.path.join(hostdev, "pts"), "/dev/pts")
+    sh("mount", "-t", "tmpfs", "tmpfs", "/dev/shm")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("log", "/run/systemd/journal/dev-log")):
+        os.symlink(target, "/dev/" + name)
+    # The host's /dev stays reachable only through this private mount; hide it.
+    sh("umount", "-l", hostdev)
 for target, upper, work in spec["overlays"]:
     opts = "lowerdir=%s,upperdir=/proc/self/fd/%d/%s,workdir=/proc/self/fd/%d/%s" % (
         target, layers, upper, layers, work)
@@ -92,23 +111,6 @@ with open("/run/systemd/journald.conf.d/sandbox.conf", "w") as f:
     # Never write to the host's /var/log/journal; keep the sandbox's journal in /run.
     f.write("[Journal]\nStorage=volatile\nRateLimitBurst=0\nForwardToSyslog=no\n"
             "ForwardToWall=no\nForwardToConsole=no\nForwardToKMsg=no\n")
-if spec["dev"]:
-    hostdev = spec["hostdev"]
-    sh("mount", "--rbind", "/dev", hostdev)
-    sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", "/dev")
-    for n in ("null", "zero", "random", "urandom", "tty", "full", "ptmx", "kmsg"):
-        if os.path.exists(os.path.join(hostdev, n)):
-            open("/dev/" + n, "w").close()
-            sh("mount", "--bind", os.path.join(hostdev, n), "/dev/" + n)
-    os.makedirs("/dev/pts"); os.makedirs("/dev/shm")
-    sh("mount", "--rbind", os.path.join(hostdev, "pts"), "/dev/pts")
-    sh("mount", "-t", "tmpfs", "tmpfs", "/dev/shm")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                         ("log", "/run/systemd/journal/dev-log")):
-        os.symlink(target, "/dev/" + name)
-    # The host's /dev stays reachable only through this private mount; hide it.
-    sh("umount", "-l", hostdev)
 if spec["journald"]:
     subprocess.Popen([spec["journald_bin"]], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=sys.stderr)
@@ -349,9 +351,17 @@ class Sandbox:
         def child() -> int | None:
             try:
                 pids = children.read_text().split()
+                if not pids:
+                    return None
+                # nsenter forks, then its child execs the command: until then the child
+                # still shows nsenter's own command line.
+                own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                theirs = Path(f"/proc/{pids[0]}/cmdline").read_bytes()
             except FileNotFoundError:
-                raise SandboxError(f"{proc.args!r} already exited") from None
-            return int(pids[0]) if pids else None
+                if proc.poll() is not None:
+                    raise SandboxError(f"{proc.args!r} already exited") from None
+                return None
+            return int(pids[0]) if theirs and theirs != own else None
 
         return wait_for(child, timeout, what=f"the process inside for {proc.pid}")
 

@@ -135,3 +135,16 @@ def test_without_systemd_it_runs_the_daemon_in_the_foreground(box: Sandbox) -> N
     out, _ = proc.communicate(timeout=60)
     assert "running 'sshguardd run' in the foreground" in out
     assert proc.returncode == 0, out
+
+
+def test_installed_command_runs_the_demo(box: Sandbox) -> None:
+    """The newcomer's path: install.sh, then `sshguardd demo` from the installed venv (a
+    sandbox inside this sandbox, its layers on the outer one's /run tmpfs)."""
+    result = box.run([INSTALL, "--no-start"], env=box.env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    box.run(["mkdir", "-p", "/run/demo"], check=True)
+    demo = box.run(["sshguardd", "demo", "--non-interactive", "--workdir", "/run/demo"],
+                   env={**os.environ, "NO_COLOR": "1"}, timeout=400)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "demo result: ok" in demo.stdout
+    assert list(box.path("/run/demo").iterdir()) == []
