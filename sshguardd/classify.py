@@ -36,9 +36,13 @@ from collections.abc import Callable
 from sshguardd.contracts import Event, Kind
 
 __all__ = ["MAX_MESSAGE", "classify", "parse_host", "orphan_kind", "Correlator",
-           "FAMILIES", "CORRELATED_WORDS", "strip_prefixes"]
+           "FAMILIES", "CORRELATED_WORDS", "ENDING_WORDS", "strip_prefixes"]
 
 MAX_MESSAGE = 2048
+
+# A family parser's verdict before it becomes a contracts.Event: (kind, host, user, port).
+# Plain tuples keep the hot path cheap; classify() and Correlator.feed() build the Events.
+Raw = tuple[Kind, str, "str | None", "int | None"]
 
 # ----------------------------------------------------------------------------------------
 # Addresses
@@ -84,12 +88,17 @@ def _parse_host(token: str) -> str | None:
         mapped = addr.ipv4_mapped
         return str(mapped) if mapped is not None else str(addr)
     if _IPV4_CHARS.issuperset(token):
-        try:
-            # Rejects leading zeros ("192.030.0.6"): inet_aton would read them as octal,
-            # so such a token is ambiguous and sshd's getnameinfo never prints one.
-            return str(ipaddress.IPv4Address(token))
-        except ValueError:
+        # ipaddress.IPv4Address's rules, checked directly (it costs ~20 us per new address,
+        # which adds up with tens of thousands of attackers; tests/test_classify.py checks
+        # the two agree). Leading zeros ("192.030.0.6") are rejected: inet_aton would read
+        # them as octal, so such a token is ambiguous and sshd's getnameinfo never prints one.
+        parts = token.split(".")
+        if len(parts) != 4:
             return None
+        for part in parts:
+            if not part or len(part) > 3 or (part[0] == "0" and len(part) > 1) or int(part) > 255:
+                return None
+        return token
     if len(token) <= 253 and _HOSTNAME.fullmatch(token):
         return token
     return None
@@ -148,7 +157,7 @@ _EXTRA_METHODS = ("publickey", "hostbased", "rsa", "rhosts-rsa")
 _AUTH_END = re.compile(r"(.*) from ([^ ]++)(?: port (\d{1,5}))?(?: ssh[12])?", re.S)
 
 
-def _auth_log(msg: str) -> Event | None:
+def _auth_log(msg: str) -> Raw | None:
     # auth.c: "%s %s%s%s for %s%.100s from %.200s port %d ssh2%s%s"
     #   (Failed|Accepted|Postponed|Partial) method[/submethod] for [invalid user ]USER
     #   from ADDR port N ssh2[: EXTRA]. EXTRA exists only for publickey and hostbased.
@@ -179,7 +188,7 @@ def _auth_log(msg: str) -> Event | None:
             port = int(port_text)
             if port > 65535:
                 return None
-        return Event(kind, host, _auth_user(m.group(1)), port)
+        return (kind, host, _auth_user(m.group(1)), port)
     candidates: list[tuple[str | None, str, int | None]] = []
     # The end-anchored form: no EXTRA.
     parsed = _auth_head(rest)
@@ -204,7 +213,7 @@ def _auth_log(msg: str) -> Event | None:
     for c in candidates:
         if c[1] != host:
             return None  # attacker text on both sides made it ambiguous: blame nobody
-    return Event(kind, host, user, port)
+    return (kind, host, user, port)
 
 
 def _auth_user(user: str) -> str | None:
@@ -251,7 +260,7 @@ def _auth_head(text: str) -> tuple[str | None, str, int | None] | None:
 
 
 def _from_tail(msg: str, prefix: str, kind: Kind, *, proto: bool = False,
-               user_prefixes: tuple[str, ...] = ()) -> Event | None:
+               user_prefixes: tuple[str, ...] = ()) -> Raw | None:
     """'PREFIX USER from ADDR[ port N][ sshN][ [preauth]]' with the address anchored at the end."""
     if not msg.startswith(prefix):
         return None
@@ -270,7 +279,7 @@ def _from_tail(msg: str, prefix: str, kind: Kind, *, proto: bool = False,
     else:
         return None
     host = parse_host(token)
-    return Event(kind, host, user, port) if host else None
+    return (kind, host, user, port) if host else None
 
 
 _INVALID = re.compile(
@@ -278,7 +287,7 @@ _INVALID = re.compile(
     r"(?: \[preauth\])?", re.S)
 
 
-def _invalid_user(msg: str) -> Event | None:
+def _invalid_user(msg: str) -> Raw | None:
     # "Invalid user USER from ADDR[ port N]" (old: "Illegal user"); USER may be empty. The
     # greedy USER puts the address at the end, whatever the user name contains.
     m = _INVALID.fullmatch(msg)
@@ -292,7 +301,7 @@ def _invalid_user(msg: str) -> Event | None:
         port = int(port)
         if port > 65535:
             return None
-    return Event(Kind.INVALID_USER, host, m.group(1) or "", port)
+    return (Kind.INVALID_USER, host, m.group(1) or "", port)
 
 
 _NOT_ALLOWED_REASONS = (
@@ -302,7 +311,7 @@ _NOT_ALLOWED_REASONS = (
 )
 
 
-def _user(msg: str) -> Event | None:
+def _user(msg: str) -> Raw | None:
     if msg.startswith("User not known to the underlying authentication module for "):
         return _from_tail(msg, "User not known to the underlying authentication module for ",
                           Kind.INVALID_USER, user_prefixes=("illegal user ", "invalid user "))
@@ -317,10 +326,10 @@ def _user(msg: str) -> Event | None:
     if not sep:
         return None
     host = parse_host(token)
-    return Event(Kind.USER_NOT_ALLOWED, host, head) if host else None
+    return (Kind.USER_NOT_ALLOWED, host, head, None) if host else None
 
 
-def _root(msg: str) -> Event | None:
+def _root(msg: str) -> Raw | None:
     # "ROOT LOGIN REFUSED FROM ADDR[ port N][ [preauth]]" (old releases, PermitRootLogin no)
     if not msg.startswith("ROOT LOGIN REFUSED FROM "):
         return None
@@ -328,10 +337,10 @@ def _root(msg: str) -> Event | None:
     if head != "FROM":
         return None
     host = parse_host(token)
-    return Event(Kind.ROOT_REFUSED, host, "root", port) if host else None
+    return (Kind.ROOT_REFUSED, host, "root", port) if host else None
 
 
-def _maximum(msg: str) -> Event | None:
+def _maximum(msg: str) -> Raw | None:
     # auth.c auth_maxtries_exceeded: "maximum authentication attempts exceeded for
     # [invalid user ]USER from ADDR port N ssh2"
     return _from_tail(msg, "maximum authentication attempts exceeded for ", Kind.MAX_AUTH_TRIES,
@@ -342,7 +351,7 @@ _TOO_MANY = ": Too many authentication failures"
 _CHANGE = ": Change of username or service not allowed: ("
 
 
-def _disconnecting(msg: str) -> Event | None:
+def _disconnecting(msg: str) -> Raw | None:
     # packet.c: "Disconnecting %s: %s" where %s is the remote id
     # "[invalid user U |authenticating user U ]ADDR port N" (7.x+).
     if not msg.startswith("Disconnecting "):
@@ -354,7 +363,7 @@ def _disconnecting(msg: str) -> Event | None:
         return _remote_id(rest[: -len(_TOO_MANY)], Kind.MAX_AUTH_TRIES)
     # The change-of-username reason quotes both user names, which the attacker chose:
     # accept a position only when the quoted first name equals the logged user.
-    found: Event | None = None
+    found: Raw | None = None
     start = 0
     while True:
         i = rest.find(_CHANGE, start)
@@ -364,15 +373,15 @@ def _disconnecting(msg: str) -> Event | None:
         event = _remote_id(rest[:i], Kind.AUTH_FAILURE)
         if event is None:
             continue
-        if not rest.startswith((event.user or "") + ",", i + len(_CHANGE)):
+        if not rest.startswith((event[2] or "") + ",", i + len(_CHANGE)):
             continue
-        if found is not None and found.host != event.host:
+        if found is not None and found[1] != event[1]:
             return None
         found = event
     return found
 
 
-def _remote_id(text: str, kind: Kind) -> Event | None:
+def _remote_id(text: str, kind: Kind) -> Raw | None:
     """'[invalid user U |authenticating user U ]ADDR port N' (packet.c remote id)."""
     head, token, port, _ = _tail(text)
     if port is None:
@@ -381,7 +390,7 @@ def _remote_id(text: str, kind: Kind) -> Event | None:
     if u is None:
         return None
     host = parse_host(token)
-    return Event(kind, host, u[0], port) if host else None
+    return (kind, host, u[0], port) if host else None
 
 
 # "Connection closed by|reset by [invalid user U |authenticating user U ]ADDR [port N]
@@ -395,7 +404,7 @@ _PREAUTH_CLOSE_PORT = re.compile(_CLOSE_HEAD + r" port (\d{1,5}) \[preauth\]", r
 _PREAUTH_CLOSE = re.compile(_CLOSE_HEAD + r" \[preauth\]", re.S)
 
 
-def _closed(msg: str) -> Event | None:
+def _closed(msg: str) -> Raw | None:
     m = _PREAUTH_CLOSE_PORT.fullmatch(msg)
     if m is not None:
         port: int | None = int(m.group(3))
@@ -409,13 +418,13 @@ def _closed(msg: str) -> Event | None:
     host = parse_host(m.group(2))
     if host is None:
         return None
-    return Event(Kind.PREAUTH_DISCONNECT, host, m.group(1), port)
+    return (Kind.PREAUTH_DISCONNECT, host, m.group(1), port)
 
 
 _disconnected = _closed
 
 
-def _received(msg: str) -> Event | None:
+def _received(msg: str) -> Raw | None:
     # "Received disconnect from ADDR port N:CODE: TEXT" (7.x+) or "... from ADDR: CODE: TEXT".
     # TEXT is the client's: the address is read right after the fixed prefix, and the first
     # ": " (which no address contains) ends sshd's part.
@@ -445,21 +454,21 @@ def _received(msg: str) -> Event | None:
     # 3 = SSH2_DISCONNECT_AUTH_FAILED-ish client messages ("Auth fail" from JSch) and 14 =
     # SSH2_DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE cannot follow a successful login.
     if code == "3" and "Auth fail" in text:
-        return Event(Kind.AUTH_FAILURE, host, None, port)
+        return (Kind.AUTH_FAILURE, host, None, port)
     if code == "14" and text.startswith(("No supported authentication methods available",
                                          "No authentication methods available")):
-        return Event(Kind.AUTH_FAILURE, host, None, port)
+        return (Kind.AUTH_FAILURE, host, None, port)
     if text.endswith(_PREAUTH):
-        return Event(Kind.PREAUTH_DISCONNECT, host, None, port)
+        return (Kind.PREAUTH_DISCONNECT, host, None, port)
     return None
 
 
-def _did_not(msg: str) -> Event | None:
+def _did_not(msg: str) -> Raw | None:
     # "Did not receive identification string from ADDR[ port N]"
     return _from_tail(msg, "Did not receive identification string ", Kind.PROTOCOL_ERROR)
 
 
-def _bad(msg: str) -> Event | None:
+def _bad(msg: str) -> Raw | None:
     # "Bad protocol version identification '%.100s' from ADDR[ port N]": the quoted text is
     # the client's, before the address, so the address is anchored at the end.
     if not msg.startswith("Bad protocol version identification "):
@@ -468,7 +477,7 @@ def _bad(msg: str) -> Event | None:
     if not head.endswith(" from"):
         return None
     host = parse_host(token)
-    return Event(Kind.PROTOCOL_ERROR, host, None, port) if host else None
+    return (Kind.PROTOCOL_ERROR, host, None, port) if host else None
 
 
 def _left_addr_port(rest: str) -> tuple[str, int | None, str] | None:
@@ -489,7 +498,7 @@ def _left_addr_port(rest: str) -> tuple[str, int | None, str] | None:
     return (host, port, rest[i + 2:]) if host else None
 
 
-def _unable(msg: str) -> Event | None:
+def _unable(msg: str) -> Raw | None:
     # packet.c sshpkt_fatal: "Unable to negotiate with ADDR port N: no matching %s found.
     # Their offer: %s" (the offer is the client's)
     if not msg.startswith("Unable to negotiate with "):
@@ -497,18 +506,18 @@ def _unable(msg: str) -> Event | None:
     r = _left_addr_port(msg[25:])
     if r is None or not r[2].startswith("no matching "):
         return None
-    return Event(Kind.KEX_FAILURE, r[0], None, r[1])
+    return (Kind.KEX_FAILURE, r[0], None, r[1])
 
 
-def _banner(msg: str) -> Event | None:
+def _banner(msg: str) -> Raw | None:
     # packet.c sshpkt_fatal with tag: "banner exchange: Connection from ADDR port N: %s"
     if not msg.startswith("banner exchange: Connection from "):
         return None
     r = _left_addr_port(msg[33:])
-    return Event(Kind.PROTOCOL_ERROR, r[0], None, r[1]) if r else None
+    return (Kind.PROTOCOL_ERROR, r[0], None, r[1]) if r else None
 
 
-def _dispatch_fatal(msg: str) -> Event | None:
+def _dispatch_fatal(msg: str) -> Raw | None:
     # "ssh_dispatch_run_fatal: Connection from [invalid user U |authenticating user U ]ADDR
     # port N: <ssh_err text> [preauth]". Only before authentication is it the client's doing.
     if not msg.startswith("ssh_dispatch_run_fatal: Connection from ") or not msg.endswith(_PREAUTH):
@@ -525,10 +534,10 @@ def _dispatch_fatal(msg: str) -> Event | None:
     if _user_prefix(head) is None:
         return None
     host = parse_host(token)
-    return Event(Kind.PROTOCOL_ERROR, host, None, port) if host else None
+    return (Kind.PROTOCOL_ERROR, host, None, port) if host else None
 
 
-def _timeout(msg: str) -> Event | None:
+def _timeout(msg: str) -> Raw | None:
     # sshd.c grace_alarm_handler: "Timeout before authentication for ADDR port N" (7.x-9.7)
     # sshd-session (9.8+): "Timeout before authentication for connection from ADDR to ADDR, pid = N"
     if not msg.startswith("Timeout before authentication for "):
@@ -539,13 +548,13 @@ def _timeout(msg: str) -> Event | None:
         if not sep:
             return None
         host = parse_host(token)
-        return Event(Kind.TIMEOUT, host) if host else None
+        return (Kind.TIMEOUT, host, None, None) if host else None
     token, _, p = rest.partition(" port ")
     host = parse_host(token)
-    return Event(Kind.TIMEOUT, host, None, _port(p)) if host else None
+    return (Kind.TIMEOUT, host, None, _port(p)) if host else None
 
 
-def _drop(msg: str) -> Event | None:
+def _drop(msg: str) -> Raw | None:
     # srclimit.c (9.8+): "drop connection #N from [ADDR]:PORT on [ADDR]:PORT penalty: REASON".
     # "... past MaxStartups" is sshd shedding load at random, not this source's fault.
     if not msg.startswith("drop connection #"):
@@ -560,10 +569,10 @@ def _drop(msg: str) -> Event | None:
     p, sep, rest = msg[j + 2:].partition(" on [")
     if host is None or not sep or " penalty: " not in rest:
         return None
-    return Event(Kind.PENALTY, host, None, _port(p))
+    return (Kind.PENALTY, host, None, _port(p))
 
 
-def _refused(msg: str) -> Event | None:
+def _refused(msg: str) -> Raw | None:
     # libwrap (tcp_wrappers): "refused connect from NAME (ADDR)" - access refused for the host.
     if not msg.startswith("refused connect from ") or not msg.endswith(")"):
         return None
@@ -571,10 +580,10 @@ def _refused(msg: str) -> Event | None:
     if i < 0:
         return None
     host = parse_host(msg[i + 2:-1])
-    return Event(Kind.USER_NOT_ALLOWED, host) if host else None
+    return (Kind.USER_NOT_ALLOWED, host, None, None) if host else None
 
 
-def _pam_auth(msg: str) -> Event | None:
+def _pam_auth(msg: str) -> Raw | None:
     # "error: PAM: Authentication failure|error for [illegal user ]USER from HOST[ via LOCAL]"
     # (sshd-pam / macOS); "authentication failed" in other ports.
     for verb in ("failure for ", "error for ", "failed for "):
@@ -592,13 +601,13 @@ def _pam_auth(msg: str) -> Event | None:
     return event
 
 
-def _unknown(msg: str) -> Event | None:
+def _unknown(msg: str) -> Raw | None:
     # "error: PAM: unknown user for illegal user USER from ADDR"
     return _from_tail(msg, "unknown user for ", Kind.INVALID_USER,
                       user_prefixes=("illegal user ", "invalid user "))
 
 
-FAMILIES: dict[str, Callable[[str], Event | None]] = {
+FAMILIES: dict[str, Callable[[str], Raw | None]] = {
     "Failed": _auth_log,
     "Accepted": _auth_log,
     "Invalid": _invalid_user,
@@ -657,10 +666,11 @@ def classify(message: str) -> Event | None:
     """
     if len(message) > MAX_MESSAGE:
         return None
-    return _classify(strip_prefixes(message))
+    raw = _classify(strip_prefixes(message))
+    return Event(*raw) if raw is not None else None
 
 
-def _classify(msg: str) -> Event | None:
+def _classify(msg: str) -> Raw | None:
     sp = msg.find(" ")
     family = FAMILIES.get(msg[:sp] if sp > 0 else msg)
     return family(msg) if family is not None else None
@@ -720,7 +730,7 @@ def _announced_host(msg: str) -> str | None:
 
 _ENDINGS = ("Connection closed by ", "Connection reset by ", "Disconnected from ",
             "Received disconnect from ")
-_ENDING_WORDS = frozenset({"Connection", "Disconnected", "Received"})
+ENDING_WORDS = frozenset({"Connection", "Disconnected", "Received"})
 # First words of the lines the Correlator must look at even when classify() says nothing.
 CORRELATED_WORDS = frozenset({
     "Connection", "Disconnected", "Received", "SSH:", "Disconnecting:",
@@ -759,6 +769,11 @@ class Correlator:
 
         Every event classify() gives is returned; address-less failures are returned once
         the connection's address is known (possibly on a later line)."""
+        return [Event(*raw) for raw in self.feed_raw(message, pid, machine, time)]
+
+    def feed_raw(self, message: str, pid: int | None, machine: str | None = None,
+                 time: float | None = None) -> list[Raw]:
+        """feed() with raw (kind, host, user, port) verdicts instead of Events."""
         if len(message) > MAX_MESSAGE:
             return []
         msg = strip_prefixes(message)
@@ -772,11 +787,12 @@ class Correlator:
             return []  # the common case (pam_unix, session lines): nothing to learn
         return self.correlate(msg, first, event, pid, machine, time)
 
-    def correlate(self, msg: str, first: str, event: Event | None, pid: int,
-                  machine: str | None, time: float | None) -> list[Event]:
+    def correlate(self, msg: str, first: str, event: Raw | None, pid: int,
+                  machine: str | None, time: float | None) -> list[Raw]:
         """The bookkeeping half of feed(), for callers that classified a stripped message
-        themselves (scan's fused loop): `first` is its first word, `event` classify's
-        verdict. Only needed when event is not None or first is in CORRELATED_WORDS."""
+        themselves with FAMILIES (scan's fused loop): `first` is its first word, `event`
+        the family's raw verdict (kind, host, user, port). Returns raw verdicts. Only
+        needed when event is not None or first is in CORRELATED_WORDS."""
         key = (machine, pid)
         conns = self._conns
         entry = conns.get(key)
@@ -784,15 +800,15 @@ class Correlator:
                 and time - entry[2] > self.ttl:
             del conns[key]  # a stale entry: the pid has been reused
             entry = None
-        ending = first in _ENDING_WORDS and msg.startswith(_ENDINGS)
+        ending = first in ENDING_WORDS and msg.startswith(_ENDINGS)
         if event is not None:
             if entry is None:
                 if not ending:  # inline _remember: this is the hot path
-                    conns[key] = [event.host, None, time]
+                    conns[key] = [event[1], None, time]
                     if len(conns) > self.max_entries:
                         del conns[next(iter(conns))]
                 return [event]
-            host: str | None = event.host
+            host: str | None = event[1]
             out = [event]
         else:
             out = []
@@ -801,7 +817,7 @@ class Correlator:
                 kind = _orphan(msg)
                 if kind is not None:
                     if entry is not None and entry[0] is not None:
-                        out.append(Event(kind, entry[0]))
+                        out.append((kind, entry[0], None, None))
                         entry[2] = time
                     else:
                         if entry is None:
@@ -824,7 +840,7 @@ class Correlator:
             entry[0] = host
             entry[2] = time
         if entry[1]:
-            out.extend(Event(kind, host) for kind in entry[1])
+            out.extend((kind, host, None, None) for kind in entry[1])
             entry[1] = None
         if ending:
             del conns[key]  # the connection is over: its pid may be reused

@@ -3,12 +3,15 @@ Correlator's per-connection memory and an end-to-end check against a real OpenSS
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from pathlib import Path
 
 import paramiko
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from systemd import journal
 
 from sshguardd.classify import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
@@ -177,3 +180,15 @@ def test_real_openssh(sandbox: Sandbox) -> None:
     wait_for(collect, timeout=20, what="sshd's failure lines in the journal")
     assert Kind.INVALID_USER in seen["127.0.0.2"] and Kind.INVALID_USER in seen["127.0.0.3"]
     assert "10.9.9.9" not in seen
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(["0", "00", "1", "01", "9", "10", "99", "100", "199", "255",
+                                 "256", "300", "999", "1000", "", "."]), min_size=1, max_size=6)
+       .map(".".join))
+def test_ipv4_fast_path_agrees_with_ipaddress(token: str) -> None:
+    try:
+        want: str | None = str(ipaddress.IPv4Address(token))
+    except ValueError:
+        want = None
+    assert parse_host(token) == want

@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,9 +41,11 @@ from typing import Any, BinaryIO, TextIO
 from sshguardd import cli, config
 from sshguardd.classify import (
     CORRELATED_WORDS,
+    ENDING_WORDS,
     FAMILIES,
     MAX_MESSAGE,
     Correlator,
+    Raw,
     strip_prefixes,
 )
 from sshguardd.contracts import Event, Kind, LogRecord
@@ -62,8 +65,8 @@ _JOURNAL_MAGIC = b"LPKSHHRH"
 EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
 _UTC = _dt.timezone.utc
 
-# emit(event, time, pid, machine, message, line, cursor)
-Emit = Callable[[Event, "float | None", "int | None", "str | None", str, int, "str | None"], None]
+# emit(raw verdict (kind, host, user, port), time, pid, machine, message, line, cursor)
+Emit = Callable[[Raw, "float | None", "int | None", "str | None", str, int, "str | None"], None]
 
 
 def register(sub) -> None:
@@ -106,6 +109,12 @@ class _Years:
                          for m, n in _MONTHS.items()}
 
 
+# "Mmm dd hh:mm:ss host sshd[pid]: ": the common classic line, matched in one C call.
+_FAST_PREFIX = re.compile(
+    r"[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9] ([^ \[\]:]+) "
+    r"(?:sshd|sshd-session|sshd-auth)\[([0-9]{1,10})\]: ")
+
+
 def _scan_text(stream: Iterable[str], name: str, years: _Years, correlator: Correlator,
                emit: Emit, first_line: int = 1) -> None:
     """Failures in a syslog text stream, each passed to emit().
@@ -116,53 +125,54 @@ def _scan_text(stream: Iterable[str], name: str, years: _Years, correlator: Corr
     give the same results (tests/test_scan.py checks this)."""
     by_month, default = years.by_month, years.year
     families, correlated, sshd = FAMILIES, CORRELATED_WORDS, SSHD_PROGRAMS
-    correlate, feed, minute = correlator.correlate, correlator.feed, _classic_minute
+    correlate, feed, minute = correlator.correlate, correlator.feed_raw, _classic_minute
     strip, limit = strip_prefixes, MAX_MESSAGE
     number = first_line - 1
+    prefix = _FAST_PREFIX.match
+    conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
+    last_stamp, last_base = "", None
     for line in stream:
         number += 1
+        m = prefix(line)
+        if m is not None:
+            msg = line[m.end():].rstrip()
+            if len(msg) > limit:
+                continue
+            if msg[:1] in "efk[P":
+                msg = strip(msg)
+            blank = msg.find(" ")
+            first = msg[:blank] if blank > 0 else msg
+            family = families.get(first)
+            event = family(msg) if family is not None else None
+            if event is None and first not in correlated:
+                continue
+            machine, pid_text = m.groups()
+            stamp = line[:12]
+            if stamp != last_stamp:  # consecutive lines mostly share their minute
+                last_stamp, last_base = stamp, minute(by_month.get(line[:3], default), stamp)
+            when = last_base + int(line[13:15]) if last_base is not None else None
+            pid = int(pid_text)
+            if event is not None and first not in endings:
+                key = (machine, pid)
+                if key not in conns:
+                    # Correlator.correlate's common case, inlined: remember the
+                    # connection's address for its later address-less lines.
+                    conns[key] = [event[1], None, when]
+                    if len(conns) > max_conns:
+                        del conns[next(iter(conns))]
+                    emit(event, when, pid, machine, msg, number, None)
+                    continue
+            for ev in correlate(msg, first, event, pid, machine, when):
+                emit(ev, when, pid, machine, msg, number, None)
+            continue
         if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
             sp = line.find(" ", 16)
-            if sp > 16:
-                if line.startswith("sshd[", sp + 1):
-                    p0 = sp + 6
-                elif line.startswith("sshd-session[", sp + 1):
-                    p0 = sp + 14
-                else:
-                    p0 = 0
-                if p0:
-                    p1 = line.find("]: ", p0)
-                    pid_text = line[p0:p1]
-                    machine = line[16:sp]
-                    if p1 > p0 and pid_text.isdigit() and pid_text.isascii() \
-                            and "[" not in machine and ":" not in machine:
-                        msg = line[p1 + 3:].rstrip()
-                        if len(msg) > limit:
-                            continue
-                        if msg[:1] in "efk[P":
-                            msg = strip(msg)
-                        blank = msg.find(" ")
-                        first = msg[:blank] if blank > 0 else msg
-                        family = families.get(first)
-                        event = family(msg) if family is not None else None
-                        if event is None and first not in correlated:
-                            continue
-                        when = None
-                        base = minute(by_month.get(line[:3], default), line[:12])
-                        ss = line[13:15]
-                        if base is not None and ss.isdigit() and ss.isascii():
-                            when = base + int(ss)
-                        pid = int(pid_text)
-                        for ev in correlate(msg, first, event, pid, machine, when):
-                            emit(ev, when, pid, machine, msg, number, None)
-                        continue
-                else:
-                    end = line.find(": ", sp)
-                    if end > sp:
-                        tag = line[sp + 1:end]
-                        if " " not in tag and "[" not in line[16:sp] and "/" not in tag \
-                                and tag.partition("[")[0] not in sshd:
-                            continue  # another program's line
+            end = line.find(": ", sp) if sp > 16 else -1
+            if end > sp:
+                tag = line[sp + 1:end]
+                if " " not in tag and "[" not in line[16:sp] and "/" not in tag \
+                        and tag.partition("[")[0] not in sshd:
+                    continue  # another program's line
         record = parse_syslog_line(line, by_month.get(line[:3], default))
         if record is None:
             continue
@@ -171,7 +181,7 @@ def _scan_text(stream: Iterable[str], name: str, years: _Years, correlator: Corr
 
 
 def _scan_record(record: LogRecord, correlator: Correlator, emit: Emit, number: int) -> None:
-    for event in correlator.feed(record.message, record.pid, record.host, record.time):
+    for event in correlator.feed_raw(record.message, record.pid, record.host, record.time):
         emit(event, record.time, record.pid, record.host, record.message, number, record.position)
 
 
@@ -361,9 +371,9 @@ class _Printer:
         write, users, times, kinds = self.write, self.users, self.times, self.kinds
         dumps, accepted = json.dumps, Kind.ACCEPTED
 
-        def emit(event: Event, t: float | None, pid: int | None, machine: str | None,
+        def emit(event: Raw, t: float | None, pid: int | None, machine: str | None,
                  message: str, line: int, cursor: str | None) -> None:
-            kind = event.kind
+            kind = event[0]
             if kind is accepted:
                 return
             if t is None:
@@ -374,7 +384,7 @@ class _Printer:
                     if len(times) > 4096:
                         times.clear()
                     when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
-            user = event.user
+            user = event[2]
             if user is None:
                 juser = "null"
             else:
@@ -384,7 +394,7 @@ class _Printer:
                         users.clear()
                     juser = users[user] = dumps(user)
             tail = "}\n" if cursor is None else f', "cursor": {dumps(cursor)}}}\n'
-            write(f'{{"time": {when}, "host": "{event.host}", "user": {juser}, '
+            write(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
                   f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}{tail}')
 
         return emit
@@ -416,8 +426,9 @@ class _Summary:
     def emit_for(self, file: str) -> Emit:
         return self.emit
 
-    def emit(self, event: Event, t: float | None, pid: int | None, machine: str | None,
+    def emit(self, raw: Raw, t: float | None, pid: int | None, machine: str | None,
              message: str, line: int, cursor: str | None) -> None:
+        event = Event(*raw)
         if event.kind is Kind.ACCEPTED:
             self.accepted[event.host] = self.accepted.get(event.host, 0) + 1
         else:
