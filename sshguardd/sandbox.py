@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -188,8 +189,6 @@ class Sandbox:
         self.close()
 
     def start(self) -> None:
-        import json
-
         if self._unshare is not None:
             raise SandboxError("sandbox already started")
         self._dir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=self.workdir))

@@ -24,7 +24,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -152,6 +151,8 @@ class Demo:
         self.threads: list[threading.Thread] = []
         self.notify_sock: socket.socket | None = None
         self.host_before = {p: _digest(p) for p in HOST_FILES}
+        self.stop_attacks = False
+        self._counted, self._counted_at = 0.0, 0.0
         self._tmp: Path | None = None
 
     # -- the script --------------------------------------------------------------------
@@ -307,8 +308,7 @@ class Demo:
         lines = [ln for ln in text.splitlines() if ln.startswith(wanted)]
         v.check(bool(lines), "metrics served", "no sshguardd_* samples")
         v.detail("\n".join(lines) or "(nothing)")
-        bans_total = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines
-                         if ln.startswith("sshguardd_bans_total"))
+        bans_total = _sum_samples(text, "sshguardd_bans_total")
         v.check(bans_total >= len(ATTACKERS), f"sshguardd_bans_total counts {bans_total:g} bans")
         table = self.sb.run(["nft", "list", "table", "inet", "sshguardd"])
         v.check(table.returncode == 0, "nft table inet sshguardd exists", table.stderr.strip())
@@ -320,8 +320,6 @@ class Demo:
         self._stop_daemon()
 
     # -- the attack --------------------------------------------------------------------
-
-    stop_attacks = False
 
     def _attack(self, a: Attacker) -> None:
         for i in range(MAX_ATTEMPTS):
@@ -342,7 +340,15 @@ class Demo:
         for a in self.attackers.values():
             status = "BANNED" if a.dropped else f"{a.attempts:>2}"
             parts.append(f"{a.address} {self.view.bar(a.attempts, 5, 5)} {status}")
-        self.view.progress("attempts: " + "  ".join(parts))
+        now = time.monotonic()
+        if now - self._counted_at >= 0.5:  # what the daemon has detected so far
+            self._counted_at = now
+            try:
+                self._counted = _sum_samples(self._metrics(), "sshguardd_failures_total")
+            except OSError:
+                pass  # a scrape that failed now shows the last count
+        self.view.progress(f"sshguardd counted {self._counted:g} failures · attempts: "
+                           + "  ".join(parts))
         return all(a.dropped for a in self.attackers.values())
 
     def _ssh(self, src: str, user: str, *, key: str | None = None,
@@ -528,6 +534,15 @@ def _digest(path: str) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def _sum_samples(exposition: str, name: str) -> float:
+    """The sum of a metric's samples over all its labels, from Prometheus text format."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def _covers(network: Any, address: str) -> bool:
