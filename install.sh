@@ -55,6 +55,10 @@ done
 
 systemd_running() { [ -d /run/systemd/system ]; }
 
+update_catalog() {  # journalctl -x explains sshguardd's alerts once the catalog is indexed
+  if command -v journalctl >/dev/null; then journalctl --update-catalog 2>/dev/null || true; fi
+}
+
 nft_works() {
   # A dry run of creating our table: the kernel validates it (nf_tables loaded, and we
   # hold CAP_NET_ADMIN in this network namespace) but nothing is committed.
@@ -67,9 +71,9 @@ uninstall() {
     systemctl disable --now sshguardd.service || true
   fi
   rm -f "$UNIT"
-  systemd_running && systemctl daemon-reload || true
+  if systemd_running; then systemctl daemon-reload || true; fi
   rm -f "$CATALOG"
-  command -v journalctl >/dev/null && journalctl --update-catalog 2>/dev/null || true
+  update_catalog
   rm -f "$MAN_DIR/man8/sshguardd.8" "$MAN_DIR/man5/sshguardd.toml.5"
   if [ -L "$BIN_LINK" ] && [ "$(readlink "$BIN_LINK")" = "$PREFIX/bin/sshguardd" ]; then
     rm -f "$BIN_LINK"
@@ -90,6 +94,7 @@ uninstall() {
 if [ "$mode" = uninstall ]; then uninstall; exit 0; fi
 
 # --- Can it work here? ----------------------------------------------------------------
+# shellcheck source=/dev/null
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
 case " ${ID:-} ${ID_LIKE:-} " in
   *" debian "*|*" ubuntu "*) ;;
@@ -146,7 +151,7 @@ install -d -m 0700 "$STATE_DIR"
   || die 78 "$CONF_DIR/config.toml is not valid (see above); fix it and run $0 again"
 
 install -D -m 0644 "$src/packaging/systemd/sshguardd.catalog" "$CATALOG"
-command -v journalctl >/dev/null && journalctl --update-catalog 2>/dev/null || true
+update_catalog
 install -D -m 0644 "$src/docs/man/sshguardd.8" "$MAN_DIR/man8/sshguardd.8"
 install -D -m 0644 "$src/docs/man/sshguardd.toml.5" "$MAN_DIR/man5/sshguardd.toml.5"
 install -D -m 0644 "$src/packaging/systemd/sshguardd.service" "$UNIT"

@@ -148,3 +148,9 @@ def test_installed_command_runs_the_demo(box: Sandbox) -> None:
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "demo result: ok" in demo.stdout
     assert list(box.path("/run/demo").iterdir()) == []
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    scripts = [INSTALL, str(ROOT / "packaging/rpm/build.sh")]
+    result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
