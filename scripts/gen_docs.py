@@ -154,7 +154,8 @@ CONFIG_INTRO = """\
 {generated}
 
 sshguardd reads one TOML file, `/etc/sshguardd/config.toml` (another with `--config PATH`),
-at start and again on SIGHUP (`systemctl reload sshguardd`). Every key is optional and
+at start and again on SIGHUP (`systemctl reload sshguardd`; `[ban]` and `[drift]` apply at
+once, the other sections at the next restart). Every key is optional and
 every default is the production value, so an empty file is a working configuration; the
 installed file is the commented example, `config.example.toml`, with every value at its
 default.
