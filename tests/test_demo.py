@@ -87,3 +87,11 @@ def test_ctrl_c_tears_the_sandbox_down(tmp_path: Path) -> None:
         except OSError:
             continue
     assert _digests() == before
+
+
+def test_demo_refuses_clearly_without_root() -> None:
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             sys.executable, "-m", "sshguardd", "demo", "--non-interactive"],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 69, result.stderr
+    assert "needs root" in result.stderr and "changes nothing outside" in result.stderr
