@@ -30,16 +30,19 @@ REPO = Path(__file__).resolve().parent.parent
 class DaemonProc:
     """One `sshguardd run` inside `sb`. Its stderr goes to `log_path` (outside)."""
 
-    def __init__(self, sb: Sandbox, log_path: Path, notify_socket: Path | None = None):
+    def __init__(self, sb: Sandbox, log_path: Path, notify_socket: Path | None = None,
+                 env: dict[str, str] | None = None):
         self.sb = sb
         self.log_path = log_path
         self.notify_socket = notify_socket
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[Any] | None = None
 
     def start(self, wait: bool = True) -> DaemonProc:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)}
         if self.notify_socket is not None:
             env["NOTIFY_SOCKET"] = str(self.notify_socket)
+        env.update(self.extra_env)
         argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
                 sys.executable, "-m", "sshguardd", "run", "--config", CONFIG]
         with open(self.log_path, "ab") as log:

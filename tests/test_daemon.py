@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,4 +272,44 @@ enabled = false
                  what="the sed -i to be reverted")
         assert "permitrootlogin" in d.status()["last_drift"]
     finally:
+        d.stop()
+
+
+def scrape(sb: Sandbox, port: int = 9822) -> str:
+    s = sb.connect(None, "127.0.0.1", port, timeout=5)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    finally:
+        s.close()
+    return data.decode()
+
+
+def test_metrics_status_and_watchdog_wired(box: Sandbox, tmp_path: Path, sshd: Sender) -> None:
+    write_config(box, cfg().replace("[metrics]\nenabled = false", "[metrics]\nenabled = true"))
+    listener = notify_listener(tmp_path / "notify.sock")
+    d = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock",
+                   env={"WATCHDOG_USEC": "3000000"})  # pings at least every second
+    d.start()
+    try:
+        sshd.say(*failed("10.9.0.1", 3), "Accepted publickey for admin from 10.9.0.2 port "
+                 "50000 ssh2: ED25519 SHA256:abc")
+        wait_for(lambda: banned(box, "10.9.0.1"), 10, what="ban")
+        wait_for(lambda: 'sshguardd_bans_total{family="ipv4"} 1.0' in scrape(box), 10,
+                 what="the ban in the metrics")
+        text = scrape(box)
+        assert 'sshguardd_failures_total{kind="bad_password"} 3.0' in text
+        assert "sshguardd_logins_accepted_total 1.0" in text
+        assert 'sshguardd_bans_active{family="ipv4"} 1.0' in text
+        assert "10.9.0.1" not in text  # never an address as a label
+        msgs: list[bytes] = []
+        deadline = time.monotonic() + 15
+        while not (any(m.strip() == b"WATCHDOG=1" for m in msgs)
+                   and any(m.startswith(b"STATUS=1 bans active") for m in msgs)):
+            assert time.monotonic() < deadline, msgs[-10:]
+            msgs.append(listener.recv(4096))
+    finally:
+        listener.close()
         d.stop()
