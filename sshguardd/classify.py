@@ -36,7 +36,8 @@ from collections.abc import Callable
 from sshguardd.contracts import Event, Kind
 
 __all__ = ["MAX_MESSAGE", "classify", "parse_host", "orphan_kind", "Correlator",
-           "FAMILIES", "CORRELATED_WORDS", "ENDING_WORDS", "strip_prefixes"]
+           "FAMILIES", "CORRELATED_WORDS", "ENDING_WORDS", "ENDINGS",
+           "strip_prefixes"]
 
 MAX_MESSAGE = 2048
 
@@ -53,6 +54,7 @@ _HOSTNAME = re.compile(
 _IPV4_CHARS = frozenset("0123456789.")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _memo: dict[str, str | None] = {}
+_MISS = object()
 _MEMO_MAX = 1 << 16
 
 
@@ -179,7 +181,9 @@ def _auth_log(msg: str) -> Raw | None:
         m = _AUTH_END.fullmatch(rest)
         if m is None:
             return None
-        host = parse_host(m.group(2))
+        host = _memo.get(m.group(2), _MISS)  # parse_host's memo, inlined (hot path)
+        if host is _MISS:
+            host = parse_host(m.group(2))
         if host is None:
             return None
         port_text = m.group(3)
@@ -293,7 +297,9 @@ def _invalid_user(msg: str) -> Raw | None:
     m = _INVALID.fullmatch(msg)
     if m is None:
         return None
-    host = parse_host(m.group(2))
+    host = _memo.get(m.group(2), _MISS)  # parse_host's memo, inlined (hot path)
+    if host is _MISS:
+        host = parse_host(m.group(2))
     if host is None:
         return None
     port = m.group(3)
@@ -415,7 +421,9 @@ def _closed(msg: str) -> Raw | None:
         if m is None:
             return None
         port = None
-    host = parse_host(m.group(2))
+    host = _memo.get(m.group(2), _MISS)  # parse_host's memo, inlined (hot path)
+    if host is _MISS:
+        host = parse_host(m.group(2))
     if host is None:
         return None
     return (Kind.PREAUTH_DISCONNECT, host, m.group(1), port)
@@ -728,7 +736,7 @@ def _announced_host(msg: str) -> str | None:
     return None
 
 
-_ENDINGS = ("Connection closed by ", "Connection reset by ", "Disconnected from ",
+ENDINGS = ("Connection closed by ", "Connection reset by ", "Disconnected from ",
             "Received disconnect from ")
 ENDING_WORDS = frozenset({"Connection", "Disconnected", "Received"})
 # First words of the lines the Correlator must look at even when classify() says nothing.
@@ -740,7 +748,7 @@ CORRELATED_WORDS = frozenset({
 
 def _closing_host(msg: str) -> str | None:
     """The peer named by a closing line, with or without [preauth]."""
-    for prefix in _ENDINGS[:3]:
+    for prefix in ENDINGS[:3]:
         if msg.startswith(prefix):
             head, token, _, _ = _tail(msg[len(prefix):])
             return parse_host(token) if _user_prefix(head) is not None else None
@@ -800,7 +808,7 @@ class Correlator:
                 and time - entry[2] > self.ttl:
             del conns[key]  # a stale entry: the pid has been reused
             entry = None
-        ending = first in ENDING_WORDS and msg.startswith(_ENDINGS)
+        ending = first in ENDING_WORDS and msg.startswith(ENDINGS)
         if event is not None:
             if entry is None:
                 if not ending:  # inline _remember: this is the hot path

@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -42,6 +42,7 @@ from sshguardd import cli, config
 from sshguardd.classify import (
     CORRELATED_WORDS,
     ENDING_WORDS,
+    ENDINGS,
     FAMILIES,
     MAX_MESSAGE,
     Correlator,
@@ -115,9 +116,37 @@ _FAST_PREFIX = re.compile(
     r"(?:sshd|sshd-session|sshd-auth)\[([0-9]{1,10})\]: ")
 
 
-def _scan_text(stream: Iterable[str], name: str, years: _Years, correlator: Correlator,
+def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[list[str]]:
+    """Lines of a binary stream, a list per ~1 MiB read: one decode and one split per
+    chunk (cut after a newline, which never falls inside a UTF-8 sequence) instead of a
+    TextIOWrapper call per line. Lines end at "\n" only; undecodable bytes are replaced,
+    never fatal: a log is evidence, not a config."""
+    rest = b""
+    while True:
+        block = raw.read(size)
+        if not block:
+            if rest:
+                yield [rest.decode("utf-8", "replace")]
+            return
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            rest += block
+            continue
+        data = rest + block[:cut]
+        rest = block[cut + 1:]
+        yield data.decode("utf-8", "replace").split("\n")
+
+
+def _text_lines(text: str) -> list[list[str]]:
+    """Already-decoded text as _chunks gives it."""
+    if text.endswith("\n"):
+        text = text[:-1]
+    return [text.split("\n")] if text else []
+
+
+def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator: Correlator,
                emit: Emit, first_line: int = 1) -> None:
-    """Failures in a syslog text stream, each passed to emit().
+    """Failures in syslog text given as lists of lines (see _chunks), each passed to emit().
 
     The common classic line ("Mmm dd hh:mm:ss host sshd[pid]: msg") is handled by a fused
     loop: prefix split, first-word dispatch, then the family parser, building nothing for
@@ -130,54 +159,58 @@ def _scan_text(stream: Iterable[str], name: str, years: _Years, correlator: Corr
     number = first_line - 1
     prefix = _FAST_PREFIX.match
     conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
+    ending_prefixes = ENDINGS
     last_stamp, last_base = "", None
-    for line in stream:
-        number += 1
-        m = prefix(line)
-        if m is not None:
-            msg = line[m.end():].rstrip()
-            if len(msg) > limit:
-                continue
-            if msg[:1] in "efk[P":
-                msg = strip(msg)
-            blank = msg.find(" ")
-            first = msg[:blank] if blank > 0 else msg
-            family = families.get(first)
-            event = family(msg) if family is not None else None
-            if event is None and first not in correlated:
-                continue
-            machine, pid_text = m.groups()
-            stamp = line[:12]
-            if stamp != last_stamp:  # consecutive lines mostly share their minute
-                last_stamp, last_base = stamp, minute(by_month.get(line[:3], default), stamp)
-            when = last_base + int(line[13:15]) if last_base is not None else None
-            pid = int(pid_text)
-            if event is not None and first not in endings:
-                key = (machine, pid)
-                if key not in conns:
-                    # Correlator.correlate's common case, inlined: remember the
-                    # connection's address for its later address-less lines.
-                    conns[key] = [event[1], None, when]
-                    if len(conns) > max_conns:
-                        del conns[next(iter(conns))]
-                    emit(event, when, pid, machine, msg, number, None)
+    for lines in chunks:
+        for line in lines:
+            number += 1
+            m = prefix(line)
+            if m is not None:
+                msg = line[m.end():].rstrip()
+                if len(msg) > limit:
                     continue
-            for ev in correlate(msg, first, event, pid, machine, when):
-                emit(ev, when, pid, machine, msg, number, None)
-            continue
-        if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
-            sp = line.find(" ", 16)
-            end = line.find(": ", sp) if sp > 16 else -1
-            if end > sp:
-                tag = line[sp + 1:end]
-                if " " not in tag and "[" not in line[16:sp] and "/" not in tag \
-                        and tag.partition("[")[0] not in sshd:
-                    continue  # another program's line
-        record = parse_syslog_line(line, by_month.get(line[:3], default))
-        if record is None:
-            continue
-        for event in feed(record.message, record.pid, record.host, record.time):
-            emit(event, record.time, record.pid, record.host, record.message, number, None)
+                if msg[:1] in "efk[P":
+                    msg = strip(msg)
+                blank = msg.find(" ")
+                first = msg[:blank] if blank > 0 else msg
+                family = families.get(first)
+                event = family(msg) if family is not None else None
+                if event is None and first not in correlated:
+                    continue
+                machine, pid_text = m.groups()
+                stamp = line[:12]
+                if stamp != last_stamp:  # consecutive lines mostly share their minute
+                    last_stamp, last_base = stamp, minute(by_month.get(line[:3], default), stamp)
+                when = last_base + int(line[13:15]) if last_base is not None else None
+                pid = int(pid_text)
+                if event is not None:
+                    key = (machine, pid)
+                    if key not in conns:
+                        # Correlator.correlate's common case, inlined: a connection with
+                        # nothing pending; remember its address for its later address-less
+                        # lines unless this line ends it.
+                        if first not in endings or not msg.startswith(ending_prefixes):
+                            conns[key] = [event[1], None, when]
+                            if len(conns) > max_conns:
+                                del conns[next(iter(conns))]
+                        emit(event, when, pid, machine, msg, number, None)
+                        continue
+                for ev in correlate(msg, first, event, pid, machine, when):
+                    emit(ev, when, pid, machine, msg, number, None)
+                continue
+            if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
+                sp = line.find(" ", 16)
+                end = line.find(": ", sp) if sp > 16 else -1
+                if end > sp:
+                    tag = line[sp + 1:end]
+                    if " " not in tag and "[" not in line[16:sp] and "/" not in tag \
+                            and tag.partition("[")[0] not in sshd:
+                        continue  # another program's line
+            record = parse_syslog_line(line, by_month.get(line[:3], default))
+            if record is None:
+                continue
+            for event in feed(record.message, record.pid, record.host, record.time):
+                emit(event, record.time, record.pid, record.host, record.message, number, None)
 
 
 def _scan_record(record: LogRecord, correlator: Correlator, emit: Emit, number: int) -> None:
@@ -213,12 +246,6 @@ def _is_export(head: bytes) -> bool:
     first = head.split(b"\n", 1)[0]
     name, eq, _ = first.partition(b"=")
     return bool(eq) and bool(name) and name.replace(b"_", b"").isalnum() and name.upper() == name
-
-
-def _text(raw: BinaryIO) -> TextIO:
-    # Undecodable bytes are replaced, never fatal: a log is evidence, not a config. Lines
-    # end at "\n" only (a stray "\r" stays in its line), as the parallel path counts them.
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="\n")
 
 
 # --jobs: a large text file is cut at newlines into segments scanned by worker processes;
@@ -263,11 +290,11 @@ def _scan_segment(path: str, by_month: dict[str, int], year: int,
     years.by_month = by_month
     correlator = Correlator()
     if warm_text:
-        _scan_text(io.StringIO(warm_text, newline="\n"), path, years, correlator,
-                   lambda *a: None)
+        _scan_text(_text_lines(warm_text), path, years, correlator, lambda *a: None)
     buffer = io.StringIO()
-    _scan_text(io.StringIO(text, newline="\n"), path, years, correlator,
-               _Printer(buffer).emit_for(path), first_line)
+    printer = _Printer(buffer)
+    _scan_text(_text_lines(text), path, years, correlator, printer.emit_for(path), first_line)
+    printer.flush()
     return buffer.getvalue()
 
 
@@ -311,11 +338,7 @@ def _scan_file(path: str, year: int | None, correlator: Correlator,
         if _is_export(head):
             _scan_export(raw, correlator, emit_for("-"))
         else:
-            text = _text(raw)
-            try:
-                _scan_text(text, "-", _Years(year, None), correlator, emit_for("-"))
-            finally:
-                text.detach()  # stdin stays open for its owner
+            _scan_text(_chunks(raw), "-", _Years(year, None), correlator, emit_for("-"))
         return
     with open(path, "rb") as f:
         head = f.read(256)
@@ -327,8 +350,7 @@ def _scan_file(path: str, year: int | None, correlator: Correlator,
             _scan_export(f, correlator, emit_for(path))
         else:
             mtime = os.fstat(f.fileno()).st_mtime
-            with _text(f) as text:
-                _scan_text(text, path, _Years(year, mtime), correlator, emit_for(path))
+            _scan_text(_chunks(f), path, _Years(year, mtime), correlator, emit_for(path))
 
 
 def _scan_all(args, emit_for: Callable[[str], Emit],
@@ -358,44 +380,56 @@ def _scan_all(args, emit_for: Callable[[str], Emit],
 class _Printer:
     """One JSON object per failure, formatted by hand for speed: the host is an IP literal
     or a name checked against DNS syntax and kinds are fixed words, so only user names,
-    file names and cursors need JSON escaping (memoised, bounded)."""
+    file names and cursors need JSON escaping (memoised, bounded). Output is written in
+    batches; call flush() at the end."""
+
+    BATCH = 512
 
     def __init__(self, out: TextIO):
-        self.write = out.write
-        self.users: dict[str, str] = {}
-        self.times: dict[float, str] = {}
-        self.kinds = {k: k.value for k in Kind}
+        self.out = out
+        self.pending: list[str] = []
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.write("".join(self.pending))
+            self.pending.clear()
 
     def emit_for(self, file: str) -> Emit:
         fname = json.dumps(file)
-        write, users, times, kinds = self.write, self.users, self.times, self.kinds
+        pending, flush, batch = self.pending, self.flush, self.BATCH
+        append = pending.append
         dumps, accepted = json.dumps, Kind.ACCEPTED
+        kinds = {k: k.value for k in Kind}
+        times: dict[float | None, str] = {None: "null"}
+        users: dict[str | None, str] = {None: "null"}
 
         def emit(event: Raw, t: float | None, pid: int | None, machine: str | None,
                  message: str, line: int, cursor: str | None) -> None:
             kind = event[0]
             if kind is accepted:
                 return
-            if t is None:
-                when = "null"
-            else:
-                when = times.get(t)
-                if when is None:
-                    if len(times) > 4096:
-                        times.clear()
-                    when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+            when = times.get(t)
+            if when is None:
+                if len(times) > 4096:
+                    times.clear()
+                    times[None] = "null"
+                when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
             user = event[2]
-            if user is None:
-                juser = "null"
+            juser = users.get(user)
+            if juser is None:
+                if len(users) > 4096:
+                    users.clear()
+                    users[None] = "null"
+                juser = users[user] = dumps(user)
+            if cursor is None:
+                append(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
+                       f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}}}\n')
             else:
-                juser = users.get(user)
-                if juser is None:
-                    if len(users) > 4096:
-                        users.clear()
-                    juser = users[user] = dumps(user)
-            tail = "}\n" if cursor is None else f', "cursor": {dumps(cursor)}}}\n'
-            write(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
-                  f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}{tail}')
+                append(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
+                       f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}, '
+                       f'"cursor": {dumps(cursor)}}}\n')
+            if len(pending) >= batch:
+                flush()
 
         return emit
 
@@ -489,13 +523,19 @@ def run(args) -> int:
     else:
         jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
 
+        printer = _Printer(out)
+
         def parallel(path: str) -> bool:
             if jobs > 1 and path != "-" and _parallel_ok(path):
+                printer.flush()
                 _scan_parallel(path, args.year, jobs, out)
                 return True
             return False
 
-        problems = _scan_all(args, _Printer(out).emit_for, parallel)
+        try:
+            problems = _scan_all(args, printer.emit_for, parallel)
+        finally:
+            printer.flush()
     out.flush()
     for problem in problems:
         print(f"sshguardd scan: {problem}", file=sys.stderr)
