@@ -709,7 +709,12 @@ def orphan_kind(message: str) -> Kind | None:
     return _orphan(strip_prefixes(message))
 
 
+_ORPHAN_WORDS = frozenset(prefix.split(" ", 1)[0] for prefix, _ in _ORPHANS) | {"User"}
+
+
 def _orphan(msg: str) -> Kind | None:
+    if msg.partition(" ")[0] not in _ORPHAN_WORDS:
+        return None
     for prefix, kind in _ORPHANS:
         if msg.startswith(prefix):
             if prefix == "no matching " and " found" not in msg:
@@ -720,6 +725,9 @@ def _orphan(msg: str) -> Kind | None:
             or " not allowed because shell " in msg):
         return Kind.USER_NOT_ALLOWED
     return None
+
+
+_ANNOUNCE_WORDS = frozenset({"Connection", "SSH:"})
 
 
 def _announced_host(msg: str) -> str | None:
@@ -820,9 +828,9 @@ class Correlator:
             out = [event]
         else:
             out = []
-            host = _announced_host(msg)
+            host = _announced_host(msg) if first in _ANNOUNCE_WORDS else None
             if host is None:
-                kind = _orphan(msg)
+                kind = _orphan(msg) if first in _ORPHAN_WORDS else None
                 if kind is not None:
                     if entry is not None and entry[0] is not None:
                         out.append((kind, entry[0], None, None))

@@ -159,7 +159,7 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
     number = first_line - 1
     prefix = _FAST_PREFIX.match
     conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
-    ending_prefixes = ENDINGS
+    ending_prefixes, ttl = ENDINGS, correlator.ttl
     last_stamp, last_base = "", None
     for lines in chunks:
         for line in lines:
@@ -184,15 +184,23 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
                 when = last_base + int(line[13:15]) if last_base is not None else None
                 pid = int(pid_text)
                 if event is not None:
+                    # Correlator.correlate's common case, inlined: a connection with nothing
+                    # pending. Remember its address for its later address-less lines, and
+                    # forget the connection when this line ends it.
                     key = (machine, pid)
-                    if key not in conns:
-                        # Correlator.correlate's common case, inlined: a connection with
-                        # nothing pending; remember its address for its later address-less
-                        # lines unless this line ends it.
-                        if first not in endings or not msg.startswith(ending_prefixes):
+                    entry = conns.get(key)
+                    if entry is None or (entry[1] is None and (
+                            when is None or entry[2] is None or when - entry[2] <= ttl)):
+                        if first in endings and msg.startswith(ending_prefixes):
+                            if entry is not None:
+                                del conns[key]
+                        elif entry is None:
                             conns[key] = [event[1], None, when]
                             if len(conns) > max_conns:
                                 del conns[next(iter(conns))]
+                        else:
+                            entry[0] = event[1]
+                            entry[2] = when
                         emit(event, when, pid, machine, msg, number, None)
                         continue
                 for ev in correlate(msg, first, event, pid, machine, when):
