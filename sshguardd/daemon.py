@@ -528,9 +528,7 @@ class Daemon:
                 self._pending_bans[ban.network] = ban
                 self._pending_unbans.discard(ban.network)
             self._apply_firewall()
-            for ban in new:
-                log.warning("banned %s for %ds (strike %d): %s", ban.network,
-                            round(ban.duration), ban.strikes, ban.reason)
+            for ban in new:  # the alert is also the log line (alerts.Alerts)
                 self.alerts.ban(ban.network, ban.duration, ban.strikes, ban.reason)
             self.metrics.ban_applied(b.network for b in new)
             self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))
@@ -640,6 +638,7 @@ class Daemon:
             "offenders_tracked": self.policy.tracked,
             "offender_evictions": self.policy.evictions,
             "firewall_errors": self.firewall_errors,
+            "firewall_calls": getattr(self.firewall, "calls", None),
             "firewall_pending": len(self._pending_bans) + len(self._pending_unbans),
             "loop_errors": self.loop_errors,
             "last_drift": self._last_drift,
@@ -685,7 +684,6 @@ class Daemon:
             self._pending_bans[ban.network] = ban
             self._firewall_failed("add", exc)
             self._retry_at = time.monotonic() + self._retry_delay
-        log.warning("banned %s for %ds by request", ban.network, round(ban.duration))
         self.alerts.ban(ban.network, ban.duration, ban.strikes, ban.reason or "manual")
         self.metrics.ban_applied([ban.network])
         self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))
@@ -719,7 +717,6 @@ class Daemon:
             self._pending_unbans.add(n)
         self._apply_firewall()
         for n in nets:
-            log.warning("unbanned %s by request", n)
             self.alerts.unban(n, "manual")
         self.metrics.unbanned(nets)
         self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))

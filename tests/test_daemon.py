@@ -313,3 +313,23 @@ def test_metrics_status_and_watchdog_wired(box: Sandbox, tmp_path: Path, sshd: S
     finally:
         listener.close()
         d.stop()
+
+
+def test_file_backend_bans_from_auth_log(box: Sandbox, tmp_path: Path) -> None:
+    write_config(box, cfg() + '\n[source]\nbackend = "file"\nfiles = ["/var/log/auth.log"]\n')
+    log = box.path("/var/log/auth.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("Nov 28 10:00:00 host sshd[1]: Failed password for root from 10.10.0.1 "
+                   "port 1 ssh2\n" * 5)  # before the first start: not read (the tail)
+    d = DaemonProc(box, tmp_path / "daemon.log").start()
+    try:
+        stamp = time.strftime("%b %d %H:%M:%S")
+        with log.open("a") as f:
+            for i in range(3):
+                f.write(f"{stamp} host sshd[{100 + i}]: Failed password for invalid user x "
+                        f"from 10.10.0.2 port {i} ssh2\n")
+        wait_for(lambda: banned(box, "10.10.0.2"), 10, what="ban from the file")
+        assert not banned(box, "10.10.0.1")
+        assert d.status()["source"] == "file"
+    finally:
+        d.stop()
