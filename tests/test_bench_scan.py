@@ -13,7 +13,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_scan.py"
 def test_bench_scan_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--lines", "3000", "--attackers", "200",
-         "--f2b-lines", "1000", "--jobs", "2", "--out", str(tmp_path)],
+         "--f2b-lines", "1000", "--jobs", "2", "--repeat", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("  ")[0].strip(): line.split() for line in proc.stdout.splitlines()}

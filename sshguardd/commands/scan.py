@@ -161,7 +161,10 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
     conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
     ending_prefixes, ttl = ENDINGS, correlator.ttl
     last_stamp, last_base = "", None
+    chunk_done = getattr(emit, "chunk_done", None)
     for lines in chunks:
+        if chunk_done is not None:
+            chunk_done()
         for line in lines:
             number += 1
             m = prefix(line)
@@ -388,10 +391,8 @@ def _scan_all(args, emit_for: Callable[[str], Emit],
 class _Printer:
     """One JSON object per failure, formatted by hand for speed: the host is an IP literal
     or a name checked against DNS syntax and kinds are fixed words, so only user names,
-    file names and cursors need JSON escaping (memoised, bounded). Output is written in
-    batches; call flush() at the end."""
-
-    BATCH = 512
+    file names and cursors need JSON escaping (memoised, bounded). Output is written once
+    per input chunk (emit.chunk_done) and by flush(), which the caller calls at the end."""
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -404,7 +405,7 @@ class _Printer:
 
     def emit_for(self, file: str) -> Emit:
         fname = json.dumps(file)
-        pending, flush, batch = self.pending, self.flush, self.BATCH
+        pending, flush = self.pending, self.flush
         append = pending.append
         dumps, accepted = json.dumps, Kind.ACCEPTED
         kinds = {k: k.value for k in Kind}
@@ -436,9 +437,8 @@ class _Printer:
                 append(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
                        f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}, '
                        f'"cursor": {dumps(cursor)}}}\n')
-            if len(pending) >= batch:
-                flush()
 
+        emit.chunk_done = flush  # type: ignore[attr-defined]  # _scan_text flushes per chunk
         return emit
 
 
