@@ -116,7 +116,7 @@ def _port(text: str) -> int | None:
 _PREAUTH = " [preauth]"
 
 
-def _tail(text: str, proto: bool = False) -> tuple[str, str, int | None, bool] | None:
+def _tail(text: str, proto: bool = False) -> tuple[str, str, int | None, bool]:
     """Split "HEAD ADDR[ port N][ ssh2][ [preauth]]" from the right.
 
     Returns (head, address token, port, preauth). The address is the last space-free token
@@ -268,10 +268,7 @@ def _from_tail(msg: str, prefix: str, kind: Kind, *, proto: bool = False,
     """'PREFIX USER from ADDR[ port N][ sshN][ [preauth]]' with the address anchored at the end."""
     if not msg.startswith(prefix):
         return None
-    t = _tail(msg[len(prefix):], proto=proto)
-    if t is None:
-        return None
-    head, token, port, _ = t
+    head, token, port, _ = _tail(msg[len(prefix):], proto=proto)
     if head == "from":
         user = None
     elif head.endswith(" from"):

@@ -113,7 +113,7 @@ class _Years:
 # "Mmm dd hh:mm:ss host sshd[pid]: ": the common classic line, matched in one C call.
 _FAST_PREFIX = re.compile(
     r"[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9] ([^ \[\]:]+) "
-    r"(?:sshd|sshd-session|sshd-auth)\[([0-9]{1,10})\]: ")
+    r"(?:sshd|sshd-session|sshd-auth)\[([0-9]{1,10})\]: (.*)", re.S)
 
 
 def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[list[str]]:
@@ -169,7 +169,8 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
             number += 1
             m = prefix(line)
             if m is not None:
-                msg = line[m.end():].rstrip()
+                machine, pid_text, msg = m.groups()
+                msg = msg.rstrip()
                 if len(msg) > limit:
                     continue
                 if msg[:1] in "efk[P":
@@ -180,7 +181,6 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
                 event = family(msg) if family is not None else None
                 if event is None and first not in correlated:
                     continue
-                machine, pid_text = m.groups()
                 stamp = line[:12]
                 if stamp != last_stamp:  # consecutive lines mostly share their minute
                     last_stamp, last_base = stamp, minute(by_month.get(line[:3], default), stamp)
