@@ -80,9 +80,16 @@ _EPSILON = 1e-5  # float32 sums vs max_retry
 _V6 = 1 << 128  # keys of IPv6 networks are offset so they never equal an IPv4 key
 
 
+# Prefixes only: a message's tail holds attacker-controlled text (user names), so a
+# substring test would let a user name like "(sshd:auth)" hide its own Failed line.
+_PAM_PREFIXES = ("pam_", "PAM:", "PAM ", "error: PAM:")
+
+
 def is_pam_line(message: str) -> bool:
-    """PAM's own lines and sshd's relay of a PAM failure: corroboration, not attempts."""
-    return message.startswith(("pam_", "PAM:", "error: PAM:", "PAM ")) or "(sshd:auth)" in message
+    """PAM's own lines (`pam_unix(sshd:auth): ...`, `PAM 2 more authentication failures`)
+    and sshd's relay of a PAM failure (`error: PAM: Authentication failure for ...`):
+    corroboration of an attempt sshd logs itself, never an attempt of their own."""
+    return message.startswith(_PAM_PREFIXES)
 
 
 class BanPolicy:

@@ -141,6 +141,13 @@ def test_pam_lines_are_not_attempts_even_if_classified():
                 t=T0, pid=1) is not None
 
 
+def test_a_user_name_cannot_make_its_failure_look_like_a_pam_line():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    ban = feed(policy, "Failed password for invalid user pam_(sshd:auth) PAM: from 192.0.2.66 "
+               "port 4 ssh2", t=T0, pid=9)
+    assert ban is not None and ban.network == "192.0.2.66/32"
+
+
 def test_lines_without_pid_are_each_their_own_connection():
     policy = BanPolicy(BanConfig(max_retry=2))
     a = "192.0.2.64"
