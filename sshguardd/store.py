@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS meta (
 SCHEMA_VERSION = "1"
 
 
+class StoreError(Exception):
+    """The state store cannot be opened or is not a database we can use."""
+
+
 class Store:
     """One SQLite database. Not thread-safe: the daemon loop is its only user.
 
@@ -63,18 +67,27 @@ class Store:
 
     def __init__(self, path: Path | str = DEFAULT_PATH):
         self.path = Path(path)
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Bans and the cursor are nobody else's business: create the file 0600.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._depth = 0
-        with self.batch():
-            for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                self._db.execute(stmt)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Bans and the cursor are nobody else's business: create the file 0600.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the state store {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self.batch():
+                for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                    self._db.execute(stmt)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                                 (SCHEMA_VERSION,))
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"the state store {self.path} is not usable ({exc}); move it "
+                             "aside to start with no bans and no history") from exc
 
     # -- transactions ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -92,12 +105,14 @@ class Store:
         self._depth = 1
         try:
             yield self
+            self._db.execute("COMMIT")
         except BaseException:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
+            # Also when COMMIT itself failed (disk full): SQLite leaves the transaction open.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._depth = 0
-        self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     def close(self) -> None:
         self._db.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sshguardd.contracts import Ban
-from sshguardd.store import Store
+from sshguardd.store import Store, StoreError
 
 T0 = 1_700_000_000.0
 
@@ -92,10 +92,30 @@ def test_batch_is_one_transaction_and_rolls_back_on_error(tmp_path: Path):
         assert [b.network for b in store.active_bans(T0)] == ["192.0.2.2/32"]
 
 
+def test_a_damaged_file_gives_a_clear_error_and_is_left_alone(tmp_path: Path):
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="state.db is not usable.*move it aside"):
+        Store(path)
+    assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_a_failing_statement_rolls_back_the_whole_batch(tmp_path: Path):
+    with Store(tmp_path / "s.db") as store:
+        store.add_bans([ban("192.0.2.1/32")])
+        with pytest.raises(sqlite3.IntegrityError):
+            with store.batch():
+                store.save_cursor("c1")
+                store._db.execute("INSERT INTO bans VALUES ('192.0.2.1/32', 0, 0, 0, 1, 'x')")
+        assert store.cursor() is None and not store._db.in_transaction
+        store.save_cursor("c2")
+        assert store.cursor() == "c2"
+
+
 WRITER = textwrap.dedent("""
     import sys
     from sshguardd.contracts import Ban
-    from sshguardd.store import Store
+    from sshguardd.store import Store, StoreError
     store = Store(sys.argv[1])
     i = 0
     while True:
