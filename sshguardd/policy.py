@@ -38,6 +38,8 @@ Other rules
 * Offenders are networks: IPv4 aggregated to ipv4_prefix (/32), IPv6 to ipv6_prefix (/64,
   one host or site typically owns a /64, so banning /128s is useless).
 * Allow-listed networks (loopback by default) and non-IP hosts (UseDNS names) never count.
+  A prefix that contains an allow-listed address is never banned whole: its other
+  addresses are counted and banned one by one (/32, /128).
 * Admin protection: a network with a successful login within protect_logged_in is not
   banned for failures (its failures are still counted; `suppressed` counts the bans
   withheld). 0 disables.
@@ -77,7 +79,11 @@ MAX_CONNECTIONS = 64
 # Weights as float32 are exact for the usual 0.5/1/2 and within 1e-7 for any other.
 _CONN = struct.Struct("=dIfff")
 _EPSILON = 1e-5  # float32 sums vs max_retry
-_V6 = 1 << 128  # keys of IPv6 networks are offset so they never equal an IPv4 key
+# Offender keys are ints: the network address, plus flag bits above any address so that an
+# IPv6 key never equals an IPv4 one and a lone address never equals its prefix.
+_VALUE = (1 << 128) - 1
+_V6 = 1 << 128
+_FULL = 1 << 129
 
 
 # Prefixes only: a message's tail holds attacker-controlled text (user names), so a
@@ -145,6 +151,8 @@ class BanPolicy:
         return False
 
     def _key(self, host: str) -> int | None:
+        """The offender key of an address: its network as an int, IPv6 flagged by _V6, and
+        _FULL when the address stands alone (see _aggregated)."""
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
@@ -152,13 +160,26 @@ class BanPolicy:
         if addr.version == 6 and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         value = int(addr)
-        if self._allowed(addr.version, value):
+        version = addr.version
+        if self._allowed(version, value):
             return None
-        if addr.version == 4:
-            shift = 32 - self.cfg.ipv4_prefix
-            return value >> shift << shift
-        shift = 128 - self.cfg.ipv6_prefix
-        return _V6 | (value >> shift << shift)
+        bits = 32 if version == 4 else 128
+        shift = bits - (self.cfg.ipv4_prefix if version == 4 else self.cfg.ipv6_prefix)
+        family = 0 if version == 4 else _V6
+        if not shift:
+            return family | value
+        net = value >> shift << shift
+        if self._allow_inside(version, net, net | ((1 << shift) - 1)):
+            # Banning the whole prefix would ban an allow-listed address inside it (the
+            # admin's /128 in the attacker's /64): count and ban this address alone.
+            return family | _FULL | value
+        return family | net
+
+    def _allow_inside(self, version: int, lo: int, hi: int) -> bool:
+        for v, a_lo, a_hi in self._allow_ranges:
+            if v == version and a_lo <= hi and lo <= a_hi:
+                return True
+        return False
 
     def _key_of_network(self, network: str) -> int | None:
         try:
@@ -168,9 +189,12 @@ class BanPolicy:
         return self._key(str(net.network_address))
 
     def _network(self, key: int) -> str:
+        value = key & _VALUE
         if key & _V6:
-            return f"{ipaddress.IPv6Address(key ^ _V6)}/{self.cfg.ipv6_prefix}"
-        return f"{ipaddress.IPv4Address(key)}/{self.cfg.ipv4_prefix}"
+            prefix = 128 if key & _FULL else self.cfg.ipv6_prefix
+            return f"{ipaddress.IPv6Address(value)}/{prefix}"
+        prefix = 32 if key & _FULL else self.cfg.ipv4_prefix
+        return f"{ipaddress.IPv4Address(value)}/{prefix}"
 
     def network_of(self, addr: str) -> str | None:
         """The network an address is counted and banned as ('2001:db8::/64',
@@ -290,7 +314,8 @@ class BanPolicy:
                    reason=reason)
 
     def _covered_by_wide(self, key: int, t: float) -> bool:
-        addr = ipaddress.ip_address(key ^ _V6 if key & _V6 else key)
+        value = key & _VALUE
+        addr = ipaddress.IPv6Address(value) if key & _V6 else ipaddress.IPv4Address(value)
         alive = [(n, u) for n, u in self._wide if u > t]
         self._wide = alive
         return any(addr.version == n.version and addr in n for n, _ in alive)

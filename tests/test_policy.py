@@ -210,6 +210,27 @@ def test_allow_list_loopback_by_default_and_custom_cidrs():
     assert obs(default, Kind.BAD_PASSWORD, "127.0.0.2", t=T0, pid=1) is None
 
 
+def test_a_prefix_holding_an_allowed_address_is_never_banned_whole():
+    policy = BanPolicy(BanConfig(max_retry=2, ipv4_prefix=24,
+                                 allow=("2001:db8::1", "192.0.2.10", "127.0.0.0/8")))
+    assert policy.network_of("2001:db8::1") is None
+    assert policy.network_of("2001:db8::5") == "2001:db8::5/128"
+    assert policy.network_of("2001:db8:0:1::5") == "2001:db8:0:1::/64"
+    assert policy.network_of("192.0.2.7") == "192.0.2.7/32"
+    assert policy.network_of("198.51.100.7") == "198.51.100.0/24"
+    # neighbours of the admin count one by one, not together
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8::5", t=T0, pid=1) is None
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8::6", t=T0, pid=2) is None
+    ban = obs(policy, Kind.BAD_PASSWORD, "2001:db8::5", t=T0, pid=3)
+    assert ban is not None and ban.network == "2001:db8::5/128"
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8::5", t=T0 + 1, pid=4) is None  # banned
+    assert policy.manual_ban("2001:db8::9", 60, T0).network == "2001:db8::9/128"
+    policy.forget("2001:db8::5/128")
+    assert obs(policy, Kind.BAD_PASSWORD, "2001:db8::5", t=T0 + 2, pid=5) is None
+    # an all-zero host part stays distinct from the prefix it would aggregate to
+    assert policy.network_of("2001:db8::") == "2001:db8::/128"
+
+
 def test_host_names_are_never_counted():
     policy = BanPolicy(BanConfig(max_retry=1))
     assert obs(policy, Kind.BAD_PASSWORD, "attacker.example.com", t=T0) is None
