@@ -71,6 +71,22 @@ def test_max_retry_counts_attempts_with_real_classifier_for_several_max_retry():
         assert banned_at == max_retry
 
 
+def test_interleaved_parallel_connections_are_told_apart_by_pid():
+    """Attackers run connections in parallel (PAM's fail delay is ~2 s): their lines
+    interleave in the journal, and each connection is still one attempt."""
+    policy = BanPolicy(BanConfig(max_retry=5))
+    a = "2001:db8:7::99"
+    bans = []
+    for line in PAM_ATTEMPT:
+        for pid in range(300, 305):
+            ban = feed(policy, line.format(a=a, p=50000 + pid), t=T0, pid=pid)
+            if ban:
+                bans.append((line, pid, ban))
+    # the fifth connection's first line (Invalid user) is the fifth attempt
+    assert [(line, pid) for line, pid, _ in bans] == [(PAM_ATTEMPT[0], 304)]
+    assert bans[0][2].network == "2001:db8:7::/64"
+
+
 def test_several_passwords_in_one_connection_count_each():
     policy = BanPolicy(BanConfig())
     a = "192.0.2.50"
