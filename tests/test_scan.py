@@ -240,3 +240,19 @@ def test_fast_path_equals_general_path(tmp_path: Path, capsys) -> None:
     assert len(a) > 2000
     strip = [{k: v for k, v in row.items() if k != "file"} for row in a]
     assert strip == [{k: v for k, v in row.items() if k != "file"} for row in b]
+
+
+def test_overlong_lines_crlf_and_bad_bytes(tmp_path: Path, capsys) -> None:
+    """A 20 MB line without a newline, CRLF endings and invalid UTF-8 are survived with
+    bounded memory; the sshd lines around them are still found."""
+    log = tmp_path / "auth.log"
+    with open(log, "wb") as f:
+        f.write(b"Nov 28 09:00:01 h sshd[1]: Invalid user a from 192.0.2.1 port 1\r\n")
+        f.write(b"Nov 28 09:00:02 h sshd[2]: Invalid user \xff\xfe from 192.0.2.2 port 2\n")
+        f.write(b"Nov 28 09:00:03 h sshd[3]: Invalid user " + b"x" * (20 << 20) + b"\n")
+        f.write(b"Nov 28 09:00:04 h sshd[4]: Invalid user b from 192.0.2.4 port 4")
+    code, rows = _scan(capsys, "--year", "2025", str(log))
+    assert code == 0
+    assert [(r["line"], r["host"]) for r in rows] == [
+        (1, "192.0.2.1"), (2, "192.0.2.2"), (4, "192.0.2.4")]
+    assert rows[1]["user"] == "\ufffd\ufffd"

@@ -116,6 +116,9 @@ _FAST_PREFIX = re.compile(
     r"(?:sshd|sshd-session|sshd-auth)\[([0-9]{1,10})\]: (.*)", re.S)
 
 
+_LONG_LINE = 64 << 10  # far beyond MAX_MESSAGE plus any syslog prefix
+
+
 def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[list[str]]:
     """Lines of a binary stream, a list per ~1 MiB read: one decode and one split per
     chunk (cut after a newline, which never falls inside a UTF-8 sequence) instead of a
@@ -130,7 +133,9 @@ def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[list[str]]:
             return
         cut = block.rfind(b"\n")
         if cut < 0:
-            rest += block
+            # No newline yet: keep only the head of an overlong line (it is ignored as
+            # longer than any sshd message anyway), so memory stays bounded.
+            rest = (rest + block)[:_LONG_LINE]
             continue
         data = rest + block[:cut]
         rest = block[cut + 1:]
@@ -274,19 +279,28 @@ def _segments(path: str) -> list[tuple[int, int, int, int]]:
         size = os.fstat(f.fileno()).st_size
         start, line = 0, 1
         while start < size:
-            f.seek(min(start + SEGMENT, size))
-            f.readline()  # to the end of the line the cut falls in
-            end = min(f.tell(), size)
-            warm = 0
-            if start > WARMUP:
-                f.seek(start - WARMUP)
-                f.readline()
-                warm = min(f.tell(), start)
+            end = _after_newline(f, min(start + SEGMENT, size), size)
+            warm = _after_newline(f, start - WARMUP, start) if start > WARMUP else 0
             out.append((warm, start, end, line))
             f.seek(start)
             line += f.read(end - start).count(b"\n")
             start = end
     return out
+
+
+def _after_newline(f: BinaryIO, pos: int, limit: int) -> int:
+    """The offset just after the first newline at or after `pos` (at most `limit`), read
+    in blocks so that an overlong line is never held in memory."""
+    f.seek(pos)
+    while pos < limit:
+        block = f.read(1 << 16)
+        if not block:
+            return limit
+        i = block.find(b"\n")
+        if i >= 0:
+            return min(pos + i + 1, limit)
+        pos += len(block)
+    return limit
 
 
 def _scan_segment(path: str, by_month: dict[str, int], year: int,
