@@ -102,22 +102,16 @@ class NftFirewall:
         if payload["nftables"]:
             self._run(["-j", "-f", "-"], _dumps(payload))
 
-    def _apply_batches(self, batches: Iterable[list[dict]], first: Sequence[dict] = ()) -> None:
-        """One transaction per batch, in order; batch n+1 is built (JSON and all) while nft
-        works on batch n, so a large restore costs about max(build, nft) rather than the
-        sum. `first` (e.g. set flushes) goes into the first transaction."""
+    def _apply_payloads(self, payloads: Iterable[str]) -> None:
+        """One transaction per payload, in order; payload n+1 is built while nft works on
+        payload n, so a large restore costs about max(build, nft) rather than the sum."""
         running = None
-        pending = list(first)
         try:
-            for cmds in batches:
-                payload = _dumps({"nftables": pending + cmds})
-                pending = []
+            for payload in payloads:
                 if running is not None:
                     done, running = running, None
                     self._finish(done)
                 running = self._start(["-j", "-f", "-"], payload)
-            if pending:
-                running = self._start(["-j", "-f", "-"], _dumps({"nftables": pending}))
         finally:
             if running is not None:
                 self._finish(running)
@@ -142,7 +136,7 @@ class NftFirewall:
 
     def add(self, bans: Sequence[Ban], now: float) -> None:
         """Add bans with kernel timeouts = remaining time at `now` (expired ones skipped)."""
-        self._apply_batches(nftjson.add_batches(self.layout, bans, now, self.chunk))
+        self._apply_payloads(nftjson.add_payloads(self.layout, bans, now, self.chunk))
 
     def replace(self, bans: Sequence[Ban], now: float) -> None:
         """Add bans that may already be in the kernel, setting their timeouts to the new
@@ -162,8 +156,9 @@ class NftFirewall:
         no moment without bans when they fit in one chunk. The sets are never read back:
         listing 1M elements as JSON takes ~50 s."""
         invalid: list[Ban] = []
-        self._apply_batches(nftjson.add_batches(self.layout, bans, now, self.chunk, invalid),
-                            first=nftjson.flush_sets(self.layout))
+        self._apply_payloads(nftjson.add_payloads(self.layout, bans, now, self.chunk,
+                                                  first=nftjson.flush_sets(self.layout),
+                                                  invalid=invalid))
         for ban in invalid:
             log.warning("not restoring ban of %r: not an IP network", ban.network)
 

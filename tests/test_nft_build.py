@@ -140,3 +140,20 @@ def test_batches_split_large_input_and_bad_networks_are_reported_or_raise():
     assert bad == [ban("not-an-ip")] and len(out) == 1
     with pytest.raises(ValueError):
         nft.add_elements(L, [ban("not-an-ip")], NOW)
+
+
+def test_hand_written_payloads_equal_the_json_of_the_batches():
+    bans = [ban(f"10.0.{i >> 8}.{i & 255}/32", 60 + i) for i in range(250)]
+    bans += [ban("2001:db8:1::/64"), ban("2001:db8:1::7/128"), ban("198.51.100.0/24"),
+             ban("198.51.100.0/25"), ban("192.0.2.9"), Ban("192.0.2.10/32", 5, NOW - 1)]
+    first = nft.flush_sets(L)
+    payloads = list(nft.add_payloads(L, bans, NOW, 100, first=first))
+    batches = list(nft.add_batches(L, bans, NOW, 100))
+    assert len(payloads) == len(batches) == 3
+    decoded = [json.loads(p) for p in payloads]
+    assert decoded[0] == {"nftables": first + batches[0]}
+    assert decoded[1:] == [{"nftables": b} for b in batches[1:]]
+    # nothing to add: the flush alone is still one transaction
+    assert [json.loads(p) for p in nft.add_payloads(L, [], NOW, 100, first=first)] == \
+        [{"nftables": first}]
+    assert list(nft.add_payloads(L, [], NOW, 100)) == []
