@@ -234,3 +234,37 @@ def test_shadow_revert_war_names_usermod_from_the_journal(start):
     assert g.shadow_field("root") == HASH  # left alone during the pause
     journal = g.sb.journal("SYSLOG_IDENTIFIER=sshguardd")
     assert HASH not in journal
+
+
+def test_open_ssh_session_survives_a_repair(start):
+    import paramiko
+
+    g = start()
+    wait_for(lambda: g.sshd_T()["passwordauthentication"] == "no", 10, what="hardening")
+    wait_for(lambda: g.sb.listening(22), 10, what="sshd listening")
+    key = paramiko.Ed25519Key.from_private_key_file(
+        str(g.sb.path("/etc/ssh/ssh_host_ed25519_key")))
+    sock = g.sb.connect(None, "127.0.0.1", 22)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=10)
+        transport.auth_publickey("alice", key)
+
+        def run(cmd: str) -> str:
+            ch = transport.open_session(timeout=10)
+            try:
+                ch.exec_command(cmd)
+                return ch.makefile("r").read().decode()
+            finally:
+                ch.close()
+
+        assert run("echo before") == "before\n"
+        restarts = g.restarts()
+        g.sh("sed -i 's/^PermitRootLogin no$/PermitRootLogin yes/' /etc/ssh/sshd_config")
+        wait_for(lambda: g.restarts() > restarts, 10, what="the repair's sshd restart")
+        wait_for(lambda: g.sb.listening(22), 10, what="sshd listening again")
+        assert g.sshd_T()["permitrootlogin"] == "no"
+        assert run("echo after") == "after\n"  # the same connection, still up
+    finally:
+        transport.close()
+        sock.close()
