@@ -240,7 +240,8 @@ class BanPolicy:
             self.suppressed += 1
             return None
         del self._offenders[key]
-        reason = f"{score:g} failed attempts within {_fmt(self.cfg.find_time)}, last {event.kind.value}"
+        reason = (f"{score:g} failed attempt{'' if score == 1 else 's'} within "
+                  f"{_fmt(self.cfg.find_time)}, last {event.kind.value}")
         return self._ban(self._network(key), key, t, None, reason)
 
     def _remember_login(self, key: int, t: float) -> None:

@@ -385,6 +385,17 @@ def test_expire_drops_stale_offenders_and_bans():
     assert policy.tracked == 0
 
 
+def test_expire_forgets_old_history_logins_and_finished_bans():
+    cfg = BanConfig(max_retry=1, history_time=1000, protect_logged_in=100)
+    policy = BanPolicy(cfg, history={"192.0.2.120/32": [T0 - 700]},
+                       logged_in={"192.0.2.121/32": T0 - 50})
+    policy.expire(T0 + 200)  # the ban history (T0-700) still counts; the login is too old
+    assert obs(policy, Kind.BAD_PASSWORD, "192.0.2.121", t=T0 + 200, pid=1) is not None
+    assert ban_now(policy, "192.0.2.120", T0 + 200).strikes == 2
+    policy.expire(T0 + 5000)  # all history gone, all bans over
+    assert ban_now(policy, "192.0.2.120", T0 + 5000).strikes == 1
+
+
 def test_many_connections_of_one_offender_stay_bounded():
     policy = BanPolicy(BanConfig())
     for pid in range(10_000):
