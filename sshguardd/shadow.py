@@ -121,7 +121,7 @@ class ShadowLockError(OSError):
 
 class ShadowFile:
     """Locked read-modify-write of a shadow file. Paths default to the system's; tests give
-    temp paths. clock/sleep are injectable for the lock wait."""
+    temp paths. `timeout` bounds the wait for each lock (glibc's lckpwdf waits 15 s)."""
 
     def __init__(self, path: Path = Path("/etc/shadow"), *,
                  pwd_lock: Path | None = None, timeout: float = 15.0):
