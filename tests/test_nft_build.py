@@ -6,6 +6,8 @@ import ipaddress
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sshguardd import nft
 from sshguardd.contracts import Ban
@@ -157,3 +159,42 @@ def test_hand_written_payloads_equal_the_json_of_the_batches():
     assert [json.loads(p) for p in nft.add_payloads(L, [], NOW, 100, first=first)] == \
         [{"nftables": first}]
     assert list(nft.add_payloads(L, [], NOW, 100)) == []
+
+
+_nets = st.one_of(
+    st.integers(0, 2**32 - 1).map(lambda v: f"{ipaddress.IPv4Address(v)}/32"),
+    st.integers(0, 2**64 - 1).map(lambda v: f"{ipaddress.IPv6Address(v << 64)}/64"),
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(8, 31)).map(
+        lambda t: str(ipaddress.ip_network((t[0], t[1]), strict=False))),
+    st.tuples(st.integers(0, 2**128 - 1), st.integers(16, 128)).map(
+        lambda t: str(ipaddress.ip_network((t[0], t[1]), strict=False))),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_nets, st.floats(-100, 10**6)), max_size=40), st.integers(1, 7))
+def test_payloads_always_match_batches_and_keep_every_live_ban(items, chunk):
+    bans = [Ban(n, 1, NOW + left) for n, left in items]
+    payloads = [json.loads(p) for p in nft.add_payloads(L, bans, NOW, chunk)]
+    batches = list(nft.add_batches(L, bans, NOW, chunk))
+    assert payloads == [{"nftables": b} for b in batches]
+    present: dict[str, set] = {}
+    for b in batches:
+        for c in b:
+            el = c["add"]["element"]
+            for e in el["elem"]:
+                assert e["elem"]["timeout"] >= 1
+                v = e["elem"]["val"]
+                present.setdefault(el["name"], set()).add(
+                    v if isinstance(v, str) else f"{v['prefix']['addr']}/{v['prefix']['len']}")
+    kept_ranges = [ipaddress.ip_network(v) for name in ("net4", "net6")
+                   for v in present.get(name, ())]
+    for b in bans:
+        if b.until <= NOW:
+            continue
+        net = nft.parse_network(b.network)
+        name = L.set_for(net)
+        if name.startswith("addr"):
+            assert str(net.network_address) in present[name]
+        else:  # in the set itself, or covered by a wider range that is
+            assert any(r.version == net.version and net.subnet_of(r) for r in kept_ranges)
