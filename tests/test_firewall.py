@@ -290,3 +290,17 @@ def test_configured_ipv4_prefix_masks_the_source(ns: NetNs):
         assert _connects(ns, socket.AF_INET, "127.0.6.77", "127.0.0.1", port)
     finally:
         lst.close()
+
+
+def test_a_failing_batch_in_a_pipeline_raises_and_leaves_no_process(ns: NetNs):
+    fw = ns.firewall(chunk=2)
+    fw.setup()
+    fw.add([ban("10.0.0.0/8")], NOW)
+    bans = [ban(f"198.51.100.{i}/32") for i in range(1, 6)] + [ban("10.1.0.0/16")]
+    with pytest.raises(FirewallError) as info:
+        fw.add(bans, NOW)  # the last transaction overlaps 10.0.0.0/8 in the kernel
+    assert "10.1.0.0" in info.value.payload and "198.51.100.1" not in info.value.payload
+    # batches of two: the first two transactions went in, the third (198.51.100.5 and the
+    # overlapping range) failed as a whole
+    assert [fw.contains(b.network) for b in bans[:5]] == [True] * 4 + [False]
+    assert fw.failures == 1
