@@ -167,6 +167,7 @@ def test_replace_changes_the_timeout_of_a_live_ban_and_remove_is_lenient(ns: Net
     fw = ns.firewall()
     fw.setup()
     fw.add([ban("198.51.100.3/32", 600), ban("192.0.2.0/28", 600)], NOW)
+    fw.add([ban("198.51.100.3/32", 600), ban("192.0.2.0/28", 600)], NOW)  # re-add: no error
     fw.replace([ban("198.51.100.3/32", 86400), ban("192.0.2.0/28", 60)], NOW)
     assert fw.expires("198.51.100.3/32") > 86000
     assert fw.expires("192.0.2.0/28") <= 60
