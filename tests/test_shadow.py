@@ -1,4 +1,5 @@
-"""Shadow judging (pure) and the shadow-utils-compatible locked writer (real temp files)."""
+"""Shadow judging (pure) and the shadow-utils-compatible locked writer (real temp files, and
+against shadow-utils' own vipw in a sandbox)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sshguardd import shadow
+from sshguardd.sandbox import wait_for
 
 HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"
 ROOT_OPEN = f"root:{HASH}:19700:0:99999:7:::\n"
@@ -139,3 +141,33 @@ def test_writer_interoperates_with_shadow_utils_lock(etc: Path):
         assert out.strip() == "held"
     finally:
         os.close(fd)
+
+
+@pytest.mark.e2e
+def test_writer_waits_for_a_real_vipw(sandbox):
+    """shadow-utils' own vipw -s holds lckpwdf and /etc/shadow.lock while its editor runs:
+    our writer (run inside the sandbox, so pids in lock files mean the same processes)
+    must not get in, and must get in once vipw is done."""
+    editor = sandbox.path("/etc/slow-editor")
+    editor.write_text("#!/bin/sh\ntouch /run/editing\nread line < /run/go\n")
+    editor.chmod(0o755)
+    sandbox.run(["mkfifo", "/run/go"], check=True)
+    sandbox.run(["usermod", "-p", HASH, "root"], check=True)
+    vipw = sandbox.popen(["env", "EDITOR=/etc/slow-editor", "VISUAL=/etc/slow-editor",
+                          "vipw", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from sshguardd.shadow import ShadowFile, ShadowLockError\n"
+            "try:\n    print('changed' if ShadowFile(timeout=0.5).relock('!') else 'same')\n"
+            "except ShadowLockError as exc:\n    print('locked out:', exc)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        wait_for(lambda: sandbox.path("/run/editing").exists(), 10, what="vipw's editor")
+        out = sandbox.run([sys.executable, "-c", code, root], check=True).stdout
+        assert out.startswith("locked out: ") and ".pwd.lock" in out
+        assert f"root:{HASH}:" in sandbox.path("/etc/shadow").read_text()
+    finally:
+        sandbox.run(["sh", "-c", "echo done > /run/go"])
+        vipw.wait(20)
+    out = sandbox.run([sys.executable, "-c", code, root], check=True).stdout
+    assert out == "changed\n"
+    assert f"root:!{HASH}:" in sandbox.path("/etc/shadow").read_text()
