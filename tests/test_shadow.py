@@ -171,3 +171,12 @@ def test_writer_waits_for_a_real_vipw(sandbox):
     out = sandbox.run([sys.executable, "-c", code, root], check=True).stdout
     assert out == "changed\n"
     assert f"root:!{HASH}:" in sandbox.path("/etc/shadow").read_text()
+
+
+def test_writer_keeps_the_selinux_label(etc: Path):
+    # Without an SELinux kernel, ext4 still stores security.* xattrs for root, which is
+    # enough to see that the label travels to the replacement file.
+    label = b"system_u:object_r:shadow_t:s0\x00"
+    os.setxattr(etc / "shadow", "security.selinux", label)
+    assert shadow.ShadowFile(etc / "shadow").relock("*LOCK*") is not None
+    assert os.getxattr(etc / "shadow", "security.selinux") == label
