@@ -32,7 +32,7 @@ class Notifier:
     """
 
     def __init__(self, socket_path: str | None = None,
-                 environ: Mapping[str, str] | None = None):
+                 environ: Mapping[str, str] | None = None, *, send_timeout: float = 5.0):
         env = os.environ if environ is None else environ
         path = socket_path if socket_path is not None else env.get("NOTIFY_SOCKET")
         self._address: str | bytes | None = None
@@ -47,6 +47,9 @@ class Notifier:
         self._watchdog_usec = _watchdog_usec(env)
         self._sock: socket.socket | None = None
         self._failed = False
+        # A datagram to a receiver whose queue is full (net.unix.max_dgram_qlen, often 10)
+        # blocks; bound it so a stalled manager can never wedge the main loop for good.
+        self._send_timeout = send_timeout
 
     @property
     def enabled(self) -> bool:
@@ -94,6 +97,7 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.settimeout(self._send_timeout)
             self._sock.sendto(payload, self._address)
         except OSError as exc:
             # Log the first failure loudly and the rest quietly: a missing socket fails on

@@ -85,6 +85,25 @@ def test_send_failure_is_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFix
         n.close()
 
 
+def test_a_stalled_receiver_cannot_wedge_the_caller(manager: socket.socket,
+                                                   tmp_path: Path) -> None:
+    # Nobody reads `manager`: once its queue is full, sends must give up, not block.
+    n = Notifier(environ={"NOTIFY_SOCKET": str(tmp_path / "notify")}, send_timeout=0.2)
+    try:
+        sent = 0
+        while n.watchdog():  # the queue fills up (net.unix.max_dgram_qlen datagrams)
+            sent += 1
+            assert sent < 100_000, "the receiver's queue never filled"
+        assert sent > 0
+        t0 = time.monotonic()
+        assert n.watchdog() is False  # still full: gives up after the timeout
+        assert 0.1 < time.monotonic() - t0 < 5
+        fields(manager)  # the manager catches up: the next send goes through again
+        assert n.watchdog() is True
+    finally:
+        n.close()
+
+
 @pytest.mark.parametrize("env,expected", [
     ({"WATCHDOG_USEC": "20000000"}, 20.0),
     ({"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": str(os.getpid())}, 20.0),
