@@ -25,6 +25,7 @@ import argparse
 import ipaddress
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,10 @@ def restart(n: int, table_present: bool, db: Path) -> dict:
     return result
 
 
+def _median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+
+
 # -- (e) ---------------------------------------------------------------------------------------
 
 RSS = """
@@ -193,6 +198,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=2000, help="bans timed one process each")
     ap.add_argument("--restart", type=int, default=100000, help="active bans for (d)")
     ap.add_argument("--offenders", type=int, default=1000000, help="offenders for (e)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of (c) and (d); the median is shown (the CPUs may be shared)")
     args = ap.parse_args()
     ensure_private_netns()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -204,11 +211,17 @@ def main() -> int:
     print(f"\n(c) bans applied per second (distinct IPv4 addresses, kernel timeouts for sshguardd)")
     print(f"{'bans':>9} | {'sshguardd, nft batches':>23} | {'+ store commit':>18} | "
           f"{'one nft process per ban':>33}")
+    best = []
     for n in sizes:
-        nft_only, with_store = sshguardd_ban_rate(n)
+        runs = [sshguardd_ban_rate(n) for _ in range(args.repeat)]
+        nft_only = statistics.median(r[0] for r in runs)
+        with_store = statistics.median(r[1] for r in runs)
+        best.append(f"{n:,}: {n / min(r[0] for r in runs):,.0f}/s, "
+                    f"{n / min(r[1] for r in runs):,.0f}/s with store")
         peer = per_ban * n
         print(f"{n:>9} | {n / nft_only:>10,.0f}/s {nft_only:>8.3f} s | {n / with_store:>8,.0f}/s "
               f"{with_store:>5.2f} s | {1 / per_ban:>10,.0f}/s {peer:>8.1f} s (extrap.)")
+    print(f"  sshguardd: median of {args.repeat} runs (best: {'; '.join(best)}).")
     print(f"  peer measured on {args.sample} bans ({1000 * per_ban:.2f} ms per `sh -c nft add "
           f"element`), extrapolated linearly to each size; fail2ban also runs its actioncheck "
           f"(`nft list chain | grep`) before each ban, so it is slower still. "
@@ -221,9 +234,10 @@ def main() -> int:
         with Store(db) as store:
             store.add_bans([Ban(f"{a}/32", 3600, now + 600 + i % 3000, 1, "bench")
                             for i, a in enumerate(addresses(n))])
-        warm = restart(n, True, db)
-        cold = restart(n, False, db)
-    print(f"\n(d) restart with {n:,} active bans (fresh process: import, store, setup, restore)")
+        warm = _median_run([restart(n, True, db) for _ in range(args.repeat)])
+        cold = _median_run([restart(n, False, db) for _ in range(args.repeat)])
+    print(f"\n(d) restart with {n:,} active bans (fresh process: import, store, setup, restore; "
+          f"median of {args.repeat})")
     for name, r in (("sshguardd, table still loaded", warm), ("sshguardd, table gone", cold)):
         print(f"  {name:<31} {r['wall']:6.2f} s wall  (import {r['import']:.2f}, store "
               f"{r['store']:.2f}, setup {r['setup']:.2f}, restore {r['restore']:.2f})")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_bans_runs_tiny():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_bans.py"),
                           "--sizes", "300", "--sample", "10", "--restart", "500",
-                          "--offenders", "3000"], capture_output=True, text=True, timeout=300)
+                          "--offenders", "3000", "--repeat", "1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "private network namespace" in text.splitlines()[0]
