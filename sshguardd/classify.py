@@ -155,8 +155,10 @@ def _user_prefix(head: str) -> tuple[str | None, bool] | None:
 # Methods whose result line never carries ": EXTRA" (only publickey and hostbased do, and
 # SSH1's rsa/rhosts-rsa did): for these the address is simply the one at the end.
 _EXTRA_METHODS = ("publickey", "hostbased", "rsa", "rhosts-rsa")
-# The end-anchored auth_log form. Greedy USER, possessive ADDR: linear time.
-_AUTH_END = re.compile(r"(.*) from ([^ ]++)(?: port (\d{1,5}))?(?: ssh[12])?", re.S)
+# What follows " from " in the end-anchored auth_log form. It contains no " from ", so
+# only the last " from " of the message can be followed by it: rfind finds the address
+# without any backtracking over the user name.
+_AUTH_TAIL = re.compile(r"([^ ]++)(?: port (\d{1,5}))?(?: ssh[12])?")
 
 
 def _auth_log(msg: str) -> Raw | None:
@@ -178,21 +180,24 @@ def _auth_log(msg: str) -> Raw | None:
     else:
         kind = Kind.AUTH_FAILURE
     if not method.startswith(_EXTRA_METHODS):
-        m = _AUTH_END.fullmatch(rest)
+        i = rest.rfind(" from ")
+        if i < 0:
+            return None
+        m = _AUTH_TAIL.fullmatch(rest, i + 6)
         if m is None:
             return None
-        host = _memo.get(m.group(2), _MISS)  # parse_host's memo, inlined (hot path)
+        token, port_text = m.groups()
+        host = _memo.get(token, _MISS)  # parse_host's memo, inlined (hot path)
         if host is _MISS:
-            host = parse_host(m.group(2))
+            host = parse_host(token)
         if host is None:
             return None
-        port_text = m.group(3)
         port = None
         if port_text is not None:
             port = int(port_text)
             if port > 65535:
                 return None
-        return (kind, host, _auth_user(m.group(1)), port)
+        return (kind, host, _auth_user(rest[:i]), port)
     candidates: list[tuple[str | None, str, int | None]] = []
     # The end-anchored form: no EXTRA.
     parsed = _auth_head(rest)
@@ -283,28 +288,34 @@ def _from_tail(msg: str, prefix: str, kind: Kind, *, proto: bool = False,
     return (kind, host, user, port) if host else None
 
 
-_INVALID = re.compile(
-    r"(?:Invalid|Illegal|invalid|illegal) user (?:(.*) )?from ([^ ]++)(?: port (\d{1,5}))?"
-    r"(?: \[preauth\])?", re.S)
+# What follows " from " in "Invalid user USER from ADDR[ port N]": it contains no
+# " from ", so the last " from " is the one sshd wrote, whatever the user name holds.
+_INVALID_TAIL = re.compile(r"([^ ]++)(?: port (\d{1,5}))?(?: \[preauth\])?")
 
 
 def _invalid_user(msg: str) -> Raw | None:
-    # "Invalid user USER from ADDR[ port N]" (old: "Illegal user"); USER may be empty. The
-    # greedy USER puts the address at the end, whatever the user name contains.
-    m = _INVALID.fullmatch(msg)
+    # "Invalid user USER from ADDR[ port N]" (old: "Illegal user"); USER may be empty
+    # ("Invalid user  from A", or "Invalid user from A").
+    if not msg.startswith(("Invalid user ", "Illegal user ", "invalid user ", "illegal user ")):
+        return None
+    i = msg.rfind(" from ")
+    if i < 12:
+        return None
+    m = _INVALID_TAIL.fullmatch(msg, i + 6)
     if m is None:
         return None
-    host = _memo.get(m.group(2), _MISS)  # parse_host's memo, inlined (hot path)
+    token, port_text = m.groups()
+    host = _memo.get(token, _MISS)  # parse_host's memo, inlined (hot path)
     if host is _MISS:
-        host = parse_host(m.group(2))
+        host = parse_host(token)
     if host is None:
         return None
-    port = m.group(3)
-    if port is not None:
-        port = int(port)
+    port = None
+    if port_text is not None:
+        port = int(port_text)
         if port > 65535:
             return None
-    return (Kind.INVALID_USER, host, m.group(1) or "", port)
+    return (Kind.INVALID_USER, host, msg[13:i] if i > 13 else "", port)
 
 
 _NOT_ALLOWED_REASONS = (
@@ -400,30 +411,53 @@ def _remote_id(text: str, kind: Kind) -> Raw | None:
 # [preauth]", "Disconnected from [invalid user U |authenticating user U |user U ]ADDR
 # port N [preauth]": only a close before authentication is a failure; the same lines
 # without [preauth] end every normal session.
-_CLOSE_HEAD = (r"(?:Connection closed by|Connection reset by|Disconnected from) "
-               r"(?:(?:invalid user |authenticating user |user )(.*) )?([^ ]++)")
-# Two patterns, port first: a greedy user must not swallow sshd's own " port N".
-_PREAUTH_CLOSE_PORT = re.compile(_CLOSE_HEAD + r" port (\d{1,5}) \[preauth\]", re.S)
-_PREAUTH_CLOSE = re.compile(_CLOSE_HEAD + r" \[preauth\]", re.S)
+_CLOSE_PREFIXES = ("Connection closed by ", "Connection reset by ", "Disconnected from ")
+_CLOSE_USERS = ("invalid user ", "authenticating user ", "user ")
 
 
 def _closed(msg: str) -> Raw | None:
-    m = _PREAUTH_CLOSE_PORT.fullmatch(msg)
-    if m is not None:
-        port: int | None = int(m.group(3))
-        if port > 65535:
-            return None
+    # "Connection closed by|reset by [invalid user U |authenticating user U ]ADDR [port N]
+    # [preauth]", "Disconnected from [invalid user U |authenticating user U |user U ]ADDR
+    # port N [preauth]": only a close before authentication is a failure; the same lines
+    # without [preauth] end every normal session. Read from the right: sshd's suffix, then
+    # the last token is the address, whatever the user name before it contains.
+    if not msg.endswith(_PREAUTH):
+        return None
+    body = msg[:-10]
+    port = None
+    j = body.rfind(" port ")
+    if j >= 0:
+        p = body[j + 6:]
+        if 0 < len(p) <= 5 and p.isdigit() and p.isascii():
+            port = int(p)
+            if port > 65535:
+                return None
+            body = body[:j]
+    k = body.rfind(" ")
+    for prefix in _CLOSE_PREFIXES:
+        if body.startswith(prefix):
+            break
     else:
-        m = _PREAUTH_CLOSE.fullmatch(msg)
-        if m is None:
+        return None
+    n = len(prefix)
+    if k < n - 1:
+        return None
+    token = body[k + 1:]
+    user = None
+    if k >= n:  # something between the prefix and the address: "<kind> user U "
+        head = body[n:k + 1]
+        for u in _CLOSE_USERS:
+            if head.startswith(u):
+                user = head[len(u):-1]
+                break
+        else:
             return None
-        port = None
-    host = _memo.get(m.group(2), _MISS)  # parse_host's memo, inlined (hot path)
+    host = _memo.get(token, _MISS)  # parse_host's memo, inlined (hot path)
     if host is _MISS:
-        host = parse_host(m.group(2))
+        host = parse_host(token)
     if host is None:
         return None
-    return (Kind.PREAUTH_DISCONNECT, host, m.group(1), port)
+    return (Kind.PREAUTH_DISCONNECT, host, user, port)
 
 
 _disconnected = _closed
