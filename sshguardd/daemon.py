@@ -28,6 +28,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -264,7 +265,11 @@ class Daemon:
     def start(self) -> None:
         """Bring everything up; raises StartupError. Sends READY=1 at the end."""
         self._started_at = self.clock()
-        self._build()
+        try:
+            self._build()
+        except (OSError, sqlite3.Error) as exc:  # e.g. state_dir unwritable, corrupt db
+            self.alerts.startup_problem("state store", str(exc))
+            raise StartupError(f"cannot open the state store: {exc}") from None
         from sshguardd.firewall import FirewallError
 
         now = self.clock()
@@ -273,8 +278,8 @@ class Daemon:
             active = self.store.active_bans(now)
             if active:
                 self.firewall.restore(active, now)
-            log.info("firewall table %s ready; restored %d active bans",
-                     getattr(self.firewall, "table", "?"), len(active))
+            log.info("firewall table %s %s ready; restored %d active bans",
+                     self.cfg.firewall.family, self.cfg.firewall.table, len(active))
         except FirewallError as exc:
             self.metrics.ban_errors.labels(operation="setup").inc()
             self.alerts.startup_problem("firewall", str(exc))

@@ -203,7 +203,10 @@ def test_failed_nft_is_logged_counted_retried(box: Sandbox, daemon: DaemonProc,
     sshd.say(*failed("10.5.0.1", 3))
     wait_for(lambda: daemon.status()["firewall_errors"] >= 1, 10, what="a counted failure")
     log = daemon.log()
-    assert "firewall add failed" in log and "nft" in log
+    # the exact argv, nft's stderr and the JSON payload, all in the one line
+    line = next(ln for ln in log.splitlines() if "firewall add failed" in ln)
+    assert "argv=['/usr/sbin/nft', '-j', '-f', '-']" in line
+    assert "stderr='" in line and '"10.5.0.1"' in line and "payload={" in line
     # retried: the table comes back with the ban that was decided meanwhile
     wait_for(lambda: banned(box, "10.5.0.1"), 15, what="the ban after the retry")
     st = daemon.status()
