@@ -93,17 +93,21 @@ def writer_of(path: str, text: str | None) -> str | None:
 
 
 # Programs that rewrite sshd_config or /etc/shadow and say so in the journal (their
-# SYSLOG_IDENTIFIER): shadow-utils, cloud-init and configuration management agents.
-WRITER_TOOLS = frozenset({
-    "usermod", "passwd", "chpasswd", "useradd", "userdel", "chage", "vipw", "vigr",
-    "pwconv", "cloud-init", "puppet", "puppet-agent", "chef-client", "salt-minion",
-    "cf-agent", "cloud-init-hotplugd",
+# SYSLOG_IDENTIFIER): cloud-init and configuration management agents for both, and
+# shadow-utils' tools for the shadow file only (a useradd must not be blamed for an
+# sshd_config edit).
+CONFIG_WRITERS = frozenset({
+    "cloud-init", "cloud-init-hotplugd", "puppet", "puppet-agent", "chef-client",
+    "salt-minion", "cf-agent",
 })
+SHADOW_WRITERS = CONFIG_WRITERS | {
+    "usermod", "passwd", "chpasswd", "chage", "vipw", "pwconv", "newusers",
+}
 
 
 def journal_writer(since: float, reader_factory: Callable[[], Any] | None = None,
-                   limit: int = 5000) -> str | None:
-    """The most recent known writer (WRITER_TOOLS, or any `ansible-*` module) that logged
+                   limit: int = 5000, tools: frozenset[str] = CONFIG_WRITERS) -> str | None:
+    """The most recent known writer (one of `tools`, or any `ansible-*` module) that logged
     to the journal since `since` (epoch seconds), as "usermod (pid 123)"; None if none.
     Reads backwards from the end, at most `limit` entries: only called when a revert war
     starts, so its cost does not matter."""
@@ -127,7 +131,7 @@ def journal_writer(since: float, reader_factory: Callable[[], Any] | None = None
             if stamp is not None and stamp.timestamp() < since:
                 break
             ident = str(entry.get("SYSLOG_IDENTIFIER") or "")
-            if ident in WRITER_TOOLS or ident.startswith("ansible-"):
+            if ident in tools or ident.startswith("ansible-"):
                 pid = entry.get("_PID")
                 return f"{ident} (pid {pid})" if pid else ident
     except OSError as exc:
@@ -162,7 +166,7 @@ class DriftGuard:
                  runner: Sshd | None = None, shadow_file: shadow.ShadowFile | None = None,
                  passwd: Path = Path("/etc/passwd"), ssh_dir: str = sshd_config.SSH_DIR,
                  clock: Callable[[], float] = time.time,
-                 writer_hint: Callable[[float], str | None] = journal_writer):
+                 writer_hint: Callable[..., str | None] = journal_writer):
         self.cfg = cfg
         self.dc = cfg.drift
         self.alerts = alerts
@@ -652,7 +656,8 @@ class DriftGuard:
                     if file != str(self.dc.shadow) else None
             # What the file says about its manager first; else who logged as a known
             # writer during the war.
-            writer = writer_of(file, text) or self.writer_hint(now - rw.window)
+            tools = SHADOW_WRITERS if file == str(self.dc.shadow) else CONFIG_WRITERS
+            writer = writer_of(file, text) or self.writer_hint(now - rw.window, tools=tools)
             self.alerts.revert_war(key[0], file, writer or "unknown", len(recent))
             self._inc(self.metrics and self.metrics.revert_wars,
                       setting=f.keyword if f else key[0], file=file)

@@ -74,8 +74,8 @@ class Box:
             self.cfg, alerts=Alerts(send=lambda m, **f: self.sent.append({"MESSAGE": m, **f})),
             metrics=self.metrics, runner=self.runner, passwd=self.passwd,
             ssh_dir=str(self.ssh), clock=lambda: self.now,
-            writer_hint=lambda since: drift.journal_writer(
-                since, lambda: journal.Reader(path=str(self.journal_dir))))
+            writer_hint=lambda since, tools: drift.journal_writer(
+                since, lambda: journal.Reader(path=str(self.journal_dir)), tools=tools))
 
     def write_journal(self, *entries: dict[str, str], at: float) -> None:
         export = self.root / "writers.export"
@@ -481,6 +481,12 @@ def test_journal_writer_ignores_entries_before_the_window(tmp_path: Path):
     reader = lambda: journal.Reader(path=str(box.journal_dir))  # noqa: E731
     assert drift.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
     assert drift.journal_writer(1001.5, reader) is None
+    box.write_journal({"SYSLOG_IDENTIFIER": "useradd", "_PID": "11", "MESSAGE": "new user"},
+                      at=2000.0)
+    # useradd never edits sshd_config: not blamed for it, even as the latest writer.
+    assert drift.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
+    assert drift.journal_writer(999.0, reader, tools=drift.SHADOW_WRITERS | {"useradd"}) \
+        == "useradd (pid 11)"
 
 
 def test_unenforceable_policy_keyword_is_reported_not_guessed(tmp_path: Path):
