@@ -56,6 +56,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
+import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -153,14 +154,10 @@ class BanPolicy:
     def _key(self, host: str) -> int | None:
         """The offender key of an address: its network as an int, IPv6 flagged by _V6, and
         _FULL when the address stands alone (see _aggregated)."""
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
+        parsed = _parse_ip(host)
+        if parsed is None:
             return None
-        if addr.version == 6 and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        value = int(addr)
-        version = addr.version
+        version, value = parsed
         if self._allowed(version, value):
             return None
         bits = 32 if version == 4 else 128
@@ -398,6 +395,21 @@ class BanPolicy:
             if kept:
                 history[network] = kept
         self._history = history
+
+
+def _parse_ip(host: str) -> tuple[int, int] | None:
+    """(version, value) of an IP literal, IPv4-mapped IPv6 as IPv4; None for anything else
+    (host names). libc's inet_pton is strict and ~10x faster than ipaddress.ip_address,
+    which matters at tens of thousands of events per second."""
+    try:
+        if ":" in host:
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET6, host), "big")
+            if value >> 32 == 0xFFFF:
+                return 4, value & 0xFFFFFFFF
+            return 6, value
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+    except (OSError, ValueError):
+        return None
 
 
 def _evict_count(cap: int) -> int:
