@@ -21,9 +21,9 @@ Layout of the table (default `inet sshguardd`)::
 
 Why two kinds of set: the policy bans every offender at one fixed prefix (/32 and /64 by
 default), so those go into plain hash sets keyed by the network address and the rule masks
-the packet's source address before the lookup. Hash sets take ~100k elements in about half
-the time of interval sets, and re-adding into an interval set was 5x slower still (measured
-here with nft 1.0.6 on Linux 6.18). Prefixes of any other length (manual bans of a range,
+the packet's source address before the lookup. Measured here (nft 1.0.6, Linux 6.18): 100k
+elements load in 0.64 s into a hash set vs 0.99 s into an interval set, and re-adding them
+takes 0.56 s vs 3.3 s. Prefixes of any other length (manual bans of a range,
 or bans stored before the configured prefix changed) go into the interval sets.
 
 Every element carries a kernel timeout, so the kernel lifts each ban by itself and nothing
