@@ -175,6 +175,8 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
             m = prefix(line)
             if m is not None:
                 machine, pid_text, msg = m.groups()
+                if msg[:4] == "pam_":
+                    continue  # PAM's lines (a third of a busy log) name no failure of their own
                 msg = msg.rstrip()
                 if len(msg) > limit:
                     continue
