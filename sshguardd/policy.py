@@ -47,7 +47,7 @@ Other rules
   ban_time * escalation_factor ** (strikes - 1), capped at max_ban_time.
 * Bounded memory: at most max_tracked offenders (and as many remembered logins); those
   seen least recently are evicted first (1/128 of the cap at a time) and counted in
-  `evictions`. An offender costs about 150 bytes (its connections are packed into one
+  `evictions`. An offender costs about 135 bytes (its connections are packed into one
   bytes object).
 """
 
@@ -76,7 +76,7 @@ MAX_CONNECTIONS = 64
 
 # One connection: time of its latest line, pid (0: none), attempt sum (-1: no attempt line
 # yet), largest refusal weight (-1: none), largest probe weight. 24 bytes, so a one-
-# connection offender's bytes object fits a 64-byte allocation (1M offenders: ~150 MB).
+# connection offender's bytes object fits a 64-byte allocation (1M offenders: ~135 MB).
 # Weights as float32 are exact for the usual 0.5/1/2 and within 1e-7 for any other.
 _CONN = struct.Struct("=dIfff")
 _EPSILON = 1e-5  # float32 sums vs max_retry
