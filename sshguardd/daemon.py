@@ -304,7 +304,7 @@ class Daemon:
             raise StartupError(f"cannot open the control socket: {exc}") from None
 
         if self.drift is not None:
-            self._drift_outcomes(self.drift.check_all("start"))
+            self._drift_check("start")
             self._start_watcher()
 
         if self._serve_metrics and self.cfg.metrics.enabled:
@@ -429,7 +429,7 @@ class Daemon:
         if self.drift is not None:
             wake = self.drift.next_wakeup()
             if wake is not None and self.clock() >= wake:
-                self._drift_outcomes(self.drift.check_all("revert-war pause over"))
+                self._drift_check("revert-war pause over")
         if self.follower is not None and self.started.is_set() and \
                 not getattr(self.follower, "alive", True) and mono >= self._next_follower_restart:
             self._restart_follower(mono)
@@ -598,6 +598,15 @@ class Daemon:
             self._firewall_failed("restore", exc)
 
     # -- drift -------------------------------------------------------------------------------
+
+    def _drift_check(self, reason: str) -> None:
+        # The drift guard failing must not take the ban engine down with it.
+        try:
+            self._drift_outcomes(self.drift.check_all(reason))
+        except Exception as exc:
+            self.loop_errors += 1
+            log.exception("drift check (%s) failed", reason)
+            self.alerts.startup_problem("drift guard", f"{reason}: {exc}")
 
     def _drift_outcomes(self, outcomes: Sequence[Any]) -> None:
         for o in outcomes:
@@ -772,7 +781,7 @@ class Daemon:
             if self.drift is not None:
                 self._start_watcher()
         if self.drift is not None:
-            self._drift_outcomes(self.drift.check_all("reload"))
+            self._drift_check("reload")
         self.metrics.reloads.labels(result="success").inc()
         log.info("configuration reloaded from %s", path or config.DEFAULT_PATH)
         self.notifier.ready(self._status())

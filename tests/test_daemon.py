@@ -336,3 +336,18 @@ def test_file_backend_bans_from_auth_log(box: Sandbox, tmp_path: Path) -> None:
         assert d.status()["source"] == "file"
     finally:
         d.stop()
+
+
+def test_default_ports_come_from_sshd_T(tmp_path: Path) -> None:
+    from sshguardd.daemon import sshd_ports
+
+    fake = tmp_path / "sshd"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = -T ] || exit 2\n"
+                    "printf 'port 2222\\nlistenaddress 0.0.0.0:2222\\nport 22\\nport 2222\\n'\n")
+    fake.chmod(0o755)
+    assert sshd_ports(fake) == (2222, 22)
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'no hostkeys available' >&2\nexit 255\n")
+    broken.chmod(0o755)
+    assert sshd_ports(broken) == (22,)
+    assert sshd_ports(tmp_path / "missing") == (22,)
