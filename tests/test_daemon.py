@@ -174,12 +174,34 @@ def test_unreachable_daemon_exit_69(box: Sandbox, daemon: DaemonProc) -> None:
 
 
 def test_sighup_reload_keeps_state_and_refuses_bad_config(
-        box: Sandbox, daemon: DaemonProc, sshd: Sender) -> None:
+        box: Sandbox, tmp_path: Path, sshd: Sender) -> None:
+    write_config(box, cfg())
+    listener = notify_listener(tmp_path / "notify.sock")
+    daemon = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock")
     daemon.start()
+    try:
+        _reload_scenario(box, daemon, sshd, listener)
+    finally:
+        listener.close()
+        daemon.stop()
+
+
+def _notified(listener, first: bytes, then: bytes) -> None:
+    """Wait for a datagram starting with `first`, then one starting with `then`."""
+    deadline = time.monotonic() + 15
+    want = first
+    while want is not None:
+        assert time.monotonic() < deadline, f"no {want!r}"
+        if listener.recv(4096).startswith(want):
+            want = then if want == first else None
+
+
+def _reload_scenario(box: Sandbox, daemon: DaemonProc, sshd: Sender, listener) -> None:
     sshd.say(*failed("10.4.0.1", 3))
     wait_for(lambda: banned(box, "10.4.0.1"), 10, what="first ban")
     write_config(box, "[ban]\nmax_retry = 0\n")  # invalid
     daemon.send_signal(signal.SIGHUP)
+    _notified(listener, b"RELOADING=1", b"READY=1")  # systemd sees the reload end
     wait_for(lambda: "reload refused" in daemon.log(), 10, what="the refusal in the log")
     assert daemon.status()["ok"]
     # the old max_retry (3) still holds
