@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import math
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -296,8 +295,11 @@ class BanPolicy:
 
     def duration_for(self, strikes: int) -> float:
         """Ban time for the n-th ban within history_time (1 = first offence)."""
-        d = self.cfg.ban_time * self.cfg.escalation_factor ** (strikes - 1)
-        return min(d, self.cfg.max_ban_time) if math.isfinite(d) else self.cfg.max_ban_time
+        try:
+            d = self.cfg.ban_time * self.cfg.escalation_factor ** (strikes - 1)
+        except OverflowError:  # float ** int raises rather than returning inf
+            return self.cfg.max_ban_time
+        return min(d, self.cfg.max_ban_time)
 
     def _ban(self, network: str, key: int | None, t: float, duration: float | None,
              reason: str) -> Ban:

@@ -286,6 +286,11 @@ def test_escalation_doubles_and_stops_at_the_ceiling():
     assert strikes == [1, 2, 3, 4, 5]
 
 
+def test_escalation_never_overflows():
+    policy = BanPolicy(BanConfig(escalation_factor=100, max_ban_time="1w"))
+    assert policy.duration_for(5000) == 7 * 86400
+
+
 def test_history_from_the_store_escalates_and_old_history_is_forgotten():
     cfg = BanConfig(history_time=86400)
     recent = BanPolicy(cfg, history={"192.0.2.91/32": [T0 - 3600, T0 - 7200]})
