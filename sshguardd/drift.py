@@ -7,10 +7,11 @@ One repair of sshd's configuration is:
   `sshd -t` on the whole candidate -> keep a copy of each drifted file and a unified diff
   in state_dir/drift -> replace each changed file atomically (owner, mode, SELinux label
   kept) -> `sshd -t` on the real files -> restart sshd.
-If any step after the first write fails, the files as they were are written back and sshd
-is not restarted onto a configuration it rejects. A configuration that sshd already rejects
-is left alone (an admin may be half-way through an edit) and alerted: a repair would not
-make it valid, and restarting would take sshd down.
+If any step after the first write fails (or `sshd -T` does not confirm the repaired
+values), the files as they were are written back and sshd is not restarted onto a
+configuration it rejects. A configuration that sshd already rejects is left alone (an admin
+may be half-way through an edit) and alerted, unless the repair is what makes sshd accept
+it again: restarting onto it would take sshd down.
 
 What it never does: touch a setting the policy does not name, change any line but the one
 that wins (or add one where nothing sets it), kill or signal sshd processes serving
@@ -250,9 +251,12 @@ class DriftGuard:
                 log.debug("ignoring our own write to %s", path)
                 return [Outcome("(own write)", path, "ignored")]
             self._own.pop(path, None)
-            if path == str(self.dc.shadow):
-                return self._check_shadow()
-            return self._check_sshd()
+            started = time.monotonic()
+            queued = self.clock() - changed.time
+            out = self._check_shadow() if path == str(self.dc.shadow) else self._check_sshd()
+            log.debug("handled a change of %s in %.0f ms, %.0f ms after it was reported",
+                      path, 1000 * (time.monotonic() - started), 1000 * queued)
+            return out
 
     def next_wakeup(self) -> float | None:
         """When a paused revert war ends (clock time), so the daemon can call check_all."""
@@ -283,21 +287,19 @@ class DriftGuard:
             self._once("parse", "missing", lambda: self.alerts.repair_failed(
                 "parse", main, None, "file is missing"))
             return [Outcome("sshd_config", main, "failed", detail="file is missing")]
-        # sshd's own verdict first: if it rejects the files as they are, repairing a
-        # setting cannot make them valid and restarting would take sshd down.
+        # sshd's own verdict first. If it rejects the files as they are, the only change
+        # made is a repair that sshd accepts (say "PermitRootLogin maybe" put back to
+        # "no"); anything else stays as it is, alerted, and sshd is not restarted.
+        invalid: ServiceError | None = None
+        sshd_t: dict[str, str] | None = None
         try:
             sshd_t = self.runner.effective(main)
+            self._alerted.pop("invalid", None)
         except ServiceError as exc:
-            self._once("invalid", _digest("".join(texts.values()).encode(
-                errors="surrogateescape")), lambda: self.alerts.repair_failed(
-                "validate", main, exc.argv, exc.stderr))
-            self._count_failure("validate")
-            return [Outcome("sshd_config", main, "failed",
-                            detail=f"sshd rejects the current configuration: {exc}")]
-        self._alerted.pop("invalid", None)
+            invalid = exc
         findings = []
         for f in sshd_config.judge(model, self.policy, sshd_t):
-            real = sshd_t.get(f.keyword)
+            real = (sshd_t or {}).get(f.keyword)
             if not f.match and real is not None and sshd_config.normalise_value(
                     f.keyword, real) != sshd_config.normalise_value(f.keyword, f.actual):
                 log.warning("model says %s=%s but sshd -T says %s; trusting sshd",
@@ -339,6 +341,14 @@ class DriftGuard:
                 outcomes.append(paused)
                 continue
             todo.append(f)
+        if invalid is not None and not todo:
+            exc = invalid
+            self._once("invalid", _digest("".join(texts.values()).encode(
+                errors="surrogateescape")), lambda: self.alerts.repair_failed(
+                "validate", main, exc.argv, exc.stderr))
+            self._count_failure("validate")
+            outcomes.append(Outcome("sshd_config", main, "failed",
+                                    detail=f"sshd rejects the current configuration: {exc}"))
         if todo:
             outcomes += self._repair_sshd(model, texts, todo)
         return outcomes
@@ -359,7 +369,10 @@ class DriftGuard:
         try:
             self._validate_candidate(model, texts, new_texts)
         except ServiceError as exc:
-            self.alerts.repair_failed("validate", main, exc.argv, exc.stderr)
+            # Once per content: a config that stays broken is not re-alerted per event.
+            self._once("candidate", _digest("".join(texts.values()).encode(
+                errors="surrogateescape")), lambda: self.alerts.repair_failed(
+                "validate", main, exc.argv, exc.stderr))
             return failed("validate", main, str(exc))
         except OSError as exc:
             self.alerts.repair_failed("edit", main, None, str(exc))

@@ -194,11 +194,30 @@ def test_config_sshd_rejects_is_not_touched_and_alerted_once(box: Box):
     box.main.write_text(broken)
     for _ in range(2):
         out = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
-        assert [o.action for o in out if o.file == str(box.main)] == ["failed"]
+        assert actions(out) == {"permitrootlogin": "failed"}
     assert box.main.read_text() == broken and box.restart_count() == 0
     (alert,) = box.alerts("repair_failed")
     assert alert["STEP"] == "validate" and "NoSuchKeyword" in alert["STDERR"]
-    assert "-t" in alert["COMMAND"] or "-T" in alert["COMMAND"]
+    assert f"{box.main} (candidate): line 11: Bad configuration option" in alert["STDERR"]
+    # Broken with nothing to repair: alerted once too.
+    box.main.write_text(broken.replace("PermitRootLogin yes", "PermitRootLogin no"))
+    for _ in range(2):
+        out = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+        assert actions(out) == {"sshd_config": "failed"}
+    assert len(box.alerts("repair_failed")) == 2
+    assert box.restart_count() == 0
+
+
+def test_invalid_value_of_a_policy_keyword_is_repaired(box: Box):
+    # A bad value makes sshd reject the file; putting the policy's value back fixes it.
+    box.give_alice_a_key()
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no",
+                                                     "PermitRootLogin maybe"))
+    with pytest.raises(service.ServiceError):
+        box.runner.test(box.main)
+    out = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
+    assert actions(out) == {"permitrootlogin": "repaired"}
+    assert box.effective()["permitrootlogin"] == "no" and box.restart_count() == 1
 
 
 def test_candidate_rejected_by_sshd_changes_nothing(tmp_path: Path):
