@@ -33,6 +33,7 @@ window, with its pid. Otherwise the writer is "unknown".
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import difflib
 import hashlib
 import logging
@@ -189,6 +190,8 @@ class DriftGuard:
         self._alerted: dict[str, Any] = {}          # de-duplicates repeating alerts
         self._standing: dict[tuple[str, ...], str] = {}  # drifts alerted, still present
         self._model: sshd_config.SshdConfig | None = None
+        self._last_sshd_t: dict[str, str] | None = None
+        self._speculation: tuple[str, ServiceError | None] | None = None
 
     # ------------------------------------------------------------------ public seam
 
@@ -290,13 +293,20 @@ class DriftGuard:
         # sshd's own verdict first. If it rejects the files as they are, the only change
         # made is a repair that sshd accepts (say "PermitRootLogin maybe" put back to
         # "no"); anything else stays as it is, alerted, and sshd is not restarted.
+        # While sshd -T runs, the likely repair is planned and its candidate validated in
+        # parallel (speculation: the result is only used if the final plan is the same),
+        # which takes one sshd run off the time from drift to repaired file.
         invalid: ServiceError | None = None
         sshd_t: dict[str, str] | None = None
-        try:
-            sshd_t = self.runner.effective(main)
-            self._alerted.pop("invalid", None)
-        except ServiceError as exc:
-            invalid = exc
+        with concurrent.futures.ThreadPoolExecutor(1, "drift-sshd-T") as pool:
+            future = pool.submit(self.runner.effective, main)
+            self._speculate(model, texts)
+            try:
+                sshd_t = future.result()
+                self._last_sshd_t = sshd_t
+                self._alerted.pop("invalid", None)
+            except ServiceError as exc:
+                invalid = exc
         findings = []
         for f in sshd_config.judge(model, self.policy, sshd_t):
             real = (sshd_t or {}).get(f.keyword)
@@ -367,7 +377,7 @@ class DriftGuard:
 
         # 1. Validate the whole candidate with sshd before touching a real file.
         try:
-            self._validate_candidate(model, texts, new_texts)
+            self._validate_cached(model, texts, new_texts)
         except ServiceError as exc:
             # Once per content: a config that stays broken is not re-alerted per event.
             self._once("candidate", _digest("".join(texts.values()).encode(
@@ -447,6 +457,46 @@ class DriftGuard:
                 where = f" for {','.join(f'{k}={v}' for k, v in ctx.items())}" if ctx else ""
                 wrong.append(f"sshd -T{where} says {f.keyword} {real}, not {f.expected}")
         return wrong
+
+    def _speculate(self, model: sshd_config.SshdConfig, texts: dict[str, str]) -> None:
+        """Validate the candidate that the model (with the last `sshd -T` output for
+        keywords no line sets) says will be needed, and remember the verdict."""
+        self._speculation = None
+        if not self.enforcing:
+            return
+        todo = [f for f in sshd_config.judge(model, self.policy, self._last_sshd_t)
+                if not f.compliant]
+        if not todo:
+            return
+        try:
+            edits = sshd_config.plan(model, todo, texts)
+            new_texts = {f: sshd_config.apply_edits(texts[f], es)
+                         for f, es in sshd_config.edits_by_file(edits).items()}
+            key = self._candidate_key(texts, new_texts)
+            try:
+                self._validate_candidate(model, texts, new_texts)
+                self._speculation = (key, None)
+            except ServiceError as exc:
+                self._speculation = (key, exc)
+        except (OSError, ValueError) as exc:
+            log.debug("speculative validation skipped: %s", exc)
+
+    @staticmethod
+    def _candidate_key(texts: dict[str, str], new_texts: dict[str, str]) -> str:
+        h = hashlib.sha256()
+        for path in sorted(texts):
+            h.update(path.encode(errors="surrogateescape") + b"\0")
+            h.update(new_texts.get(path, texts[path]).encode(errors="surrogateescape") + b"\0")
+        return h.hexdigest()
+
+    def _validate_cached(self, model: sshd_config.SshdConfig, texts: dict[str, str],
+                         new_texts: dict[str, str]) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None and spec[0] == self._candidate_key(texts, new_texts):
+            if spec[1] is not None:
+                raise spec[1]
+            return
+        self._validate_candidate(model, texts, new_texts)
 
     def _validate_candidate(self, model: sshd_config.SshdConfig, texts: dict[str, str],
                             new_texts: dict[str, str]) -> None:
