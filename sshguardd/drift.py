@@ -22,12 +22,8 @@ keeps existing sessions: KillMode=process), or change any shadow field but root'
 Revert wars: each repair is recorded per (setting, file). When max_reverts repairs of the
 same item happen within `window`, the guard stops repairing it for `pause`, raises a
 critical alert naming the file and, when it can tell, the writer, and resumes afterwards
-(`next_wakeup()` tells the daemon when to call `check_all`). The writer is found without
-an audit subsystem or fanotify, in two cheap steps: what the file says about who manages it
-(cloud-init's, Ansible's, Puppet's, Chef's and Salt's own header comments, or a drop-in
-named after its tool); else the journal: the last known writer (shadow-utils' usermod,
-passwd, chpasswd..., cloud-init, config management agents) that logged during the war's
-window, with its pid. Otherwise the writer is "unknown".
+(`next_wakeup()` tells the daemon when to call `check_all`). How the writer is found:
+sshguardd.writers. The lockout guard: sshguardd.lockout.
 """
 
 from __future__ import annotations
@@ -38,7 +34,6 @@ import difflib
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -48,29 +43,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from sshguardd import atomic, config, contracts, shadow, sshd_config
+from sshguardd import atomic, config, contracts, lockout, shadow, sshd_config
 from sshguardd.service import ServiceError, Sshd
+from sshguardd.writers import CONFIG_WRITERS, SHADOW_WRITERS, journal_writer, writer_of
 
 log = logging.getLogger(__name__)
 
 Action = Literal["ok", "drift", "repaired", "refused", "failed", "paused", "ignored"]
 
-# Settings whose enforcement can lock every key holder out (see _lockout_reason).
-GUARDED_KEYWORDS = ("passwordauthentication", "kbdinteractiveauthentication",
-                    "permitrootlogin")
-NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")
 KEEP_COPIES = 200  # drifted-file copies and diffs kept in state_dir/drift
-
-# Header comments tools put into files they manage (facts from their generated files).
-WRITER_MARKERS = (
-    ("cloud-init", re.compile(r"cloud-init", re.I)),
-    ("ansible", re.compile(r"ansible managed", re.I)),
-    ("puppet", re.compile(r"managed by puppet|puppet[- ]managed", re.I)),
-    ("chef", re.compile(r"(managed|generated) by chef", re.I)),
-    ("salt", re.compile(r"managed by salt", re.I)),
-    ("cfengine", re.compile(r"cfengine", re.I)),
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -83,64 +64,6 @@ class Outcome:
     old: str = ""        # the drifted value ("unlocked" for root's password)
     new: str = ""        # the policy's value
     detail: str = ""
-
-
-def writer_of(path: str, text: str | None) -> str | None:
-    """A best guess at which tool wrote this file, from its name and header."""
-    name = os.path.basename(path).lower()
-    for tool, pattern in WRITER_MARKERS:
-        if tool in name or (text and pattern.search(text[:4096])):
-            return tool
-    return None
-
-
-# Programs that rewrite sshd_config or /etc/shadow and say so in the journal (their
-# SYSLOG_IDENTIFIER): cloud-init and configuration management agents for both, and
-# shadow-utils' tools for the shadow file only (a useradd must not be blamed for an
-# sshd_config edit).
-CONFIG_WRITERS = frozenset({
-    "cloud-init", "cloud-init-hotplugd", "puppet", "puppet-agent", "chef-client",
-    "salt-minion", "cf-agent",
-})
-SHADOW_WRITERS = CONFIG_WRITERS | {
-    "usermod", "passwd", "chpasswd", "chage", "vipw", "pwconv", "newusers",
-}
-
-
-def journal_writer(since: float, reader_factory: Callable[[], Any] | None = None,
-                   limit: int = 5000, tools: frozenset[str] = CONFIG_WRITERS) -> str | None:
-    """The most recent known writer (one of `tools`, or any `ansible-*` module) that logged
-    to the journal since `since` (epoch seconds), as "usermod (pid 123)"; None if none.
-    Reads backwards from the end, at most `limit` entries: only called when a revert war
-    starts, so its cost does not matter."""
-    try:
-        if reader_factory is None:
-            from systemd import journal
-
-            reader = journal.Reader()
-        else:
-            reader = reader_factory()
-    except (ImportError, OSError) as exc:
-        log.debug("no journal to ask for the writer: %s", exc)
-        return None
-    try:
-        reader.seek_tail()
-        for _ in range(limit):
-            entry = reader.get_previous()
-            if not entry:
-                break
-            stamp = entry.get("__REALTIME_TIMESTAMP")
-            if stamp is not None and stamp.timestamp() < since:
-                break
-            ident = str(entry.get("SYSLOG_IDENTIFIER") or "")
-            if ident in tools or ident.startswith("ansible-"):
-                pid = entry.get("_PID")
-                return f"{ident} (pid {pid})" if pid else ident
-    except OSError as exc:
-        log.debug("reading the journal for the writer failed: %s", exc)
-    finally:
-        reader.close()
-    return None
 
 
 def _digest(data: bytes | None) -> str | None:
@@ -334,7 +257,7 @@ class DriftGuard:
                 outcomes.append(Outcome(f.item, file, "drift", f.actual, f.expected,
                                         "audit mode: not repaired"))
                 continue
-            if f.keyword in GUARDED_KEYWORDS and self.dc.lockout_guard:
+            if f.keyword in lockout.GUARDED_KEYWORDS and self.dc.lockout_guard:
                 guard_reason = self._lockout_reason(model, f.keyword)
                 if guard_reason:
                     if self._new(("lockout", f.item, file), guard_reason):
@@ -559,70 +482,12 @@ class DriftGuard:
 
     # ------------------------------------------------------------------ lockout guard
 
-    def _key_holders(self, model: sshd_config.SshdConfig) -> tuple[list[str], int] | str:
-        """(accounts with a login shell and a non-empty authorized keys file, accounts
-        checked), or a reason string when keys come from elsewhere or cannot be judged.
-        uid 0 accounts are reported as "root" (sshd's PermitRootLogin is about uid 0)."""
-        akc = model.effective("authorizedkeyscommand").value
-        if akc and akc.lower() != "none":
-            return f"AuthorizedKeysCommand {akc}"
-        files = [f for f in model.effective("authorizedkeysfile").value.split()
-                 if f.lower() != "none"]
-        usepam = model.effective("usepam").value.lower() == "yes"
-        try:
-            accounts = self.passwd.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            return f"cannot read {self.passwd}: {exc}"
+    def _lockout_reason(self, model: sshd_config.SshdConfig, keyword: str) -> str | None:
         try:
             shadow_text = self.shadow.read()
         except OSError:
             shadow_text = ""
-        locked = {name for _, name, pw in shadow._entries(shadow_text) if pw.startswith("!")}
-        holders, checked = [], 0
-        for line in accounts.splitlines():
-            f = line.split(":")
-            if len(f) < 7 or line.startswith("#"):
-                continue
-            name, uid, home, shell = f[0], f[2], f[5], f[6]
-            if shell in NOLOGIN_SHELLS or shell.endswith("/nologin"):
-                continue
-            if not usepam and name in locked:
-                continue  # sshd without PAM refuses keys for a '!'-locked account
-            checked += 1
-            for pattern in files:
-                p = (pattern.replace("%h", home).replace("%u", name).replace("%U", uid)
-                     .replace("%%", "%"))
-                if not p.startswith("/"):
-                    p = os.path.join(home, p)
-                if _has_keys(p):
-                    holders.append("root" if uid == "0" else name)
-                    break
-        return holders, checked
-
-    def _lockout_reason(self, model: sshd_config.SshdConfig, keyword: str) -> str | None:
-        """Why enforcing `keyword` now would lock every key holder out, or None.
-
-        Passwords off: someone who may log in after the repair must have a key.
-        PermitRootLogin no: if root is the only account with a key, it must keep it."""
-        found = self._key_holders(model)
-        if isinstance(found, str):
-            return None if found.startswith("AuthorizedKeysCommand") else found
-        holders, checked = found
-        root_policy = self.policy.get("permitrootlogin",
-                                      model.effective("permitrootlogin").value)
-        root_keys_ok = sshd_config.normalise_value("permitrootlogin", root_policy) in (
-            "yes", "prohibit-password")
-        if keyword == "permitrootlogin":
-            if holders and all(h == "root" for h in holders) and not root_keys_ok:
-                return ("root is the only account with an authorized key; forbidding root "
-                        "logins would lock everyone out (add a key for another account)")
-            return None
-        if any(h != "root" or root_keys_ok for h in holders):
-            return None
-        files = model.effective("authorizedkeysfile").value
-        return (f"no account that can log in has an authorized key ({checked} checked "
-                f"for {files}) and no AuthorizedKeysCommand is set; turning passwords off "
-                "would lock everyone out")
+        return lockout.reason(model, self.policy, keyword, self.passwd, shadow_text)
 
     # ------------------------------------------------------------------ shadow
 
@@ -767,11 +632,3 @@ class _VerifyError(Exception):
     def __init__(self, problems: list[str]):
         self.stderr = "; ".join(problems)
         super().__init__(self.stderr)
-
-
-def _has_keys(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return any(line.strip() and not line.lstrip().startswith("#") for line in f)
-    except OSError:
-        return False

@@ -63,7 +63,8 @@ class ShadowState:
     empty_password_accounts: tuple[str, ...]  # accounts (root included) with an empty field
 
 
-def _entries(text: str):
+def entries(text: str):
+    """(line number, account, password field) for each entry; never logged."""
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line or line.startswith("#"):
             continue
@@ -74,8 +75,8 @@ def _entries(text: str):
 
 
 def judge(text: str) -> ShadowState:
-    root = [pw for _, name, pw in _entries(text) if name == "root"]
-    empty = tuple(name for _, name, pw in _entries(text) if pw == "")
+    root = [pw for _, name, pw in entries(text) if name == "root"]
+    empty = tuple(name for _, name, pw in entries(text) if pw == "")
     return ShadowState(
         root_present=bool(root),
         root_locked=bool(root) and is_locked(root[0]),

@@ -16,7 +16,7 @@ import pytest
 
 from systemd import journal
 
-from sshguardd import config, contracts, drift, service
+from sshguardd import config, contracts, drift, service, writers
 from sshguardd.alerts import Alerts
 from sshguardd.metrics import Metrics
 
@@ -74,7 +74,7 @@ class Box:
             self.cfg, alerts=Alerts(send=lambda m, **f: self.sent.append({"MESSAGE": m, **f})),
             metrics=self.metrics, runner=self.runner, passwd=self.passwd,
             ssh_dir=str(self.ssh), clock=lambda: self.now,
-            writer_hint=lambda since, tools: drift.journal_writer(
+            writer_hint=lambda since, tools: writers.journal_writer(
                 since, lambda: journal.Reader(path=str(self.journal_dir)), tools=tools))
 
     def write_journal(self, *entries: dict[str, str], at: float) -> None:
@@ -498,13 +498,13 @@ def test_journal_writer_ignores_entries_before_the_window(tmp_path: Path):
                       {"SYSLOG_IDENTIFIER": "ansible-ansible.builtin.lineinfile",
                        "_PID": "10", "MESSAGE": "Invoked"}, at=1000.0)
     reader = lambda: journal.Reader(path=str(box.journal_dir))  # noqa: E731
-    assert drift.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
-    assert drift.journal_writer(1001.5, reader) is None
+    assert writers.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
+    assert writers.journal_writer(1001.5, reader) is None
     box.write_journal({"SYSLOG_IDENTIFIER": "useradd", "_PID": "11", "MESSAGE": "new user"},
                       at=2000.0)
     # useradd never edits sshd_config: not blamed for it, even as the latest writer.
-    assert drift.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
-    assert drift.journal_writer(999.0, reader, tools=drift.SHADOW_WRITERS | {"useradd"}) \
+    assert writers.journal_writer(999.0, reader) == "ansible-ansible.builtin.lineinfile (pid 10)"
+    assert writers.journal_writer(999.0, reader, tools=writers.SHADOW_WRITERS | {"useradd"}) \
         == "useradd (pid 11)"
 
 
