@@ -528,14 +528,20 @@ class Daemon:
                 self.store.record_logins(logins)
             if batch.position is not None:
                 self.store.save_cursor(batch.position)
-        if new:
-            for ban in new:
+        # Catching up after downtime can decide bans that have run out already: they
+        # count for escalation (stored above) but are neither applied nor announced.
+        live = [b for b in new if b.until > now]
+        if len(live) < len(new):
+            log.info("%d bans decided from old entries had already expired",
+                     len(new) - len(live))
+        if live:
+            for ban in live:
                 self._pending_bans[ban.network] = ban
                 self._pending_unbans.discard(ban.network)
             self._apply_firewall()
-            for ban in new:  # the alert is also the log line (alerts.Alerts)
+            for ban in live:  # the alert is also the log line (alerts.Alerts)
                 self.alerts.ban(ban.network, ban.duration, ban.strikes, ban.reason)
-            self.metrics.ban_applied(b.network for b in new)
+            self.metrics.ban_applied(b.network for b in live)
             self.metrics.set_active_bans(b.network for b in self.store.active_bans(now))
             self._active_count = None
 
