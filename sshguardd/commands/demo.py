@@ -103,7 +103,12 @@ def run(args) -> int:
         view.fail(f"the demo broke: {type(exc).__name__}: {exc}")
         demo.show_daemon_log()
     finally:
-        demo.cleanup()
+        # A second Ctrl-C must not cut the teardown short and leave layers behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            demo.cleanup()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     host_ok = demo.host_unchanged()
     view.check(host_ok, "the host's sshd_config, shadow and passwd are unchanged")
     view.title(f"demo result: {'ok' if not view.failures else 'FAILED'} "
@@ -117,8 +122,6 @@ def run(args) -> int:
 class Attacker:
     address: str
     attempts: int = 0
-    failures_logged: int = 0
-    banned_at: float | None = None
     dropped: bool = False  # a connection attempt timed out: the kernel drops it
 
 
