@@ -1,7 +1,8 @@
 """The sshd_config model against the real thing: for generated configurations (keyword
 case, `=` syntax, aliases, drop-ins Included anywhere, Match blocks in the main file and
 in drop-ins), the model's effective values must be what `sshd -T` reports, globally and
-for a connection by each Match User (`sshd -T -C`)."""
+for a connection by each Match User (`sshd -T -C`); and after the planned repair, sshd
+must report the policy's values everywhere."""
 
 from __future__ import annotations
 
@@ -99,4 +100,18 @@ def test_model_agrees_with_sshd(tmp_path_factory, hostkey, data):
         for kw in KEYWORDS:
             assert sc.normalise_value(kw, expected_for(model, kw, user)) == \
                 sc.normalise_value(kw, real[kw]), (user, kw, main.read_text())
+    # Repairing with the model's planned edits makes sshd itself report the policy, for
+    # everyone, and touches no line the plan did not name.
+    policy = {"PermitRootLogin": "no", "PasswordAuthentication": "no",
+              "KbdInteractiveAuthentication": "no", "MaxAuthTries": "3"}
+    texts = {f: Path(f).read_text() for f in model.files}
+    edits = sc.plan(model, sc.judge(model, policy), texts)
+    for path, es in sc.edits_by_file(edits).items():
+        Path(path).write_text(sc.apply_edits(texts[path], es))
+    for ctx in (None, *({**sc.PROBE_DEFAULTS, "user": u} for u in USERS)):
+        real = sshd.effective(main, ctx)
+        for kw, want in sc.policy_items(policy).items():
+            assert sc.normalise_value(kw, real[kw]) == want, (ctx, kw, main.read_text())
+    assert len(edits) <= len(sc.policy_items(policy)) + sum(
+        len(model.match_overrides(kw)) for kw in sc.policy_items(policy))
     shutil.rmtree(root)
