@@ -516,3 +516,27 @@ def test_unenforceable_policy_keyword_is_reported_not_guessed(tmp_path: Path):
     before = box.main.read_bytes()
     assert actions(box.guard.check_all("start")) == {}
     assert box.main.read_bytes() == before
+
+
+def test_restart_command_found_from_installed_unit(tmp_path: Path):
+    debian, rhel = tmp_path / "debian", tmp_path / "rhel"
+    debian.mkdir()
+    rhel.mkdir()
+    (debian / "ssh.service").write_text("[Unit]\n")
+    (debian / "sshd.service").symlink_to(debian / "ssh.service")  # Debian's alias
+    (rhel / "sshd.service").write_text("[Unit]\n")
+    assert service.find_restart_command([str(debian)]) == ("systemctl", "restart",
+                                                          "ssh.service")
+    assert service.find_restart_command([str(tmp_path / "none"), str(rhel)]) == (
+        "systemctl", "restart", "sshd.service")
+
+
+def test_service_error_quotes_argv_status_and_stderr(box: Box):
+    with pytest.raises(service.ServiceError) as err:
+        service.Sshd([str(DATA / "sshd-private-run")]).test(box.root / "missing")
+    assert err.value.argv[-2:] == ["-f", str(box.root / "missing")]
+    assert err.value.returncode == 1 and "No such file or directory" in err.value.stderr
+    assert str(err.value).startswith(f"{DATA / 'sshd-private-run'} -t -f ")
+    with pytest.raises(service.ServiceError) as err:
+        service.Sshd(restart=["/nonexistent/restart-sshd"]).restart()
+    assert err.value.returncode == 127 and "No such file" in err.value.stderr
