@@ -568,7 +568,8 @@ class DriftGuard:
             if now < until:
                 return Outcome(key[0], file, "paused", f.actual if f else "",
                                f.expected if f else "",
-                               f"revert war: repairs paused until {until:.0f}")
+                               "revert war: repairs paused until "
+                               + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until)))
             del self._paused[key]
             self._reverts.pop(key, None)
             log.info("revert-war pause over for %s in %s: repairing again", *key)
