@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,16 @@ def test_manual_ban_unban_and_bad_requests(box: Sandbox, daemon: DaemonProc) -> 
     assert daemon.cli("ban", "10.3.0.1", "--for", "soon").returncode == 2
     assert daemon.request({"cmd": "ban", "address": "10.3.0.1", "duration": -5})["ok"] is False
     assert daemon.request({"cmd": "nope"})["ok"] is False
+    for payload in (b"{" * 100_000, b"\x00garbage\n", b'{"cmd": "ban", "address": 5}\n'):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(daemon.socket))
+            try:
+                s.sendall(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before it was all sent
+            answer = json.loads(s.recv(65536))
+        assert answer["ok"] is False, payload[:20]
     assert daemon.status()["healthy"] is True
 
 
