@@ -84,7 +84,9 @@ class JournalFollower:
         if self.directory is not None:
             reader = self._factory(path=self.directory)
         else:
-            reader = self._factory()
+            # sshd logs to the system journal: users' own journal files need not be
+            # opened (and their entries could never pass the trust rule anyway).
+            reader = self._factory(flags=journal.LOCAL_ONLY | journal.SYSTEM_ONLY)
         self._reader = reader
         self._add_matches(reader)
         self._position()
