@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 Action = Literal["ok", "drift", "repaired", "refused", "failed", "paused", "ignored"]
 
 KEEP_COPIES = 200  # drifted-file copies and diffs kept in state_dir/drift
+# A full re-check this often, whatever inotify said: the kernel drops events when its
+# queue overflows, and what the lockout guard reads (authorized_keys, /etc/passwd) is not
+# watched, so a refused repair is retried once keys appear.
+RECHECK_INTERVAL = 300.0
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -114,6 +118,7 @@ class DriftGuard:
         self._standing: dict[tuple[str, ...], str] = {}  # drifts alerted, still present
         self._model: sshd_config.SshdConfig | None = None
         self._last_sshd_t: dict[str, str] | None = None
+        self._last_full: float | None = None  # clock time of the last check_all
         self._speculation: tuple[str, ServiceError | None] | None = None
 
     # ------------------------------------------------------------------ public seam
@@ -163,6 +168,13 @@ class DriftGuard:
             return []
         with self._lock:
             log.debug("drift check: %s", reason)
+            now = self.clock()
+            self._last_full = now
+            for key, until in list(self._paused.items()):
+                if now >= until:  # over, whether or not the drift is still there
+                    del self._paused[key]
+                    self._reverts.pop(key, None)
+                    log.info("revert-war pause over for %s in %s: repairing again", *key)
             return self._check_sshd() + self._check_shadow()
 
     def handle(self, changed: contracts.FileChanged) -> list[Outcome]:
@@ -185,9 +197,13 @@ class DriftGuard:
             return out
 
     def next_wakeup(self) -> float | None:
-        """When a paused revert war ends (clock time), so the daemon can call check_all."""
+        """When (clock time) the daemon should call check_all next: when a revert war's
+        pause ends, and every RECHECK_INTERVAL in any case."""
         with self._lock:
-            return min(self._paused.values(), default=None)
+            due = list(self._paused.values())
+            if self._last_full is not None:
+                due.append(self._last_full + RECHECK_INTERVAL)
+            return min(due, default=None)
 
     # ------------------------------------------------------------------ sshd_config
 

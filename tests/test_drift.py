@@ -293,7 +293,23 @@ def test_revert_war_pauses_then_resumes(tmp_path: Path):
     assert box.guard.next_wakeup() == pytest.approx(box.now - 10 + 3600)
     box.now += 3600
     assert actions(box.guard.check_all("pause over")) == {"permitrootlogin": "repaired"}
-    assert box.guard.next_wakeup() is None
+    assert box.guard.next_wakeup() == box.now + drift.RECHECK_INTERVAL
+
+
+def test_pause_ends_even_if_the_drift_went_away(tmp_path: Path):
+    box = Box(tmp_path, revert_war={"max_reverts": 1, "window": "10m", "pause": "1h"})
+    box.give_alice_a_key()
+    dropin = box.ssh / "sshd_config.d" / "50-cloud-init.conf"
+    for _ in range(2):
+        box.now += 1
+        dropin.write_text("PermitRootLogin yes\n")
+        box.guard.handle(contracts.FileChanged(str(dropin), box.now))
+    assert box.guard.next_wakeup() == box.now + 3600
+    dropin.unlink()  # the other writer gave up
+    box.now += 3600
+    assert actions(box.guard.check_all("pause over")) == {}
+    # Nothing paused is left to wake the daemon every tick: only the periodic re-check.
+    assert box.guard.next_wakeup() == box.now + drift.RECHECK_INTERVAL
     assert box.metric("revert_wars_total", setting="permitrootlogin", file=str(dropin)) == 1
 
 
