@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sshguardd import shadow
 from sshguardd.sandbox import wait_for
@@ -180,3 +182,30 @@ def test_writer_keeps_the_selinux_label(etc: Path):
     os.setxattr(etc / "shadow", "security.selinux", label)
     assert shadow.ShadowFile(etc / "shadow").relock("*LOCK*") is not None
     assert os.getxattr(etc / "shadow", "security.selinux") == label
+
+
+_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=8)
+_field = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789$./!*", max_size=20)
+_entry = st.builds(lambda n, pw, rest: f"{n}:{pw}:{rest}", _name, _field,
+                   st.text(alphabet="0123456789:", max_size=20))
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.lists(_entry, max_size=8), after=st.lists(_entry, max_size=8),
+       root_pw=_field, form=st.sampled_from(["!", "*LOCK*", "*"]),
+       final_newline=st.booleans())
+def test_relock_touches_nothing_but_the_first_roots_password(before, after, root_pw, form,
+                                                             final_newline):
+    before = [e for e in before if not e.startswith("root:")]
+    lines = before + [f"root:{root_pw}:19700:0:99999:7:::"] + after
+    text = "\n".join(lines) + ("\n" if final_newline else "")
+    out = shadow.relock(text, form)
+    assert shadow.judge(out).root_locked
+    old_lines, new_lines = text.split("\n"), out.split("\n")
+    assert len(old_lines) == len(new_lines)
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    assert changed in ([], [len(before)])
+    for i in changed:
+        a, b = old_lines[i].split(":"), new_lines[i].split(":")
+        assert a[0] == b[0] == "root" and a[2:] == b[2:]
+        assert b[1] == (("!" + a[1]) if form == "!" else form)
