@@ -47,8 +47,12 @@ from sshguardd.classify import (
     MAX_MESSAGE,
     Correlator,
     Raw,
+    parse_host,
     strip_prefixes,
 )
+from sshguardd.classify import _MISS
+from sshguardd.classify import _memo as _host_memo  # parse_host's memo, read inline
+
 from sshguardd.contracts import Event, Kind, LogRecord
 from sshguardd.logformats import (
     _MONTHS,
@@ -119,17 +123,17 @@ _FAST_PREFIX = re.compile(
 _LONG_LINE = 64 << 10  # far beyond MAX_MESSAGE plus any syslog prefix
 
 
-def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[list[str]]:
-    """Lines of a binary stream, a list per ~1 MiB read: one decode and one split per
-    chunk (cut after a newline, which never falls inside a UTF-8 sequence) instead of a
-    TextIOWrapper call per line. Lines end at "\n" only; undecodable bytes are replaced,
-    never fatal: a log is evidence, not a config."""
+def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[str]:
+    """A binary stream as decoded text, one string per ~1 MiB read (cut after a newline,
+    which never falls inside a UTF-8 sequence), each starting with "\\n" and holding whole
+    lines separated by "\\n" (see _scan_text). Lines end at "\\n" only; undecodable bytes
+    are replaced, never fatal: a log is evidence, not a config."""
     rest = b""
     while True:
         block = raw.read(size)
         if not block:
             if rest:
-                yield [rest.decode("utf-8", "replace")]
+                yield "\n" + rest.decode("utf-8", "replace")
             return
         cut = block.rfind(b"\n")
         if cut < 0:
@@ -139,33 +143,274 @@ def _chunks(raw: BinaryIO, size: int = 1 << 20) -> Iterator[list[str]]:
             continue
         data = rest + block[:cut]
         rest = block[cut + 1:]
-        yield data.decode("utf-8", "replace").split("\n")
+        yield "\n" + data.decode("utf-8", "replace")
 
 
-def _text_lines(text: str) -> list[list[str]]:
+def _text_chunks(text: str) -> list[str]:
     """Already-decoded text as _chunks gives it."""
     if text.endswith("\n"):
         text = text[:-1]
-    return [text.split("\n")] if text else []
+    return ["\n" + text] if text else []
 
 
-def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator: Correlator,
+def _lines_as_chunks(chunks: Iterable[str]) -> Iterator[list[str]]:
+    """The lines of _chunks' texts (for _scan_lines, the reference path)."""
+    for text in chunks:
+        yield text[1:].split("\n")
+
+
+# The chunk scanner. One regex walks a whole chunk ("\n" + lines joined by "\n") with
+# finditer, so that the Python loop runs once per line that matters, not once per line:
+#  1. A possessive loop consumes, in C, the lines that cannot give a failure: classic sshd
+#     lines from PAM or whose message starts with no word any family or the correlator
+#     looks at, and classic lines of other programs. Each test here is a strict subset of
+#     the test _scan_lines applies, so a line skipped here is one it skips too.
+#  2. The next line is then either a classic sshd line, whose prefix is split into groups
+#     and whose message is, for the commonest sshd wordings, parsed by the regex (HOT
+#     groups; each pattern is narrower than its family parser, which gives the same
+#     verdict for every message the pattern accepts, see the comments at each), or any
+#     other line (group OTHER), handled per line like _scan_lines does.
+# tests/test_scan.py checks that this and _scan_lines give identical output.
+_U = r"[^ \n]{0,1024}"  # a user name without spaces (others take the general path)
+_A = r"[^ \n]{1,256}"  # an address token (validated by parse_host)
+_P = r"[0-9]{1,5}"
+_SSHD = r"(?:sshd|sshd-session|sshd-auth)"
+_STAMP = r"[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+# _scan_lines looks at a classic sshd message only when it starts with a prefix
+# strip_prefixes removes (first letters e f k [ P) or when its first word is a family's or
+# the correlator's, so a message whose first letter is none of these is skipped (PAM's
+# lines, a third of a busy log, are skipped by their own prefix).
+_LOOKED_AT = "[" + re.escape("".join(sorted(
+    set("efk[P") | {w[0] for w in set(FAMILIES) | CORRELATED_WORDS}))) + "]"  # first letters
+_SKIP = (
+    r"(?:" + _STAMP + r" [^ \[\]:\n]+ " + _SSHD + r"\[[0-9]{1,10}\]: (?:pam_|(?!" + _LOOKED_AT
+    + r"))"
+    # Another program's classic line: "Mmm dd hh:mm:ss HOST TAG: " with TAG's program
+    # (before any "[") not sshd's, exactly _scan_lines' test (line[9], [12], [15], etc.).
+    + r"|(?=[^\n]{21})[^\n]{9}:[^\n]{2}:[^\n]{2} [^ \[\n]+ (?!" + _SSHD + r"(?:\[|: ))"
+    r"[^ /\n]*: )[^\n]*\n")
+_HOT = (
+    # _auth_log: rest has no spaces but sshd's, so its last " from " is before the address;
+    # the user after an optional "invalid user "/"illegal user ".
+    r"(?P<fp>Failed password for (?:invalid user |illegal user )?(" + _U + r") from (" + _A
+    + r") port (" + _P + r") ssh2)$"
+    # _closed: the last " port " and last space are the ones before P and the address.
+    r"|(?P<cl>(?:Connection closed by|Connection reset by|Disconnected from) "
+    r"(?:(?:invalid |authenticating )?user (" + _U + r") )?(" + _A + r") port (" + _P
+    + r") \[preauth\])$"
+    # _invalid_user: no spaces in the user, so the last " from " is sshd's.
+    r"|(?P<iu>Invalid user (" + _U + r") from (" + _A + r") port (" + _P + r"))$"
+    # _auth_log with EXTRA: the only ": " preceded by " ssh2" is sshd's (no spaces in the
+    # user, the address does not end with ":"), the key type is no "from" and the
+    # fingerprint no "ssh2" or "[preauth]", so the end-anchored form gives no candidate
+    # and the one candidate is this address.
+    r"|(?P<ac>Accepted publickey for (" + _U + r") from ([^ \n]{0,255}[^ \n:]) port (" + _P
+    + r") ssh2: (?:RSA|DSA|ECDSA|ED25519|ECDSA-SK|ED25519-SK) SHA256:[A-Za-z0-9+/=]{1,100})$"
+    # _received: the first ": " is after ":11" (no spaces in the address), the client's
+    # text ends with " [preauth]", code 11 is neither 3 nor 14.
+    r"|(?P<rd>Received disconnect from (" + _A + r") port (" + _P
+    + r"):11: [^\n]{0,1024} \[preauth\])$"
+    # Closing lines for which every family says nothing (ends of normal sessions, the
+    # close after a kex error): only the correlator's bookkeeping.
+    r"|(?P<en>Disconnected from user " + _U + " " + _A + " port " + _P
+    + r"|Received disconnect from " + _A + " port " + _P + r":11: disconnected by user"
+    r"|Connection closed by " + _A + " port " + _P + r")$"
+    # Address-less kex errors for the correlator, after strip_prefixes' "error: " (the
+    # message ends with sshd's quote, so rstrip changes nothing).
+    r"|error: (?P<kx>kex_exchange_identification: (?:Connection closed by remote host"
+    r'|client sent invalid protocol identifier "[^\n]{0,1024}"))$')
+_CHUNK = re.compile(
+    r"\n(?:" + _SKIP + r")*+(?:(" + _STAMP + r") ([^ \[\]:\n]+) " + _SSHD + r"\[([0-9]{1,10})\]: "
+    r"(?:" + _HOT + r"|(?P<msg>[^\n]*))|(?P<other>[^\n]*))", re.M)
+_G = _CHUNK.groupindex
+_FP, _CL, _IU, _AC, _RD, _EN, _KX, _MSG, _OTHER = (
+    _G["fp"], _G["cl"], _G["iu"], _G["ac"], _G["rd"], _G["en"], _G["kx"], _G["msg"],
+    _G["other"])
+
+
+def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Correlator,
                emit: Emit, first_line: int = 1) -> None:
-    """Failures in syslog text given as lists of lines (see _chunks), each passed to emit().
+    """Failures in syslog text given as chunks (see _chunks), each passed to emit().
 
-    The common classic line ("Mmm dd hh:mm:ss host sshd[pid]: msg") is handled by a fused
-    loop: prefix split, first-word dispatch, then the family parser, building nothing for
-    lines without a verdict. Any other shape goes through parse_syslog_line. Both paths
-    give the same results (tests/test_scan.py checks this)."""
+    Lines are found by _CHUNK; the commonest wordings are parsed by it, the other classic
+    sshd lines go through a fused loop (first-word dispatch, then the family parser,
+    building nothing for lines without a verdict), and any other shape through
+    parse_syslog_line. Gives exactly what _scan_lines gives (tests/test_scan.py)."""
+    by_month, default = years.by_month, years.year
+    families, correlated = FAMILIES, CORRELATED_WORDS
+    correlate, feed, minute = correlator.correlate, correlator.feed_raw, _classic_minute
+    strip, limit = strip_prefixes, MAX_MESSAGE
+    conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
+    ending_prefixes, ttl = ENDINGS, correlator.ttl
+    memo, miss, host_of = _host_memo, _MISS, parse_host
+    bad_password, closed, invalid = Kind.BAD_PASSWORD, Kind.PREAUTH_DISCONNECT, Kind.INVALID_USER
+    FP, CL, IU, AC, RD, EN, KX, MSG, OTHER = _FP, _CL, _IU, _AC, _RD, _EN, _KX, _MSG, _OTHER
+    accepted = Kind.ACCEPTED
+    finditer = _CHUNK.finditer
+    number = first_line - 1
+    last_stamp, when = "", None
+    chunk_done = getattr(emit, "chunk_done", None)
+    for text in chunks:
+        if chunk_done is not None:
+            chunk_done()
+        count = text.count
+        pos = 0
+        for m in finditer(text):
+            end = m.end()
+            number += count("\n", pos, end)
+            pos = end
+            alt = m.lastindex
+            if alt == OTHER:
+                line = m.group(OTHER)
+                if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
+                    sp = line.find(" ", 16)
+                    stop = line.find(": ", sp) if sp > 16 else -1
+                    if stop > sp:
+                        tag = line[sp + 1:stop]
+                        if " " not in tag and "[" not in line[16:sp] and "/" not in tag \
+                                and tag.partition("[")[0] not in SSHD_PROGRAMS:
+                            continue  # another program's line
+                record = parse_syslog_line(line, by_month.get(line[:3], default))
+                if record is None:
+                    continue
+                for event in feed(record.message, record.pid, record.host, record.time):
+                    emit(event, record.time, record.pid, record.host, record.message, number,
+                         None)
+                continue
+            stamp = m.group(1)
+            if stamp != last_stamp:  # consecutive lines mostly share their second
+                last_stamp = stamp
+                base = minute(by_month.get(stamp[:3], default), stamp[:12])
+                when = base + int(stamp[13:15]) if base is not None else None
+            event = None
+            if alt == FP:
+                machine, pid_text, msg, user, token, port_text = m.group(2, 3, FP, FP + 1, FP + 2,
+                                                                         FP + 3)
+                host = memo.get(token, miss)
+                if host is miss:
+                    host = host_of(token)
+                port = int(port_text)
+                if host is not None and port <= 65535:
+                    event, ending = (bad_password, host, user, port), False
+            elif alt == CL:
+                machine, pid_text, msg, user, token, port_text = m.group(2, 3, CL, CL + 1, CL + 2,
+                                                                         CL + 3)
+                host = memo.get(token, miss)
+                if host is miss:
+                    host = host_of(token)
+                port = int(port_text)
+                if host is not None and port <= 65535:
+                    event, ending = (closed, host, user, port), True
+            elif alt == IU:
+                machine, pid_text, msg, user, token, port_text = m.group(2, 3, IU, IU + 1, IU + 2,
+                                                                         IU + 3)
+                host = memo.get(token, miss)
+                if host is miss:
+                    host = host_of(token)
+                port = int(port_text)
+                if host is not None and port <= 65535:
+                    event, ending = (invalid, host, user, port), False
+            elif alt == AC:
+                machine, pid_text, msg, user, token, port_text = m.group(2, 3, AC, AC + 1, AC + 2,
+                                                                         AC + 3)
+                host = memo.get(token, miss)
+                if host is miss:
+                    host = host_of(token)
+                port = int(port_text)
+                if host is not None and port <= 65535:
+                    event, ending = (accepted, host, user, port), False
+            elif alt == KX:
+                machine, pid_text, msg = m.group(2, 3, KX)
+                pid = int(pid_text)
+                for ev in correlate(msg, "kex_exchange_identification:", None, pid, machine,
+                                    when):
+                    emit(ev, when, pid, machine, msg, number, None)
+                continue
+            elif alt == RD:
+                machine, pid_text, msg, token, port_text = m.group(2, 3, RD, RD + 1, RD + 2)
+                host = memo.get(token, miss)
+                if host is miss:
+                    host = host_of(token)
+                port = int(port_text)
+                if host is not None and port <= 65535:
+                    event, ending = (closed, host, None, port), True
+            elif alt == EN:
+                # Correlator.correlate for a closing line without a verdict: with nothing
+                # pending, the connection (if known) is simply forgotten.
+                machine, pid_text = m.group(2, 3)
+                key = (machine, int(pid_text))
+                entry = conns.get(key)
+                if entry is None:
+                    continue
+                if not entry[1]:
+                    del conns[key]
+                    continue
+                msg = m.group(EN)
+                for ev in correlate(msg, msg[:msg.find(" ")], None, key[1], machine, when):
+                    emit(ev, when, key[1], machine, msg, number, None)
+                continue
+            else:
+                machine, pid_text, msg = m.group(2, 3, MSG)
+            if event is None:
+                # Any other classic sshd line: the fused per-message path.
+                if msg[:4] == "pam_":
+                    continue
+                # Length as Correlator.feed_raw measures it (parse_syslog_line drops
+                # trailing CRs first), before strip_prefixes' rstrip.
+                if len(msg) > limit and len(msg.rstrip("\r\n")) > limit:
+                    continue
+                msg = msg.rstrip()
+                if msg[:1] in "efk[P":
+                    msg = strip(msg)
+                blank = msg.find(" ")
+                first = msg[:blank] if blank > 0 else msg
+                family = families.get(first)
+                event = family(msg) if family is not None else None
+                if event is None and first not in correlated:
+                    continue
+                if event is None:
+                    pid = int(pid_text)
+                    for ev in correlate(msg, first, None, pid, machine, when):
+                        emit(ev, when, pid, machine, msg, number, None)
+                    continue
+                ending = first in endings and msg.startswith(ending_prefixes)
+            pid = int(pid_text)
+            # Correlator.correlate's common case, inlined: a connection with nothing
+            # pending. Remember its address for its later address-less lines, and forget
+            # the connection when this line ends it.
+            key = (machine, pid)
+            entry = conns.get(key)
+            if entry is None or (entry[1] is None and (
+                    when is None or entry[2] is None or when - entry[2] <= ttl)):
+                if ending:
+                    if entry is not None:
+                        del conns[key]
+                elif entry is None:
+                    conns[key] = [event[1], None, when]
+                    if len(conns) > max_conns:
+                        conns.popitem(last=False)  # the oldest (an OrderedDict)
+                else:
+                    entry[0] = event[1]
+                    entry[2] = when
+                emit(event, when, pid, machine, msg, number, None)
+                continue
+            blank = msg.find(" ")
+            for ev in correlate(msg, msg[:blank] if blank > 0 else msg, event, pid, machine,
+                                when):
+                emit(ev, when, pid, machine, msg, number, None)
+
+
+def _scan_lines(chunks: Iterable[list[str]], name: str, years: _Years, correlator: Correlator,
+                emit: Emit, first_line: int = 1) -> None:
+    """The reference path for syslog text given as lists of lines: each line split by
+    _FAST_PREFIX or parse_syslog_line, then classified and correlated. _scan_text must
+    give exactly the same output (tests/test_scan.py checks it)."""
     by_month, default = years.by_month, years.year
     families, correlated, sshd = FAMILIES, CORRELATED_WORDS, SSHD_PROGRAMS
     correlate, feed, minute = correlator.correlate, correlator.feed_raw, _classic_minute
     strip, limit = strip_prefixes, MAX_MESSAGE
     number = first_line - 1
     prefix = _FAST_PREFIX.match
-    conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
-    ending_prefixes, ttl = ENDINGS, correlator.ttl
-    last_stamp, last_base = "", None
     chunk_done = getattr(emit, "chunk_done", None)
     for lines in chunks:
         if chunk_done is not None:
@@ -177,9 +422,11 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
                 machine, pid_text, msg = m.groups()
                 if msg[:4] == "pam_":
                     continue  # PAM's lines (a third of a busy log) name no failure of their own
-                msg = msg.rstrip()
-                if len(msg) > limit:
+                # Length as Correlator.feed_raw measures it (parse_syslog_line drops
+                # trailing CRs first), before strip_prefixes' rstrip.
+                if len(msg) > limit and len(msg.rstrip("\r\n")) > limit:
                     continue
+                msg = msg.rstrip()
                 if msg[:1] in "efk[P":
                     msg = strip(msg)
                 blank = msg.find(" ")
@@ -188,33 +435,10 @@ def _scan_text(chunks: Iterable[list[str]], name: str, years: _Years, correlator
                 event = family(msg) if family is not None else None
                 if event is None and first not in correlated:
                     continue
-                stamp = line[:12]
-                if stamp != last_stamp:  # consecutive lines mostly share their minute
-                    last_stamp, last_base = stamp, minute(by_month.get(line[:3], default), stamp)
-                when = last_base + int(line[13:15]) if last_base is not None else None
-                pid = int(pid_text)
-                if event is not None:
-                    # Correlator.correlate's common case, inlined: a connection with nothing
-                    # pending. Remember its address for its later address-less lines, and
-                    # forget the connection when this line ends it.
-                    key = (machine, pid)
-                    entry = conns.get(key)
-                    if entry is None or (entry[1] is None and (
-                            when is None or entry[2] is None or when - entry[2] <= ttl)):
-                        if first in endings and msg.startswith(ending_prefixes):
-                            if entry is not None:
-                                del conns[key]
-                        elif entry is None:
-                            conns[key] = [event[1], None, when]
-                            if len(conns) > max_conns:
-                                del conns[next(iter(conns))]
-                        else:
-                            entry[0] = event[1]
-                            entry[2] = when
-                        emit(event, when, pid, machine, msg, number, None)
-                        continue
-                for ev in correlate(msg, first, event, pid, machine, when):
-                    emit(ev, when, pid, machine, msg, number, None)
+                base = minute(by_month.get(line[:3], default), line[:12])
+                when = base + int(line[13:15]) if base is not None else None
+                for ev in correlate(msg, first, event, int(pid_text), machine, when):
+                    emit(ev, when, int(pid_text), machine, msg, number, None)
                 continue
             if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
                 sp = line.find(" ", 16)
@@ -317,10 +541,10 @@ def _scan_segment(path: str, by_month: dict[str, int], year: int,
     years.by_month = by_month
     correlator = Correlator()
     if warm_text:
-        _scan_text(_text_lines(warm_text), path, years, correlator, lambda *a: None)
+        _scan_text(_text_chunks(warm_text), path, years, correlator, lambda *a: None)
     buffer = io.StringIO()
     printer = _Printer(buffer)
-    _scan_text(_text_lines(text), path, years, correlator, printer.emit_for(path), first_line)
+    _scan_text(_text_chunks(text), path, years, correlator, printer.emit_for(path), first_line)
     printer.flush()
     return buffer.getvalue()
 
