@@ -280,3 +280,33 @@ def test_rotation_and_vacuum_keep_following_without_fd_leak(box: Sandbox, tools:
         sender.close()
         f.close()
     assert not f.alive
+
+
+def thread_cpu_ticks(tid: int) -> int:
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_quiet_follower_sleeps(box: Sandbox, tools: Path) -> None:
+    """Once sshd is quiet (after the short hot window) the thread sleeps on inotify:
+    no polling loop burning CPU."""
+    f = JournalFollower(directory=journal_dir(box), hot_window=0.2)
+    f.open()
+    c = Collector(f)
+    f.start(c.emit)
+    sender = Sender(box, str(tools / "sshd"))
+    try:
+        sender.say("one line to make it hot")
+        wait_for(lambda: c.has("one line to make it hot"), 10, what="the line")
+        assert f._thread is not None and f._thread.native_id is not None
+        tid = f._thread.native_id
+        threading.Event().wait(0.5)  # let the hot window pass (not synchronisation)
+        before = thread_cpu_ticks(tid)
+        threading.Event().wait(2.0)
+        used = thread_cpu_ticks(tid) - before
+        assert used <= 2, f"{used} clock ticks in 2 s while idle"
+        sender.say("and it still wakes up")
+        wait_for(lambda: c.has("and it still wakes up"), 10, what="the wake-up")
+    finally:
+        sender.close()
+        f.close()
