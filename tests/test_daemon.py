@@ -384,3 +384,17 @@ def test_default_ports_come_from_sshd_T(tmp_path: Path) -> None:
     broken.chmod(0o755)
     assert sshd_ports(broken) == (22,)
     assert sshd_ports(tmp_path / "missing") == (22,)
+
+
+def test_bans_read_together_go_in_one_nft_transaction(box: Sandbox, daemon: DaemonProc,
+                                                      sshd: Sender) -> None:
+    daemon.start()
+    calls = daemon.status()["firewall_calls"]
+    # Written at once to a quiet daemon: journald wakes readers once for all of them
+    # (its notification is coalesced for 250-500 ms), so they are read as one batch.
+    sshd.say(*[line for i in range(1, 6) for line in failed(f"10.11.0.{i}", 3)])
+    wait_for(lambda: all(banned(box, f"10.11.0.{i}") for i in range(1, 6)), 10,
+             what="five bans")
+    st = daemon.status()
+    assert st["batches"] == 1
+    assert st["firewall_calls"] == calls + 1
