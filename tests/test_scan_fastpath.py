@@ -105,6 +105,8 @@ MESSAGES = [
     "Unable to negotiate with {a} port 1: no matching cipher found. Their offer: x [preauth]",
     "pam_unix(sshd:auth): authentication failure; rhost={a}",
     "Xyz from {a}",
+    "Dec  1 00:00:00 evil sshd[6]: Failed password for root from {a} port 1 ssh2",
+    "Mar  1 00:00:00 evil sshd[6]: pam_unix(sshd:auth): authentication failure",
     "",
 ]
 
@@ -128,6 +130,9 @@ LINES = [
     "2025-03-01T00:00:00+01:00 h sshd[7]: Invalid user q from {a} port 1",
     "<38>1 2025-03-01T00:00:01Z h sshd 7 - - Failed password for root from {a} port 2 ssh2",
     "Mar  1 00:00:00 h sshd[7]: Invalid user q from {a} port 1\x00",
+    "Mar  1 00:00:00 h sshd[7]: Dec  1 00:00:00 evil sshd[6]: Failed password for root from {a} port 1 ssh2",
+    "Mar  1 00:00:00 h sshd[7]: pam_unix(x)\nFailed password for root from {a} port 1 ssh2",
+    "Mar  1 00:00:00 h sshd[7]: pam_unix(x)\nMar  1 00:00:00 h sshd[7]: Failed password for root from {a} port 1 ssh2",
     "Mar  1 00:00:00 \u00e9 sshd[7]: Invalid user \u00e9 from {a} port 1",
     "",
     "garbage",

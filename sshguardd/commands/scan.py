@@ -182,13 +182,12 @@ _STAMP = r"[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 # lines, a third of a busy log, are skipped by their own prefix).
 _LOOKED_AT = "[" + re.escape("".join(sorted(
     set("efk[P") | {w[0] for w in set(FAMILIES) | CORRELATED_WORDS}))) + "]"  # first letters
-_SKIP = (
-    r"(?:" + _STAMP + r" [^ \[\]:\n]+ " + _SSHD + r"\[[0-9]{1,10}\]: (?:pam_|(?!" + _LOOKED_AT
-    + r"))"
-    # Another program's classic line: "Mmm dd hh:mm:ss HOST TAG: " with TAG's program
-    # (before any "[") not sshd's, exactly _scan_lines' test (line[9], [12], [15], etc.).
-    + r"|(?=[^\n]{21})[^\n]{9}:[^\n]{2}:[^\n]{2} [^ \[\n]+ (?!" + _SSHD + r"(?:\[|: ))"
-    r"[^ /\n]*: )[^\n]*\n")
+# A classic sshd message _scan_lines skips, with its newline.
+_SKIP_MSG = r"(?:pam_|(?!" + _LOOKED_AT + r"))[^\n]*\n"
+# Another program's classic line: "Mmm dd hh:mm:ss HOST TAG: " with TAG's program (before
+# any "[") not sshd's, exactly _scan_lines' test (line[9], [12], [15], etc.), with its newline.
+_OTHER_SKIP = (r"(?=[^\n]{21})[^\n]{9}:[^\n]{2}:[^\n]{2} [^ \[\n]+ (?!" + _SSHD
+               + r"(?:\[|: ))[^ /\n]*: [^\n]*\n")
 _HOT = (
     # _auth_log: rest has no spaces but sshd's, so its last " from " is before the address;
     # the user after an optional "invalid user "/"illegal user ".
@@ -220,22 +219,41 @@ _HOT = (
     r"|error: (?P<kx>kex_exchange_identification: (?:Connection closed by remote host"
     r'|client sent invalid protocol identifier "[^\n]{0,1024}"))$')
 _CHUNK = re.compile(
-    r"\n(?:" + _SKIP + r")*+(?:(" + _STAMP + r") ([^ \[\]:\n]+) " + _SSHD + r"\[([0-9]{1,10})\]: "
-    r"(?:" + _HOT + r"|(?P<msg>[^\n]*))|(?P<other>[^\n]*))", re.M)
+    # Each classic sshd line's prefix is parsed once: a possessive loop takes the prefix,
+    # then either a skipped message (and any other programs' lines after it) or nothing,
+    # which ends the loop at an interesting message with the groups holding its prefix.
+    # The lookbehinds make sure that a prefix starts a line (a message that looks like a
+    # syslog line is not parsed again) and that the loop did stop at a message, not at
+    # the start of a line it could not skip (that one is then taken as OTHER).
+    r"\n(?:" + _OTHER_SKIP + r")*+"
+    r"(?:(?:(?<=\n)(" + _STAMP + r") ([^ \[\]:\n]+) " + _SSHD + r"\[([0-9]{1,10})\]: "
+    r"(?:" + _SKIP_MSG + r"(?:" + _OTHER_SKIP + r")*+|))*+"
+    r"(?<=\]: )(?:" + _HOT + r"|(?P<msg>[^\n]*))|(?P<other>[^\n]*))", re.M)
 _G = _CHUNK.groupindex
 _FP, _CL, _IU, _AC, _RD, _EN, _KX, _MSG, _OTHER = (
     _G["fp"], _G["cl"], _G["iu"], _G["ac"], _G["rd"], _G["en"], _G["kx"], _G["msg"],
     _G["other"])
+# Per HOT group number: the failure kind, its JSON name, and whether the line ends the
+# connection (its message starts with one of classify.ENDINGS).
+_FOUR_FIELDS = frozenset({_FP, _CL, _IU, _AC})
+_HOT_KIND: list[Any] = [None] * (_CHUNK.groups + 1)
+_HOT_ENDING = [False] * (_CHUNK.groups + 1)
+for _group, _kind, _ending in ((_FP, Kind.BAD_PASSWORD, False), (_IU, Kind.INVALID_USER, False),
+                               (_CL, Kind.PREAUTH_DISCONNECT, True),
+                               (_RD, Kind.PREAUTH_DISCONNECT, True), (_AC, Kind.ACCEPTED, False)):
+    _HOT_KIND[_group], _HOT_ENDING[_group] = _kind, _ending
+_HOT_KIND_NAME = [k.value if k is not None else None for k in _HOT_KIND]
 
 
 def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Correlator,
                emit: Emit, first_line: int = 1) -> None:
-    """Failures in syslog text given as chunks (see _chunks), each passed to emit().
+    """Failures in syslog text given as chunks (see _chunks), each passed to emit() (or,
+    for the printer, formatted right here: emit.direct).
 
     Lines are found by _CHUNK; the commonest wordings are parsed by it, the other classic
     sshd lines go through a fused loop (first-word dispatch, then the family parser,
     building nothing for lines without a verdict), and any other shape through
-    parse_syslog_line. Gives exactly what _scan_lines gives (tests/test_scan.py)."""
+    parse_syslog_line. Gives exactly what _scan_lines gives (tests/test_scan_fastpath.py)."""
     by_month, default = years.by_month, years.year
     families, correlated = FAMILIES, CORRELATED_WORDS
     correlate, feed, minute = correlator.correlate, correlator.feed_raw, _classic_minute
@@ -243,12 +261,16 @@ def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Corr
     conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
     ending_prefixes, ttl = ENDINGS, correlator.ttl
     memo, miss, host_of = _host_memo, _MISS, parse_host
-    bad_password, closed, invalid = Kind.BAD_PASSWORD, Kind.PREAUTH_DISCONNECT, Kind.INVALID_USER
-    FP, CL, IU, AC, RD, EN, KX, MSG, OTHER = _FP, _CL, _IU, _AC, _RD, _EN, _KX, _MSG, _OTHER
+    RD, EN, KX, MSG, OTHER = _RD, _EN, _KX, _MSG, _OTHER
+    four = _FOUR_FIELDS
+    kind_of, kind_name, ending_of = _HOT_KIND, _HOT_KIND_NAME, _HOT_ENDING
     accepted = Kind.ACCEPTED
+    direct = getattr(emit, "direct", None)
+    if direct is not None:
+        append, fname, time_json, user_json, users = direct
     finditer = _CHUNK.finditer
     number = first_line - 1
-    last_stamp, when = "", None
+    last_stamp, when, when_json = "", None, None
     chunk_done = getattr(emit, "chunk_done", None)
     for text in chunks:
         if chunk_done is not None:
@@ -260,7 +282,32 @@ def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Corr
             number += count("\n", pos, end)
             pos = end
             alt = m.lastindex
-            if alt == OTHER:
+            if alt in four:  # (message, user, address, port)
+                stamp, machine, pid_text, user, token, port_text = m.group(
+                    1, 2, 3, alt + 1, alt + 2, alt + 3)
+            elif alt == RD:  # (message, address, port)
+                stamp, machine, pid_text, token, port_text = m.group(1, 2, 3, RD + 1, RD + 2)
+                user = None
+            elif alt == EN:
+                # Correlator.correlate for a closing line without a verdict: with nothing
+                # pending, the connection (if known) is simply forgotten.
+                machine, pid_text = m.group(2, 3)
+                key = (machine, int(pid_text))
+                entry = conns.get(key)
+                if entry is None:
+                    continue
+                if not entry[1]:
+                    del conns[key]
+                    continue
+                stamp, msg = m.group(1, EN)
+                if stamp != last_stamp:
+                    last_stamp, when_json = stamp, None
+                    base = minute(by_month.get(stamp[:3], default), stamp[:12])
+                    when = base + int(stamp[13:15]) if base is not None else None
+                for ev in correlate(msg, msg[:msg.find(" ")], None, key[1], machine, when):
+                    emit(ev, when, key[1], machine, msg, number, None)
+                continue
+            elif alt == OTHER:
                 line = m.group(OTHER)
                 if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
                     sp = line.find(" ", 16)
@@ -277,112 +324,91 @@ def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Corr
                     emit(event, record.time, record.pid, record.host, record.message, number,
                          None)
                 continue
-            stamp = m.group(1)
+            else:  # MSG or KX: the message only
+                stamp, machine, pid_text, msg = m.group(1, 2, 3, alt)
+                token = None
             if stamp != last_stamp:  # consecutive lines mostly share their second
-                last_stamp = stamp
+                last_stamp, when_json = stamp, None
                 base = minute(by_month.get(stamp[:3], default), stamp[:12])
                 when = base + int(stamp[13:15]) if base is not None else None
-            event = None
-            if alt == FP:
-                machine, pid_text, msg, user, token, port_text = m.group(2, 3, FP, FP + 1, FP + 2,
-                                                                         FP + 3)
-                host = memo.get(token, miss)
+            if token is not None:
+                host = memo.get(token, miss)  # parse_host's memo, inlined
                 if host is miss:
                     host = host_of(token)
                 port = int(port_text)
                 if host is not None and port <= 65535:
-                    event, ending = (bad_password, host, user, port), False
-            elif alt == CL:
-                machine, pid_text, msg, user, token, port_text = m.group(2, 3, CL, CL + 1, CL + 2,
-                                                                         CL + 3)
-                host = memo.get(token, miss)
-                if host is miss:
-                    host = host_of(token)
-                port = int(port_text)
-                if host is not None and port <= 65535:
-                    event, ending = (closed, host, user, port), True
-            elif alt == IU:
-                machine, pid_text, msg, user, token, port_text = m.group(2, 3, IU, IU + 1, IU + 2,
-                                                                         IU + 3)
-                host = memo.get(token, miss)
-                if host is miss:
-                    host = host_of(token)
-                port = int(port_text)
-                if host is not None and port <= 65535:
-                    event, ending = (invalid, host, user, port), False
-            elif alt == AC:
-                machine, pid_text, msg, user, token, port_text = m.group(2, 3, AC, AC + 1, AC + 2,
-                                                                         AC + 3)
-                host = memo.get(token, miss)
-                if host is miss:
-                    host = host_of(token)
-                port = int(port_text)
-                if host is not None and port <= 65535:
-                    event, ending = (accepted, host, user, port), False
+                    kind, ending = kind_of[alt], ending_of[alt]
+                    pid = int(pid_text)
+                    # Correlator.correlate's common case, inlined: a connection with nothing
+                    # pending. Remember its address for its later address-less lines, and
+                    # forget the connection when this line ends it.
+                    key = (machine, pid)
+                    entry = conns.get(key)
+                    if entry is None or (entry[1] is None and (
+                            when is None or entry[2] is None or when - entry[2] <= ttl)):
+                        if ending:
+                            if entry is not None:
+                                del conns[key]
+                        elif entry is None:
+                            conns[key] = [host, None, when]
+                            if len(conns) > max_conns:
+                                conns.popitem(last=False)  # the oldest (an OrderedDict)
+                        else:
+                            entry[0] = host
+                            entry[2] = when
+                        if direct is None:
+                            emit((kind, host, user, port), when, pid, machine, m.group(alt),
+                                 number, None)
+                        elif kind is not accepted:
+                            # The printer's line (_Printer.emit_for), formatted here.
+                            if when_json is None:
+                                when_json = time_json(when)
+                            juser = users.get(user)
+                            if juser is None:
+                                juser = user_json(user)
+                            append(f'{{"time": {when_json}, "host": "{host}", "user": {juser}, '
+                                   f'"kind": "{kind_name[alt]}", "line": {number}, '
+                                   f'"file": {fname}}}\n')
+                        continue
+                    msg = m.group(alt)
+                    for ev in correlate(msg, msg[:msg.find(" ")], (kind, host, user, port), pid,
+                                        machine, when):
+                        emit(ev, when, pid, machine, msg, number, None)
+                    continue
+                msg = m.group(alt)  # an address or port the pattern could not vouch for
             elif alt == KX:
-                machine, pid_text, msg = m.group(2, 3, KX)
                 pid = int(pid_text)
                 for ev in correlate(msg, "kex_exchange_identification:", None, pid, machine,
                                     when):
                     emit(ev, when, pid, machine, msg, number, None)
                 continue
-            elif alt == RD:
-                machine, pid_text, msg, token, port_text = m.group(2, 3, RD, RD + 1, RD + 2)
-                host = memo.get(token, miss)
-                if host is miss:
-                    host = host_of(token)
-                port = int(port_text)
-                if host is not None and port <= 65535:
-                    event, ending = (closed, host, None, port), True
-            elif alt == EN:
-                # Correlator.correlate for a closing line without a verdict: with nothing
-                # pending, the connection (if known) is simply forgotten.
-                machine, pid_text = m.group(2, 3)
-                key = (machine, int(pid_text))
-                entry = conns.get(key)
-                if entry is None:
-                    continue
-                if not entry[1]:
-                    del conns[key]
-                    continue
-                msg = m.group(EN)
-                for ev in correlate(msg, msg[:msg.find(" ")], None, key[1], machine, when):
-                    emit(ev, when, key[1], machine, msg, number, None)
+            # Any other classic sshd line: the fused per-message path.
+            if msg[:4] == "pam_":
                 continue
-            else:
-                machine, pid_text, msg = m.group(2, 3, MSG)
+            # Length as Correlator.feed_raw measures it (parse_syslog_line drops
+            # trailing CRs first), before strip_prefixes' rstrip.
+            if len(msg) > limit and len(msg.rstrip("\r\n")) > limit:
+                continue
+            msg = msg.rstrip()
+            if msg[:1] in "efk[P":
+                msg = strip(msg)
+            blank = msg.find(" ")
+            first = msg[:blank] if blank > 0 else msg
+            family = families.get(first)
+            event = family(msg) if family is not None else None
             if event is None:
-                # Any other classic sshd line: the fused per-message path.
-                if msg[:4] == "pam_":
+                if first not in correlated:
                     continue
-                # Length as Correlator.feed_raw measures it (parse_syslog_line drops
-                # trailing CRs first), before strip_prefixes' rstrip.
-                if len(msg) > limit and len(msg.rstrip("\r\n")) > limit:
-                    continue
-                msg = msg.rstrip()
-                if msg[:1] in "efk[P":
-                    msg = strip(msg)
-                blank = msg.find(" ")
-                first = msg[:blank] if blank > 0 else msg
-                family = families.get(first)
-                event = family(msg) if family is not None else None
-                if event is None and first not in correlated:
-                    continue
-                if event is None:
-                    pid = int(pid_text)
-                    for ev in correlate(msg, first, None, pid, machine, when):
-                        emit(ev, when, pid, machine, msg, number, None)
-                    continue
-                ending = first in endings and msg.startswith(ending_prefixes)
+                pid = int(pid_text)
+                for ev in correlate(msg, first, None, pid, machine, when):
+                    emit(ev, when, pid, machine, msg, number, None)
+                continue
             pid = int(pid_text)
-            # Correlator.correlate's common case, inlined: a connection with nothing
-            # pending. Remember its address for its later address-less lines, and forget
-            # the connection when this line ends it.
             key = (machine, pid)
             entry = conns.get(key)
             if entry is None or (entry[1] is None and (
                     when is None or entry[2] is None or when - entry[2] <= ttl)):
-                if ending:
+                if first in endings and msg.startswith(ending_prefixes):
                     if entry is not None:
                         del conns[key]
                 elif entry is None:
@@ -394,9 +420,7 @@ def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Corr
                     entry[2] = when
                 emit(event, when, pid, machine, msg, number, None)
                 continue
-            blank = msg.find(" ")
-            for ev in correlate(msg, msg[:blank] if blank > 0 else msg, event, pid, machine,
-                                when):
+            for ev in correlate(msg, first, event, pid, machine, when):
                 emit(ev, when, pid, machine, msg, number, None)
 
 
@@ -678,7 +702,27 @@ class _Printer:
                        f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}, '
                        f'"cursor": {dumps(cursor)}}}\n')
 
+        def time_json(t: float | None) -> str:
+            when = times.get(t)
+            if when is None:
+                if len(times) > 4096:
+                    times.clear()
+                    times[None] = "null"
+                when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+            return when
+
+        def user_json(user: str | None) -> str:
+            juser = users.get(user)
+            if juser is None:
+                if len(users) > 4096:
+                    users.clear()
+                    users[None] = "null"
+                juser = users[user] = dumps(user)
+            return juser
+
         emit.chunk_done = flush  # type: ignore[attr-defined]  # _scan_text flushes per chunk
+        # For _scan_text's hot path, which formats the same line itself (no cursor there).
+        emit.direct = (append, fname, time_json, user_json, users)  # type: ignore[attr-defined]
         return emit
 
 
