@@ -102,7 +102,38 @@ MESSAGES = [
     "fatal: kex_exchange_identification: Connection closed by remote host",
     "error: PAM: Authentication failure for root from {a}",
     "Disconnecting: Too many authentication failures [preauth]",
+    "error: maximum authentication attempts exceeded for root from {a} port 1 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for invalid user x from {a} port 1 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for invalid user  from {a} port 1 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for invalid user from {a} port 1 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for  from {a} port 1 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for a b from {a} port 1 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for root from {a} port 65536 ssh2 [preauth]",
+    "error: maximum authentication attempts exceeded for root from {a} port 1 ssh2",
+    "error: maximum authentication attempts exceeded for root from {a} port 1 ssh2 [preauth] ",
+    "fatal: maximum authentication attempts exceeded for root from {a} port 1 ssh2 [preauth]",
+    "error: PAM: maximum authentication attempts exceeded for root from {a} port 1 ssh2 [preauth]",
+    "Disconnecting authenticating user root {a} port 1: Too many authentication failures [preauth]",
+    "Disconnecting invalid user x {a} port 1: Too many authentication failures [preauth]",
+    "Disconnecting invalid user  {a} port 1: Too many authentication failures [preauth]",
+    "Disconnecting user x {a} port 1: Too many authentication failures [preauth]",
+    "Disconnecting {a} port 1: Too many authentication failures [preauth]",
+    "Disconnecting authenticating user a b {a} port 1: Too many authentication failures [preauth]",
+    "Disconnecting authenticating user root {a} port 99999: Too many authentication failures [preauth]",
+    "Disconnecting authenticating user root {a} port 1: Too many authentication failures",
+    "Disconnecting authenticating user root {a} port 1: Change of username or service not allowed: (root,ssh-connection) -> (x,ssh-connection) [preauth]",
     "Unable to negotiate with {a} port 1: no matching cipher found. Their offer: x [preauth]",
+    "Unable to negotiate with {a} port 1: no matching cipher found. Their offer: x",
+    "Unable to negotiate with {a} port 99999: no matching cipher found. Their offer: x [preauth]",
+    "Unable to negotiate with {a}: no matching cipher found. Their offer: x [preauth]",
+    "Unable to negotiate with {a} port 1: something else [preauth]",
+    "Unable to negotiate with {a} port 1: no matching x: from 192.0.2.9 port 2: y [preauth]",
+    "banner exchange: Connection from {a} port 1: invalid format",
+    "banner exchange: Connection from {a} port 1: invalid format ",
+    "banner exchange: Connection from {a} port 1: ",
+    "banner exchange: Connection from {a} port 1: x: from 192.0.2.9 port 2: y",
+    "banner exchange: Connection from {a} port 65536: invalid format",
+    "banner exchange: Connection from {a}: invalid format",
     "pam_unix(sshd:auth): authentication failure; rhost={a}",
     "Xyz from {a}",
     "Dec  1 00:00:00 evil sshd[6]: Failed password for root from {a} port 1 ssh2",
@@ -217,7 +248,8 @@ def test_chunk_scanner_equals_general_paths(tmp_path: Path, seed: int) -> None:
         text = "".join(scan._chunks(f))
     names = {v: k for k, v in scan._CHUNK.groupindex.items()}
     seen = {names.get(m.lastindex) for m in scan._CHUNK.finditer(text)}
-    assert seen >= {"fp", "cl", "iu", "ac", "rd", "en", "kx", "msg", "other"}
+    assert seen >= {"fp", "cl", "iu", "ac", "rd", "en", "kx", "mx", "dc", "un", "bn", "msg",
+                    "other"}
 
 
 def test_printed_output_is_the_same(tmp_path: Path) -> None:

@@ -217,7 +217,21 @@ _HOT = (
     # Address-less kex errors for the correlator, after strip_prefixes' "error: " (the
     # message ends with sshd's quote, so rstrip changes nothing).
     r"|error: (?P<kx>kex_exchange_identification: (?:Connection closed by remote host"
-    r'|client sent invalid protocol identifier "[^\n]{0,1024}"))$')
+    r'|client sent invalid protocol identifier "[^\n]{0,1024}"))$'
+    # _maximum (after "error: "): _tail takes off " [preauth]" and " ssh2", the last
+    # " port " is before P and the last space before the address; the user follows an
+    # optional "invalid user ".
+    r"|error: (?P<mx>maximum authentication attempts exceeded for (?:invalid user )?(" + _U
+    + r") from (" + _A + r") port (" + _P + r") ssh2 \[preauth\])$"
+    # _disconnecting, too many failures: _remote_id reads "[<kind> user U ]ADDR port P".
+    r"|(?P<dc>Disconnecting (?:(?:invalid |authenticating )?user (" + _U + r") )?(" + _A
+    + r") port (" + _P + r"): Too many authentication failures \[preauth\])$"
+    # _unable and _banner: _left_addr_port cuts at the first ": " (after P: no spaces in
+    # the address) and splits "ADDR port P" at its only " port ".
+    r"|(?P<un>Unable to negotiate with (" + _A + r") port (" + _P
+    + r"): no matching [^\n]{0,1024}\[preauth\])$"
+    r"|(?P<bn>banner exchange: Connection from (" + _A + r") port (" + _P
+    + r"): [^\n]{0,1024}\S)$")
 _CHUNK = re.compile(
     # Each classic sshd line's prefix is parsed once: a possessive loop takes the prefix,
     # then either a skipped message (and any other programs' lines after it) or nothing,
@@ -230,17 +244,20 @@ _CHUNK = re.compile(
     r"(?:" + _SKIP_MSG + r"(?:" + _OTHER_SKIP + r")*+|))*+"
     r"(?<=\]: )(?:" + _HOT + r"|(?P<msg>[^\n]*))|(?P<other>[^\n]*))", re.M)
 _G = _CHUNK.groupindex
-_FP, _CL, _IU, _AC, _RD, _EN, _KX, _MSG, _OTHER = (
-    _G["fp"], _G["cl"], _G["iu"], _G["ac"], _G["rd"], _G["en"], _G["kx"], _G["msg"],
-    _G["other"])
+_FP, _CL, _IU, _AC, _RD, _EN, _KX, _MX, _DC, _UN, _BN, _MSG, _OTHER = (
+    _G["fp"], _G["cl"], _G["iu"], _G["ac"], _G["rd"], _G["en"], _G["kx"], _G["mx"], _G["dc"],
+    _G["un"], _G["bn"], _G["msg"], _G["other"])
 # Per HOT group number: the failure kind, its JSON name, and whether the line ends the
 # connection (its message starts with one of classify.ENDINGS).
-_FOUR_FIELDS = frozenset({_FP, _CL, _IU, _AC})
+_FOUR_FIELDS = frozenset({_FP, _CL, _IU, _AC, _MX, _DC})  # message, user, address, port
+_THREE_FIELDS = frozenset({_RD, _UN, _BN})  # message, address, port
 _HOT_KIND: list[Any] = [None] * (_CHUNK.groups + 1)
 _HOT_ENDING = [False] * (_CHUNK.groups + 1)
 for _group, _kind, _ending in ((_FP, Kind.BAD_PASSWORD, False), (_IU, Kind.INVALID_USER, False),
                                (_CL, Kind.PREAUTH_DISCONNECT, True),
-                               (_RD, Kind.PREAUTH_DISCONNECT, True), (_AC, Kind.ACCEPTED, False)):
+                               (_RD, Kind.PREAUTH_DISCONNECT, True), (_AC, Kind.ACCEPTED, False),
+                               (_MX, Kind.MAX_AUTH_TRIES, False), (_DC, Kind.MAX_AUTH_TRIES, False),
+                               (_UN, Kind.KEX_FAILURE, False), (_BN, Kind.PROTOCOL_ERROR, False)):
     _HOT_KIND[_group], _HOT_ENDING[_group] = _kind, _ending
 _HOT_KIND_NAME = [k.value if k is not None else None for k in _HOT_KIND]
 
@@ -261,8 +278,8 @@ def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Corr
     conns, max_conns, endings = correlator._conns, correlator.max_entries, ENDING_WORDS
     ending_prefixes, ttl = ENDINGS, correlator.ttl
     memo, miss, host_of = _host_memo, _MISS, parse_host
-    RD, EN, KX, MSG, OTHER = _RD, _EN, _KX, _MSG, _OTHER
-    four = _FOUR_FIELDS
+    EN, KX, OTHER = _EN, _KX, _OTHER
+    four, three = _FOUR_FIELDS, _THREE_FIELDS
     kind_of, kind_name, ending_of = _HOT_KIND, _HOT_KIND_NAME, _HOT_ENDING
     accepted = Kind.ACCEPTED
     direct = getattr(emit, "direct", None)
@@ -285,8 +302,8 @@ def _scan_text(chunks: Iterable[str], name: str, years: _Years, correlator: Corr
             if alt in four:  # (message, user, address, port)
                 stamp, machine, pid_text, user, token, port_text = m.group(
                     1, 2, 3, alt + 1, alt + 2, alt + 3)
-            elif alt == RD:  # (message, address, port)
-                stamp, machine, pid_text, token, port_text = m.group(1, 2, 3, RD + 1, RD + 2)
+            elif alt in three:  # (message, address, port)
+                stamp, machine, pid_text, token, port_text = m.group(1, 2, 3, alt + 1, alt + 2)
                 user = None
             elif alt == EN:
                 # Correlator.correlate for a closing line without a verdict: with nothing
