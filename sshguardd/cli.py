@@ -1,7 +1,8 @@
 """The `sshguardd` command line: one verb per module under sshguardd.commands.
 
 Only this module decides exit codes (sysexits.h): 0 ok, 1 a finding (drift, a failed
-check), 2 usage, 69 the firewall or another service is unavailable, 78 a bad config.
+check), 2 usage, 69 the firewall or another service is unavailable, 74 the daemon's state
+store is damaged or unusable, 78 a bad config.
 Each verb module defines `register(subparsers)` and sets `func(args) -> int` on its parser.
 """
 
@@ -20,6 +21,7 @@ EX_FINDING = 1
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_IOERR = 74
 EX_CONFIG = 78
 
 # Order is the order `--help` lists them in.

@@ -42,12 +42,13 @@ from sshguardd.contracts import Ban, FileChanged, Kind, LogBatch, LogRecord
 
 log = logging.getLogger(__name__)
 
-EX_OK = 0
-EX_UNAVAILABLE = 69
-
-
 class StartupError(Exception):
-    """The daemon cannot start (firewall, journal or control socket unavailable)."""
+    """The daemon cannot start (firewall, journal or control socket unavailable). Its
+    str() is the one line to print; the CLI maps the class to an exit code."""
+
+
+class StateStoreError(StartupError):
+    """The state store (state.db or its directory) is damaged or unusable."""
 
 
 def sshd_ports(sshd: Path | str = "/usr/sbin/sshd", timeout: float = 10.0) -> tuple[int, ...]:
@@ -158,6 +159,7 @@ class Daemon:
 
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=1024)
         self.policy: Any = None
+        self.correlator: Any = None
         self.watcher: Any = None
         self.control: Any = None
         self.metrics_server: Any = None
@@ -171,6 +173,7 @@ class Daemon:
         self._next_fw_check = 0.0
         self._started_at = 0.0
         self._last_drift = "none"
+        self._last_full_check: float | None = None  # clock time of the last check_all
         self._status_text = ""
         self._active_count: int | None = None
         self._active_counted_at = 0.0
@@ -179,6 +182,8 @@ class Daemon:
         self.firewall_errors = 0
         self.loop_errors = 0
         self._next_follower_restart = 0.0
+        self._follower_restart_delay = 1.0
+        self._follower_started_at = 0.0
         self.batches = 0
         self.started = threading.Event()  # set once READY=1 was sent (for tests)
 
@@ -195,9 +200,13 @@ class Daemon:
     def _build(self) -> None:
         cfg = self.cfg
         if self.store is None:
-            from sshguardd.store import Store
+            from sshguardd.store import Store, StoreError
 
-            cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise StoreError(f"cannot create the state directory "
+                                 f"{cfg.daemon.state_dir}: {exc.strerror or exc}") from exc
             self.store = Store(cfg.daemon.state_dir / "state.db")
         if self.firewall is None:
             from sshguardd.firewall import NftFirewall
@@ -236,40 +245,70 @@ class Daemon:
                                cursor=cursor)
 
     def _make_policy(self, replay: Sequence[LogRecord]) -> Any:
+        """A fresh BanPolicy (and Correlator) rebuilt from the store and the replayed
+        entries. Sets self.correlator too: the two are only meaningful together."""
+        from sshguardd.classify import Correlator
         from sshguardd.policy import BanPolicy
 
         ban = self.cfg.ban
         now = self.clock()
         history = self.store.history(now - ban.history_time)
+        # The bans in force: lines still in flight from a network banned before the
+        # restart (or banned by hand, which no replay can re-decide) must neither ban nor
+        # escalate it again.
+        active = self.store.active_bans(now)
         if replay and replay[0].time is not None:
             # Bans decided inside the replayed window are decided again by the replay:
-            # leave them out of the history so escalation does not count them twice.
+            # leave them out of the history so escalation does not count them twice. Not
+            # for networks under an active ban: the policy knows they are banned, so the
+            # replay decides nothing for them and their history must stay whole.
             first = replay[0].time
-            history = {n: [t for t in ts if t < first] for n, ts in history.items()}
+            covered = _ActiveCover(active)
+            history = {n: ts if covered(n) else [t for t in ts if t < first]
+                       for n, ts in history.items()}
         logged_in = self.store.logins(now - ban.protect_logged_in) \
             if ban.protect_logged_in > 0 else {}
-        policy = BanPolicy(ban, history=history, logged_in=logged_in)
-        from sshguardd.classify import classify
-
+        policy = BanPolicy(ban, history=history, logged_in=logged_in, active=active)
+        # One correlator per policy, fed every sshd entry in order (replay, then live), so
+        # a connection that spans the saved position is still put together. Bounded:
+        # 4096 open connections (oldest dropped first), entries older than 10 minutes of
+        # log time dropped, and a connection's entry is dropped at its closing line.
+        correlator = Correlator()
         replayed = 0
         for rec in replay:
-            event = classify(rec.message)
-            if event is not None:
+            for event in correlator.feed(rec.message, rec.pid, rec.host, rec.time):
                 policy.observe(rec, event)  # decisions were taken before the restart
                 replayed += 1
         if replay:
             log.info("replayed %d journal entries (%d sshd events) from before the saved "
                      "position to rebuild failure counters", len(replay), replayed)
+        self.correlator = correlator
         return policy
 
     def start(self) -> None:
-        """Bring everything up; raises StartupError. Sends READY=1 at the end."""
+        """Bring everything up; raises StartupError (StateStoreError for a damaged or
+        unusable state store). Sends READY=1 at the end."""
         self._started_at = self.clock()
         try:
+            self._start()
+        except sqlite3.Error as exc:
+            # Store() checked the file when it opened it; damage deeper in it shows up on
+            # the first reads (active bans, history, cursor).
+            path = getattr(self.store, "path", self.cfg.daemon.state_dir / "state.db")
+            self._store_failed(f"the state store {path} is not usable ({exc}); move it "
+                               "aside to start with no bans and no history")
+
+    def _store_failed(self, detail: str) -> None:
+        self.alerts.startup_problem("state store", detail)
+        raise StateStoreError(f"cannot start: {detail}") from None
+
+    def _start(self) -> None:
+        from sshguardd.store import StoreError
+
+        try:
             self._build()
-        except (OSError, sqlite3.Error) as exc:  # e.g. state_dir unwritable, corrupt db
-            self.alerts.startup_problem("state store", str(exc))
-            raise StartupError(f"cannot open the state store: {exc}") from None
+        except StoreError as exc:  # names the file and the reason
+            self._store_failed(str(exc))
         from sshguardd.firewall import FirewallError
 
         now = self.clock()
@@ -278,8 +317,8 @@ class Daemon:
             active = self.store.active_bans(now)
             if active:
                 self.firewall.restore(active, now)
-            log.info("firewall table %s %s ready; restored %d active bans",
-                     self.cfg.firewall.family, self.cfg.firewall.table, len(active))
+            log.info("firewall table %s ready; restored %d active bans",
+                     self._table_name(), len(active))
         except FirewallError as exc:
             self.metrics.ban_errors.labels(operation="setup").inc()
             self.alerts.startup_problem("firewall", str(exc))
@@ -295,6 +334,7 @@ class Daemon:
             raise StartupError(f"cannot open the log source: {exc}") from None
         self.policy = self._make_policy(replay)
         self.follower.start(self._emit)
+        self._follower_started_at = time.monotonic()
 
         try:
             self.control = self._control_factory(self.cfg.control.socket, self._on_request)
@@ -317,6 +357,14 @@ class Daemon:
         self.notifier.ready(self._status())
         self.started.set()
         log.info("sshguardd %s running (pid %d)", __version__, os.getpid())
+
+    def _table_name(self) -> str:
+        """'inet sshguardd': the table the firewall object really manages (an injected
+        one may differ from the config), as `nft list table` wants it."""
+        layout = getattr(self.firewall, "layout", None)
+        family = getattr(layout, "family", None) or self.cfg.firewall.family
+        table = getattr(layout, "table", None) or self.cfg.firewall.table
+        return f"{family} {table}"
 
     def _start_watcher(self) -> None:
         assert self.drift is not None and self._watcher_factory is not None
@@ -353,7 +401,9 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start, loop until SIGTERM/SIGINT, shut down. Returns an exit code."""
+        """Start, loop until SIGTERM/SIGINT, shut down; 0 when stopped by a signal.
+        Raises StartupError (after shutting down what had started) when it cannot start:
+        the caller (the `run` verb) prints it and picks the exit code."""
         previous = {}
         if self.install_signals:
             for sig, handler in ((signal.SIGTERM, self.request_stop),
@@ -361,13 +411,9 @@ class Daemon:
                                  (signal.SIGHUP, self.request_reload)):
                 previous[sig] = signal.signal(sig, handler)
         try:
-            try:
-                self.start()
-            except StartupError as exc:
-                log.error("%s", exc)
-                return EX_UNAVAILABLE
+            self.start()
             self.loop()
-            return EX_OK
+            return 0
         finally:
             self.shutdown()
             for sig, handler in previous.items():
@@ -383,8 +429,13 @@ class Daemon:
                 item = None
             if item is not None:
                 self._guarded(item)
-                # Drain what else is waiting before timers: bursts stay batched.
-                while not self._stop_requested:
+                # Drain what else is waiting before timers, so bursts stay batched; but
+                # only for one tick: under a sustained flood the follower refills the
+                # queue as fast as it is emptied, and a drain until empty would starve the
+                # timers, the reload flag and, above all, WATCHDOG=1 (systemd would then
+                # kill a daemon that is merely busy).
+                budget_end = time.monotonic() + tick
+                while not self._stop_requested and time.monotonic() < budget_end:
                     try:
                         self._guarded(self.queue.get_nowait())
                     except queue.Empty:
@@ -409,7 +460,7 @@ class Daemon:
             self.on_batch(item)
         elif isinstance(item, FileChanged):
             if self.drift is not None:
-                self._drift_outcomes(self.drift.handle(item))
+                self._drift_changed(item)
         elif isinstance(item, _Control):
             try:
                 item.reply.set(self.on_request(item.request))
@@ -428,8 +479,9 @@ class Daemon:
             self._check_firewall()
         if self.drift is not None:
             wake = self.drift.next_wakeup()
-            if wake is not None and self.clock() >= wake:
-                self._drift_check("revert-war pause over")
+            now = self.clock()
+            if wake is not None and now >= wake:
+                self._drift_check(self._drift_wakeup_reason(now))
         if self.follower is not None and self.started.is_set() and \
                 not getattr(self.follower, "alive", True) and mono >= self._next_follower_restart:
             self._restart_follower(mono)
@@ -451,9 +503,13 @@ class Daemon:
 
     def _restart_follower(self, mono: float) -> None:
         """The reader thread died (its exception is logged): reopen from the last saved
-        position, at most every 30 s. WATCHDOG=1 stops meanwhile, so if it keeps dying
-        systemd restarts the whole daemon."""
-        self._next_follower_restart = mono + 30.0
+        position, after 1, 2, 4 .. 30 s between attempts (back to 1 s once a follower has
+        lived for 5 minutes). WATCHDOG=1 stops while it is dead, so if it cannot be
+        reopened, or keeps dying, systemd restarts the whole daemon."""
+        if mono - self._follower_started_at >= 300.0:
+            self._follower_restart_delay = 1.0
+        self._next_follower_restart = mono + self._follower_restart_delay
+        self._follower_restart_delay = min(self._follower_restart_delay * 2, 30.0)
         self.metrics.journal_read_errors.inc()
         log.error("log follower stopped; reopening it from the saved position")
         try:
@@ -468,6 +524,8 @@ class Daemon:
             log.exception("reopening the log source failed")
             return
         self.follower = follower
+        self._follower_started_at = mono
+        log.info("log follower reopened")
 
     def healthy(self) -> bool:
         """What WATCHDOG=1 vouches for: the loop turns and its producers are alive."""
@@ -496,28 +554,36 @@ class Daemon:
     # -- log records -------------------------------------------------------------------------
 
     def on_batch(self, batch: LogBatch) -> None:
-        from sshguardd.classify import classify
-
         self.batches += 1
         bans: dict[str, Ban] = {}
         logins: list[tuple[str, float]] = []
+        feed = self.correlator.feed
         for rec in batch.records:
-            event = classify(rec.message)
-            if event is None:
-                continue
-            self.metrics.failure(event.kind)
-            if event.kind is Kind.ACCEPTED and rec.time is not None:
-                net = self.policy.network_of(event.host)
-                if net is not None:
-                    logins.append((net, rec.time))
+            # The correlator gives classify()'s event for this line plus any event of an
+            # earlier address-less line of the same connection that this line completes
+            # (a kex error and then the close naming the address). Those are observed with
+            # this record: same pid, so BanPolicy scores them into the same connection
+            # (probes once per connection, refusals as max with the attempts), never twice.
             try:
-                ban = self.policy.observe(rec, event)
+                events = feed(rec.message, rec.pid, rec.host, rec.time)
             except Exception:  # one odd record must not cost the rest of the batch
                 self.loop_errors += 1
-                log.exception("policy failed on %r", rec.message[:200])
+                log.exception("classifier failed on %r", rec.message[:200])
                 continue
-            if ban is not None:
-                bans[ban.network] = ban
+            for event in events:
+                self.metrics.failure(event.kind)
+                if event.kind is Kind.ACCEPTED and rec.time is not None:
+                    net = self.policy.network_of(event.host)
+                    if net is not None:
+                        logins.append((net, rec.time))
+                try:
+                    ban = self.policy.observe(rec, event)
+                except Exception:
+                    self.loop_errors += 1
+                    log.exception("policy failed on %r", rec.message[:200])
+                    continue
+                if ban is not None:
+                    bans[ban.network] = ban
         now = self.clock()
         self.metrics.journal_read([r.time for r in batch.records], now)
         new = list(bans.values())
@@ -603,16 +669,74 @@ class Daemon:
         except FirewallError as exc:
             self._firewall_failed("restore", exc)
 
+    def _resync_firewall(self) -> None:
+        """On SIGHUP: make the kernel match the store now, whatever happened to it. A
+        reload of nftables.service (`flush ruleset`) is propagated to ours as a reload
+        (ReloadPropagatedFrom= in the unit), and `nft flush table` leaves the table but
+        empties it, which exists() cannot see: so repair the table and re-add every
+        active ban, rather than waiting for the periodic check."""
+        from sshguardd.firewall import FirewallError
+
+        now = self.clock()
+        try:
+            self.firewall.setup()
+            active = self.store.active_bans(now)
+            self.firewall.restore(active, now)
+        except FirewallError as exc:
+            self._firewall_failed("restore", exc)
+            self._retry_at = time.monotonic() + self._retry_delay
+            return
+        # The store holds every decided ban and none of the lifted ones, so whatever was
+        # waiting for a retry is settled by the restore.
+        self._pending_bans.clear()
+        self._pending_unbans.clear()
+        self._retry_delay = 1.0
+        self._next_fw_check = time.monotonic() + self.firewall_check_interval
+        log.info("firewall table %s re-checked on reload; %d active bans in place",
+                 self._table_name(), len(active))
+
     # -- drift -------------------------------------------------------------------------------
 
     def _drift_check(self, reason: str) -> None:
         # The drift guard failing must not take the ban engine down with it.
+        self._last_full_check = self.clock()
         try:
             self._drift_outcomes(self.drift.check_all(reason))
         except Exception as exc:
             self.loop_errors += 1
             log.exception("drift check (%s) failed", reason)
             self.alerts.startup_problem("drift guard", f"{reason}: {exc}")
+        self._update_watches()
+
+    def _drift_changed(self, changed: FileChanged) -> None:
+        try:
+            self._drift_outcomes(self.drift.handle(changed))
+        finally:
+            self._update_watches()
+
+    def _update_watches(self) -> None:
+        """Watch what the drift guard needs now: an Include line added to sshd_config
+        brings a directory that must be watched at once, not at the next full check."""
+        if self.drift is None or self.watcher is None:
+            return
+        try:
+            paths = [str(p) for p in self.drift.watch_paths()]
+            if paths != [str(p) for p in getattr(self.watcher, "paths", paths)]:
+                self.watcher.update(paths)
+                log.info("watching %s", ", ".join(paths))
+        except Exception:
+            self.loop_errors += 1
+            log.exception("updating the watched directories failed")
+
+    def _drift_wakeup_reason(self, now: float) -> str:
+        """Why next_wakeup() is due: the periodic full re-check, or a revert war's pause
+        that ran out (or both)."""
+        from sshguardd.drift import RECHECK_INTERVAL
+
+        last = self._last_full_check
+        if last is not None and now >= last + RECHECK_INTERVAL:
+            return "periodic re-check"
+        return "revert-war pause over"
 
     def _drift_outcomes(self, outcomes: Sequence[Any]) -> None:
         for o in outcomes:
@@ -747,9 +871,11 @@ class Daemon:
     # -- reload and shutdown ---------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config. Bans, history and the journal position stay; an
-        invalid file is reported and the running config kept."""
+        """SIGHUP: re-check the firewall table (restoring the bans into it), then re-read
+        the config. Bans, history and the journal position stay; an invalid file is
+        reported and the running config kept."""
         self.notifier.reloading()
+        self._resync_firewall()
         path = self.config_path
         try:
             new = config.load(path)
@@ -824,6 +950,31 @@ class Daemon:
         if close is not None:
             close()
         log.info("sshguardd stopped")
+
+
+class _ActiveCover:
+    """`cover(network) -> bool`: is `network` one of the active bans, or inside a wider
+    one (a manual /16, or the /64 around a /128)? One set lookup per prefix length in
+    use, so thousands of bans against thousands of history entries stay cheap."""
+
+    def __init__(self, bans: Sequence[Ban]):
+        self.exact: set[str] = set()
+        self.lengths: dict[int, set[int]] = {4: set(), 6: set()}
+        for b in bans:
+            try:
+                net = ipaddress.ip_network(b.network, strict=False)
+            except ValueError:
+                continue
+            self.exact.add(str(net))
+            self.lengths[net.version].add(net.prefixlen)
+
+    def __call__(self, network: str) -> bool:
+        try:
+            net = ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            return network in self.exact
+        return any(str(net.supernet(new_prefix=n)) in self.exact
+                   for n in self.lengths[net.version] if n <= net.prefixlen)
 
 
 def _overlaps(a: Any, b: Any) -> bool:

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,9 @@ class DaemonProc:
     def pid(self) -> int:
         """The daemon's pid as seen from outside (the child of nsenter's env)."""
         st = self.status()
-        inner = st["pid"]
+        inner = st.get("pid")
+        if inner is None:
+            raise AssertionError(f"the daemon did not say its pid: {st}")
         # nsenter -> env (exec'd python); find the host pid whose NSpid ends with inner
         for p in Path("/proc").iterdir():
             if not p.name.isdigit():
@@ -199,11 +203,82 @@ class Sender:
         self.proc.wait(10)
 
 
-def notify_listener(path: Path) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(path))
-    s.settimeout(30)
-    return s
+class NotifyCollector:
+    """Stands in for systemd's end of $NOTIFY_SOCKET: a thread reads every datagram as
+    soon as it arrives and keeps it with its arrival time (time.monotonic()).
+
+    Reading at once matters: a Unix datagram socket queues only net.unix.max_dgram_qlen
+    (10 by default in a fresh network namespace) datagrams, after which the daemon's
+    sd_notify sends block, so a test that read only now and then would slow the daemon's
+    loop down and measure its own listener. Every wait has a deadline."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)  # how often the thread looks at the stop flag
+        self.messages: list[tuple[float, bytes]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="notify-collector",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append((time.monotonic(), data))
+
+    def snapshot(self) -> list[tuple[float, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def fields(self, since: float = 0.0) -> list[dict[str, str]]:
+        """The datagrams received at or after `since`, each as its KEY=VALUE fields."""
+        out = []
+        for t, data in self.snapshot():
+            if t >= since:
+                out.append(dict(line.split("=", 1) for line in
+                                data.decode("utf-8", "replace").splitlines() if "=" in line))
+        return out
+
+    def count(self, key: str, value: str | None = None, since: float = 0.0) -> int:
+        return sum(1 for f in self.fields(since)
+                   if key in f and (value is None or f[key] == value))
+
+    def wait(self, key: str, value: str | None = None, *, since: float = 0.0,
+             n: int = 1, timeout: float = 15) -> None:
+        wait_for(lambda: self.count(key, value, since) >= n, timeout,
+                 what=f"{n} x {key}={value or '*'} on the notify socket "
+                      f"(got {self.snapshot()[-8:]})")
+
+    def wait_sequence(self, *keys: str, since: float = 0.0, timeout: float = 15) -> None:
+        """Wait until the fields `keys` were sent in this order (others in between)."""
+        def seen() -> bool:
+            want = list(keys)
+            for f in self.fields(since):
+                if want and want[0] in f:
+                    want.pop(0)
+            return not want
+        wait_for(seen, timeout, what=f"{' then '.join(keys)} on the notify socket "
+                                     f"(got {self.snapshot()[-8:]})")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def __enter__(self) -> NotifyCollector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def latest_sshd_cursor(sb: Sandbox) -> str | None:

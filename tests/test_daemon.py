@@ -16,11 +16,11 @@ import pytest
 
 from daemon_helpers import (
     DaemonProc,
+    NotifyCollector,
     Sender,
     banned,
     caught_up,
     kernel_elements,
-    notify_listener,
     write_config,
 )
 from sshguardd.sandbox import Sandbox, wait_for
@@ -74,28 +74,22 @@ def sshd(box: Sandbox) -> Iterator[Sender]:
 
 def test_ready_only_after_table_and_sources_are_up(box: Sandbox, tmp_path: Path) -> None:
     write_config(box, cfg())
-    listener = notify_listener(tmp_path / "notify.sock")
-    d = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock")
-    d.start(wait=False)
-    try:
-        msgs = []
-        while not any(m.startswith(b"READY=1") for m in msgs):
-            msgs.append(listener.recv(4096))
-        # READY=1 came after the table exists and the control socket answers
-        assert box.run(["nft", "list", "table", "inet", "sshguardd"]).returncode == 0
-        assert d.status()["ok"]
-        ready = next(m for m in msgs if m.startswith(b"READY=1")).decode()
-        assert "STATUS=0 bans active" in ready
-        assert d.stop() == 0
-        # STOPPING=1 on the way out
-        while True:
-            m = listener.recv(4096)
-            if m.startswith(b"STOPPING=1"):
-                break
-    finally:
-        listener.close()
-        if d.proc and d.proc.poll() is None:
-            d.stop()
+    with NotifyCollector(tmp_path / "notify.sock") as notify:
+        d = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock")
+        d.start(wait=False)
+        try:
+            notify.wait("READY", "1", timeout=30)
+            # READY=1 came after the table exists and the control socket answers
+            assert box.run(["nft", "list", "table", "inet", "sshguardd"]).returncode == 0
+            assert d.status()["ok"]
+            ready = next(f for f in notify.fields() if f.get("READY") == "1")
+            assert ready["STATUS"].startswith("0 bans active")
+            assert "firewall table inet sshguardd ready" in d.log()
+            assert d.stop() == 0
+            notify.wait("STOPPING", "1")  # on the way out
+        finally:
+            if d.proc and d.proc.poll() is None:
+                d.stop()
 
 
 def test_bans_after_max_retry_in_one_batch_and_cli_lists_it(
@@ -187,32 +181,24 @@ def test_unreachable_daemon_exit_69(box: Sandbox, daemon: DaemonProc) -> None:
 def test_sighup_reload_keeps_state_and_refuses_bad_config(
         box: Sandbox, tmp_path: Path, sshd: Sender) -> None:
     write_config(box, cfg())
-    listener = notify_listener(tmp_path / "notify.sock")
-    daemon = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock")
-    daemon.start()
-    try:
-        _reload_scenario(box, daemon, sshd, listener)
-    finally:
-        listener.close()
-        daemon.stop()
+    with NotifyCollector(tmp_path / "notify.sock") as notify:
+        daemon = DaemonProc(box, tmp_path / "daemon.log",
+                            notify_socket=tmp_path / "notify.sock")
+        daemon.start()
+        try:
+            _reload_scenario(box, daemon, sshd, notify)
+        finally:
+            daemon.stop()
 
 
-def _notified(listener, first: bytes, then: bytes) -> None:
-    """Wait for a datagram starting with `first`, then one starting with `then`."""
-    deadline = time.monotonic() + 15
-    want = first
-    while want is not None:
-        assert time.monotonic() < deadline, f"no {want!r}"
-        if listener.recv(4096).startswith(want):
-            want = then if want == first else None
-
-
-def _reload_scenario(box: Sandbox, daemon: DaemonProc, sshd: Sender, listener) -> None:
+def _reload_scenario(box: Sandbox, daemon: DaemonProc, sshd: Sender,
+                     notify: NotifyCollector) -> None:
     sshd.say(*failed("10.4.0.1", 3))
     wait_for(lambda: banned(box, "10.4.0.1"), 10, what="first ban")
     write_config(box, "[ban]\nmax_retry = 0\n")  # invalid
+    since = time.monotonic()
     daemon.send_signal(signal.SIGHUP)
-    _notified(listener, b"RELOADING=1", b"READY=1")  # systemd sees the reload end
+    notify.wait_sequence("RELOADING", "READY", since=since)  # systemd sees the reload end
     wait_for(lambda: "reload refused" in daemon.log(), 10, what="the refusal in the log")
     assert daemon.status()["ok"]
     # the old max_retry (3) still holds
@@ -311,13 +297,15 @@ enabled = false
         d.stop()
 
 
-def scrape(sb: Sandbox, port: int = 9822) -> str:
+def scrape(sb: Sandbox, port: int = 9822, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
     s = sb.connect(None, "127.0.0.1", port, timeout=5)
     try:
         s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
+            assert time.monotonic() < deadline, "the metrics answer took too long"
     finally:
         s.close()
     return data.decode()
@@ -325,30 +313,27 @@ def scrape(sb: Sandbox, port: int = 9822) -> str:
 
 def test_metrics_status_and_watchdog_wired(box: Sandbox, tmp_path: Path, sshd: Sender) -> None:
     write_config(box, cfg().replace("[metrics]\nenabled = false", "[metrics]\nenabled = true"))
-    listener = notify_listener(tmp_path / "notify.sock")
-    d = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock",
-                   env={"WATCHDOG_USEC": "3000000"})  # pings at least every second
-    d.start()
-    try:
-        sshd.say(*failed("10.9.0.1", 3), "Accepted publickey for admin from 10.9.0.2 port "
-                 "50000 ssh2: ED25519 SHA256:abc")
-        wait_for(lambda: banned(box, "10.9.0.1"), 10, what="ban")
-        wait_for(lambda: 'sshguardd_bans_total{family="ipv4"} 1.0' in scrape(box), 10,
-                 what="the ban in the metrics")
-        text = scrape(box)
-        assert 'sshguardd_failures_total{kind="bad_password"} 3.0' in text
-        assert "sshguardd_logins_accepted_total 1.0" in text
-        assert 'sshguardd_bans_active{family="ipv4"} 1.0' in text
-        assert "10.9.0.1" not in text  # never an address as a label
-        msgs: list[bytes] = []
-        deadline = time.monotonic() + 15
-        while not (any(m.strip() == b"WATCHDOG=1" for m in msgs)
-                   and any(m.startswith(b"STATUS=1 bans active") for m in msgs)):
-            assert time.monotonic() < deadline, msgs[-10:]
-            msgs.append(listener.recv(4096))
-    finally:
-        listener.close()
-        d.stop()
+    with NotifyCollector(tmp_path / "notify.sock") as notify:
+        d = DaemonProc(box, tmp_path / "daemon.log", notify_socket=tmp_path / "notify.sock",
+                       env={"WATCHDOG_USEC": "3000000"})  # pings at least every second
+        d.start()
+        try:
+            sshd.say(*failed("10.9.0.1", 3), "Accepted publickey for admin from 10.9.0.2 "
+                     "port 50000 ssh2: ED25519 SHA256:abc")
+            wait_for(lambda: banned(box, "10.9.0.1"), 10, what="ban")
+            wait_for(lambda: 'sshguardd_bans_total{family="ipv4"} 1.0' in scrape(box), 10,
+                     what="the ban in the metrics")
+            text = scrape(box)
+            assert 'sshguardd_failures_total{kind="bad_password"} 3.0' in text
+            assert "sshguardd_logins_accepted_total 1.0" in text
+            assert 'sshguardd_bans_active{family="ipv4"} 1.0' in text
+            assert "10.9.0.1" not in text  # never an address as a label
+            wait_for(lambda: any(f.get("STATUS", "").startswith("1 bans active")
+                                 for f in notify.fields()), 15, what="STATUS=1 bans active")
+            since = time.monotonic()
+            notify.wait("WATCHDOG", "1", since=since, n=3, timeout=15)  # and it goes on
+        finally:
+            d.stop()
 
 
 def test_file_backend_bans_from_auth_log(box: Sandbox, tmp_path: Path) -> None:
@@ -389,12 +374,15 @@ def test_default_ports_come_from_sshd_T(tmp_path: Path) -> None:
 def test_bans_read_together_go_in_one_nft_transaction(box: Sandbox, daemon: DaemonProc,
                                                       sshd: Sender) -> None:
     daemon.start()
-    calls = daemon.status()["firewall_calls"]
+    before = daemon.status()
     # Written at once to a quiet daemon: journald wakes readers once for all of them
-    # (its notification is coalesced for 250-500 ms), so they are read as one batch.
+    # (its notification is coalesced for 250-500 ms), so they are usually read as one
+    # batch; on a loaded machine the reader may wake in the middle and read two.
     sshd.say(*[line for i in range(1, 6) for line in failed(f"10.11.0.{i}", 3)])
     wait_for(lambda: all(banned(box, f"10.11.0.{i}") for i in range(1, 6)), 10,
              what="five bans")
     st = daemon.status()
-    assert st["batches"] == 1
-    assert st["firewall_calls"] == calls + 1
+    batches = st["batches"] - before["batches"]
+    calls = st["firewall_calls"] - before["firewall_calls"]
+    # one nft transaction per batch that decided bans, never one per ban
+    assert calls <= batches < 5, (calls, batches)
