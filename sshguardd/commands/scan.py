@@ -170,7 +170,7 @@ def _lines_as_chunks(chunks: Iterable[str]) -> Iterator[list[str]]:
 #     groups; each pattern is narrower than its family parser, which gives the same
 #     verdict for every message the pattern accepts, see the comments at each), or any
 #     other line (group OTHER), handled per line like _scan_lines does.
-# tests/test_scan.py checks that this and _scan_lines give identical output.
+# tests/test_scan_fastpath.py checks that this and _scan_lines give identical output.
 _U = r"[^ \n]{0,1024}"  # a user name without spaces (others take the general path)
 _A = r"[^ \n]{1,256}"  # an address token (validated by parse_host)
 _P = r"[0-9]{1,5}"
@@ -445,7 +445,7 @@ def _scan_lines(chunks: Iterable[list[str]], name: str, years: _Years, correlato
                 emit: Emit, first_line: int = 1) -> None:
     """The reference path for syslog text given as lists of lines: each line split by
     _FAST_PREFIX or parse_syslog_line, then classified and correlated. _scan_text must
-    give exactly the same output (tests/test_scan.py checks it)."""
+    give exactly the same output (tests/test_scan_fastpath.py checks it)."""
     by_month, default = years.by_month, years.year
     families, correlated, sshd = FAMILIES, CORRELATED_WORDS, SSHD_PROGRAMS
     correlate, feed, minute = correlator.correlate, correlator.feed_raw, _classic_minute
@@ -534,7 +534,11 @@ def _is_export(head: bytes) -> bool:
 # --jobs: a large text file is cut at newlines into segments scanned by worker processes;
 # outputs are written in input order. Each worker first replays WARMUP bytes before its
 # segment without emitting, so its Correlator knows the connections already open there
-# (connections span seconds, i.e. far fewer lines than this).
+# (connections span seconds, i.e. far fewer lines than this). That is not exact in every
+# case: an address-less line whose connection's address was logged more than WARMUP
+# earlier, or a connection the single pass had already evicted (more than max_entries
+# open), is judged differently. So --jobs stays opt-in (default 1): the default output
+# is the single pass's, always.
 SEGMENT = 8 << 20
 WARMUP = 512 << 10
 
