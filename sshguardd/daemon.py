@@ -442,8 +442,17 @@ class Daemon:
                         break
             if self._reload_requested:
                 self._reload_requested = False
-                self.reload()
-            self._timers()
+                self._guarded_call(self.reload, "reload")
+            # WATCHDOG=1 is the last step of _timers: if it keeps failing, the pings stop
+            # and systemd restarts the daemon; a one-off failure costs one tick.
+            self._guarded_call(self._timers, "timers")
+
+    def _guarded_call(self, fn: Callable[[], None], what: str) -> None:
+        try:
+            fn()
+        except Exception:
+            self.loop_errors += 1
+            log.exception("%s failed", what)
 
     def _guarded(self, item: Any) -> None:
         # A bug or an I/O error on one item (a full disk under the store, say) must not end
@@ -873,9 +882,20 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-check the firewall table (restoring the bans into it), then re-read
         the config. Bans, history and the journal position stay; an invalid file is
-        reported and the running config kept."""
+        reported and the running config kept. READY=1 ends it in every case."""
         self.notifier.reloading()
-        self._resync_firewall()
+        try:
+            self._resync_firewall()
+            self._reload_config()
+        except Exception as exc:  # a bug must not end the loop; say so and carry on
+            self.loop_errors += 1
+            log.exception("reload failed")
+            self.alerts.startup_problem("reload", f"reload failed: {exc}")
+            self.metrics.reloads.labels(result="failure").inc()
+        finally:
+            self.notifier.ready(self._status())
+
+    def _reload_config(self) -> None:
         path = self.config_path
         try:
             new = config.load(path)
@@ -884,7 +904,6 @@ class Daemon:
                 log.error("reload refused: %s", line)
             self.alerts.startup_problem("reload", "; ".join(exc.lines()))
             self.metrics.reloads.labels(result="failure").inc()
-            self.notifier.ready(self._status())
             return
         old = self.cfg
         for section in ("firewall", "source", "control", "metrics", "daemon"):
@@ -897,12 +916,12 @@ class Daemon:
             self.follower.stop()
             while True:
                 try:
-                    self._dispatch(self.queue.get_nowait())
+                    self._guarded(self.queue.get_nowait())
                 except queue.Empty:
                     break
             self.policy = self._make_policy(self.follower.backlog(new.ban.find_time))
             self.follower.start(self._emit)
-        if new.drift != old.drift and self.drift is not None:
+        if new.drift != old.drift:
             from sshguardd.drift import DriftGuard
 
             if self.watcher is not None:
@@ -916,7 +935,6 @@ class Daemon:
             self._drift_check("reload")
         self.metrics.reloads.labels(result="success").inc()
         log.info("configuration reloaded from %s", path or config.DEFAULT_PATH)
-        self.notifier.ready(self._status())
 
     def shutdown(self) -> None:
         """Stop producers, answer nothing more, close the store. The firewall table and its

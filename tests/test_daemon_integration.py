@@ -282,6 +282,23 @@ enabled = false
              what="the drop-in in the new directory to be repaired")
 
 
+@pytest.mark.e2e
+def test_reload_can_turn_the_drift_guard_on(sandbox: Sandbox, daemon: DaemonProc) -> None:
+    sandbox.run(["ssh-keygen", "-A"], check=True)
+    write_config(sandbox, cfg())  # [drift] enabled = false
+    daemon.start()
+    main = sandbox.path("/etc/ssh/sshd_config")
+    main.write_text("PermitRootLogin yes\n" + main.read_text())
+    assert daemon.status()["drift_mode"] == "off"
+    write_config(sandbox, cfg().replace("[drift]\nenabled = false",
+                                        '[drift]\nmode = "enforce"\n'
+                                        'restart_command = ["/bin/true"]'))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: "PermitRootLogin no" in main.read_text(), 15,
+             what="the guard, turned on by the reload, to repair")
+    assert daemon.status()["drift_mode"] == "enforce"
+
+
 # -- 8. the watchdog ---------------------------------------------------------------------
 
 @pytest.mark.e2e
