@@ -790,6 +790,8 @@ class Daemon:
             "bans_by_family": fam,
             "offenders_tracked": self.policy.tracked,
             "offender_evictions": self.policy.evictions,
+            # sshd connections whose lines the correlator holds (bounded, see _make_policy)
+            "connections_tracked": len(self.correlator) if self.correlator is not None else 0,
             "firewall_errors": self.firewall_errors,
             "firewall_calls": getattr(self.firewall, "calls", None),
             "firewall_pending": len(self._pending_bans) + len(self._pending_unbans),

@@ -120,6 +120,9 @@ def test_two_line_cases_are_classified_and_counted_once(sandbox: Sandbox,
     wait_for(lambda: caught_up(daemon, sandbox), 10, what="every line processed")
     assert not banned(sandbox, "10.12.0.3")  # counted once, not twice
     assert set(bans(daemon)) == {"10.12.0.1/32", "10.12.0.2/32"}
+    # Connections that logged their closing line are forgotten; the two old-style ones
+    # never did, so they are held (until 10 minutes of log time pass, or evicted).
+    assert daemon.status()["connections_tracked"] == 2
 
 
 @pytest.mark.e2e
