@@ -7,9 +7,12 @@
 
 Threads only read and enqueue; everything that changes state happens on the loop, so
 nothing here needs a lock. Signal handlers only set flags (uvicorn's model); the loop wakes
-at least every `tick` seconds to look at them, to run timers and to ping the watchdog.
+at least every `tick` seconds to look at them, to run timers and to ping the watchdog, and
+drains a burst for at most one tick before doing so, so a flood cannot starve WATCHDOG=1.
 
-Order of effects for a batch of log records: classify → policy → store (new bans and the
+Order of effects for a batch of log records: classify (classify.Correlator, which lends an
+address-less line the address of its connection's other lines) → policy (which scores the
+lines of one sshd pid as one connection) → store (new bans and the
 journal cursor in one SQLite transaction) → firewall (all new bans in one nft transaction).
 Committing before the firewall means a crash between the two leaves a ban that start-up
 restores into the kernel, and never a cursor that is ahead of what was decided. A failed
@@ -17,8 +20,10 @@ nft call is logged with its argv, payload and stderr, counted, and retried with 
 the daemon lives on.
 
 On start, the journal entries of the last find_time before the saved cursor are replayed
-into the (fresh) policy without acting on them, so failure counters survive a restart or
-a `kill -9`: no failure lost, none counted twice.
+into the (fresh) policy and correlator without acting on them, so failure counters
+survive a restart or a `kill -9`: no failure lost, none counted twice. The policy is also
+given the bans still active in the store, so lines in flight from a network banned before
+the restart (by the log or by hand) neither ban nor escalate it again.
 """
 
 from __future__ import annotations
