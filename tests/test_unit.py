@@ -93,7 +93,7 @@ def test_unit_matches_the_daemon() -> None:
     assert svc["ExecStartPre"] == ["-/usr/bin/sshguardd check-config"]
     assert svc["ExecStart"] == ["/usr/bin/sshguardd run"]
     assert svc["ExecReload"] == ["/usr/bin/sshguardd check-config", "/bin/kill -HUP $MAINPID"]
-    assert svc["RestartPreventExitStatus"] == [str(cli.EX_CONFIG)]
+    assert svc["RestartPreventExitStatus"] == [f"{cli.EX_CONFIG} {cli.EX_IOERR}"]
     assert svc["Restart"] == ["on-failure"]
     # The directories systemd creates are the ones the config defaults point at.
     d = config.Config()
