@@ -77,3 +77,21 @@ def test_config_man_page_covers_every_key() -> None:
     for dotted in all_keys:
         section, _, key = dotted.rpartition(".")
         assert f"[{section}]" in out and re.search(rf"^\s+{key}\b", out, re.M), dotted
+
+
+def test_readme_is_assembled_from_docs() -> None:
+    # Each README section has its source in docs/; a docs edit without re-assembling the
+    # README would leave the two saying different things.
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_readme.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_readme_has_exactly_the_two_setup_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split("#")[0].strip() for line in
+                re.search(r"```sh\n(.*?)```", setup, re.S).group(1).splitlines() if line.strip()]
+    assert commands == ["sudo ./install.sh", "sudo ./scripts/test.sh"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./scripts/test.sh" in ci
