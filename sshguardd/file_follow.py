@@ -17,18 +17,20 @@ from __future__ import annotations
 import logging
 import os
 import select
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sshguardd.contracts import LogBatch, LogRecord
+from sshguardd.follow_thread import FollowThread
 from sshguardd.logformats import parse_syslog_line
 
 log = logging.getLogger(__name__)
 
 
-class FileFollower:
+class FileFollower(FollowThread):
+    _thread_name = "file-follower"
+
     def __init__(self, files: Iterable[Path | str], position: str | None = None, *,
                  batch_size: int = 2000, poll_interval: float = 0.5,
                  clock: Callable[[], float] = time.time) -> None:
@@ -42,8 +44,6 @@ class FileFollower:
         self._inode = 0
         self._offset = 0
         self._partial = b""
-        self._stop_r, self._stop_w = -1, -1
-        self._thread: threading.Thread | None = None
         self.entries_read = 0
 
     def open(self) -> None:
@@ -136,12 +136,6 @@ class FileFollower:
         since = keep[-1].time - window
         return [r for r in keep if r.time is None or r.time >= since]
 
-    def start(self, emit: Callable[[LogBatch], None]) -> None:
-        self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, args=(emit,), name="file-follower",
-                                        daemon=True)
-        self._thread.start()
-
     def _loop(self, emit: Callable[[LogBatch], None]) -> None:
         try:
             while True:
@@ -153,19 +147,6 @@ class FileFollower:
         except Exception:
             log.exception("file follower failed")
             raise
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        os.write(self._stop_w, b"x")
-        self._thread.join(timeout)
-        self._thread = None
-        os.close(self._stop_r)
-        os.close(self._stop_w)
 
     def close(self) -> None:
         self.stop()

@@ -23,9 +23,7 @@ nothing is lost and nothing is counted twice. Without a cursor reading starts at
 from __future__ import annotations
 
 import logging
-import os
 import select
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -33,13 +31,16 @@ from pathlib import Path
 from systemd import journal
 
 from sshguardd.contracts import LogBatch, LogRecord
+from sshguardd.follow_thread import FollowThread
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 2000
 
 
-class JournalFollower:
+class JournalFollower(FollowThread):
+    _thread_name = "journal-follower"
+
     """Reads sshd's entries from the system journal (or a directory of journal files).
 
     Usage: `open()`, optionally `backlog(since)`, then either `read()` / `wait()` from one
@@ -71,8 +72,6 @@ class JournalFollower:
         # True when the reader sits on an entry that has not been delivered yet (after
         # resuming from a cursor whose own entry is gone, e.g. vacuumed).
         self._pending = False
-        self._stop_r, self._stop_w = -1, -1
-        self._thread: threading.Thread | None = None
         self.entries_read = 0
 
     # -- opening and positioning -------------------------------------------------------
@@ -224,16 +223,6 @@ class JournalFollower:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def start(self, emit: Callable[[LogBatch], None]) -> None:
-        """Run the follow loop on a thread: every batch read goes to `emit` (which may
-        block for back-pressure). open() must have been called."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(
-            target=self._loop, args=(emit,), name="journal-follower", daemon=True)
-        self._thread.start()
-
     def _loop(self, emit: Callable[[LogBatch], None]) -> None:
         reader = self._reader
         assert reader is not None
@@ -270,31 +259,6 @@ class JournalFollower:
         except Exception:  # a dead follower must be visible, not silent
             log.exception("journal follower failed")
             raise
-
-    def _stopping(self) -> bool:
-        r, _, _ = select.select([self._stop_r], [], [], 0)
-        return bool(r)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (if any) and wait for it."""
-        if self._thread is None:
-            return
-        try:
-            os.write(self._stop_w, b"x")
-        except OSError:
-            pass
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error("journal follower thread did not stop within %.1fs", timeout)
-            return
-        self._thread = None
-        for fd in (self._stop_r, self._stop_w):
-            os.close(fd)
-        self._stop_r = self._stop_w = -1
 
     def close(self) -> None:
         self.stop()
