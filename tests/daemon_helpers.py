@@ -203,6 +203,12 @@ class Sender:
         self.proc.wait(10)
 
 
+def failed(addr: str, n: int = 1, user: str = "nobody") -> list[str]:
+    """n failed-password lines from addr, each on its own source port."""
+    return [f"Failed password for invalid user {user} from {addr} port {40000 + i} ssh2"
+            for i in range(n)]
+
+
 class NotifyCollector:
     """Stands in for systemd's end of $NOTIFY_SOCKET: a thread reads every datagram as
     soon as it arrives and keeps it with its arrival time (time.monotonic()).

@@ -20,6 +20,7 @@ from daemon_helpers import (
     Sender,
     banned,
     caught_up,
+    failed,
     kernel_elements,
     write_config,
 )
@@ -44,11 +45,6 @@ enabled = false
 
 def cfg(max_retry: int = 3, ban_time: str = "1h") -> str:
     return BASE.format(max_retry=max_retry, ban_time=ban_time)
-
-
-def failed(addr: str, n: int = 1, user: str = "nobody") -> list[str]:
-    return [f"Failed password for invalid user {user} from {addr} port {40000 + i} ssh2"
-            for i in range(n)]
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from daemon_helpers import (
     Sender,
     banned,
     caught_up,
+    failed,
     write_config,
 )
 from sshguardd import config
@@ -52,11 +53,6 @@ enabled = false
 
 def cfg(max_retry: int = 3, ban_time: str = "1h") -> str:
     return BASE.format(max_retry=max_retry, ban_time=ban_time)
-
-
-def failed(addr: str, n: int = 1) -> list[str]:
-    return [f"Failed password for invalid user nobody from {addr} port {40000 + i} ssh2"
-            for i in range(n)]
 
 
 @pytest.fixture
