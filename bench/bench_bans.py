@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sshguardd.contracts import Ban  # noqa: E402
-from sshguardd.firewall import NftFirewall  # noqa: E402
-from sshguardd.store import Store  # noqa: E402
+from sshguardd.effects.nft_runner import NftFirewall  # noqa: E402
+from sshguardd.effects.store import Store  # noqa: E402
 
 NFT = "/usr/sbin/nft"
 MARK = "SSHGUARDD_BENCH_NETNS"
@@ -112,8 +112,8 @@ RESTART = """
 import sys, time, json
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from sshguardd.store import Store
-from sshguardd.firewall import NftFirewall
+from sshguardd.effects.store import Store
+from sshguardd.effects.nft_runner import NftFirewall
 t1 = time.perf_counter()
 now = time.time()
 store = Store(sys.argv[2])
@@ -160,7 +160,7 @@ import sys, time, json, ipaddress
 sys.path.insert(0, sys.argv[1])
 from sshguardd.config import BanConfig
 from sshguardd.contracts import Event, Kind, LogRecord
-from sshguardd.policy import BanPolicy
+from sshguardd.bans.policy import BanPolicy
 m, cap = int(sys.argv[2]), int(sys.argv[3])
 
 def status(key):

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import DaemonProc, write_config  # noqa: E402
 
-from sshguardd.sandbox import Sandbox, wait_for  # noqa: E402
-from sshguardd.watcher import EVENTS  # noqa: E402
+from sshguardd.demo.sandbox import Sandbox, wait_for  # noqa: E402
+from sshguardd.effects.watcher import EVENTS  # noqa: E402
 
 RESTART = "#!/bin/sh\necho restart >> /run/restarts.log\nkill -HUP \"$(cat /run/sshd.pid)\"\n"
 HASH = "$6$saltsalt$YmVuY2htYXJrLWhhc2gtbm90LWEtcmVhbC1wYXNzd29yZC4uLi4uLi4uLi4uLi4uLi4uLi4u"

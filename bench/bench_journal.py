@@ -38,8 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sshguardd.journal_follow import JournalFollower, follow_matches  # noqa: E402
-from sshguardd.sandbox import Sandbox, wait_for  # noqa: E402
+from sshguardd.effects.journal import JournalFollower, follow_matches  # noqa: E402
+from sshguardd.demo.sandbox import Sandbox, wait_for  # noqa: E402
 
 UNITS = ("ssh.service", "sshd.service")
 COMMANDS = ("sshd", "sshd-session")

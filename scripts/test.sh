@@ -54,7 +54,7 @@ if ! ls build/debs/python3-systemd_*.deb >/dev/null 2>&1; then
 fi
 
 # The suite runs in its own mount and network namespace; tests that need more (an /etc
-# overlay, a private journald, sshd) build it with sshguardd.sandbox.
+# overlay, a private journald, sshd) build it with sshguardd.demo.sandbox.
 exec unshare --mount --net --fork -- bash -c '
   mount --make-rprivate /
   ip link set lo up

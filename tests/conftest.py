@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 
 def _child_pids() -> set[int]:

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sshguardd import control
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.effects import control_socket as control
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 CONFIG = "/etc/sshguardd/config.toml"
 SOCKET = "/run/sshguardd/control.sock"

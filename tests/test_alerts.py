@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from sshguardd.alerts import ALERT_TYPES, Alerts, scrub, stderr_is_journal
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.effects.alerts import ALERT_TYPES, Alerts, scrub, stderr_is_journal
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "packaging" / "systemd" / "sshguardd.catalog"
@@ -108,7 +108,7 @@ def test_no_shadow_contents_anywhere(caplog: pytest.LogCaptureFixture) -> None:
 def test_no_duplicate_log_line_when_stderr_is_the_journal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="sshguardd.alerts")
+    caplog.set_level(logging.DEBUG, logger="sshguardd.effects.alerts")
     with open(tmp_path / "stream", "w") as stream:
         st = os.fstat(stream.fileno())
         env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
@@ -179,7 +179,7 @@ def test_catalog_explains_every_alert_with_its_fields() -> None:
 
 EMIT = r"""
 import json, sys
-from sshguardd.alerts import Alerts
+from sshguardd.effects.alerts import Alerts
 calls = json.loads(sys.argv[1])
 a = Alerts()
 for kind, args in calls.items():

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from systemd import journal
 
-from sshguardd.classify import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
+from sshguardd.detect.classify import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
 from sshguardd.contracts import Event, Kind
-from sshguardd.logformats import record_from_journal
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.detect.logformats import record_from_journal
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 GOLDEN = Path(__file__).parent / "data" / "sshd_golden.jsonl"
 

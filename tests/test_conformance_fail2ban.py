@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.classify import Correlator
+from sshguardd.detect.classify import Correlator
 from sshguardd.contracts import Event, Kind
-from sshguardd.logformats import parse_syslog_line
+from sshguardd.detect.logformats import parse_syslog_line
 
 CORPUS = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
 

@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 
 from sshguardd import __version__
-from sshguardd.alerts import ALERT_TYPES
-from sshguardd.sandbox import wait_for
+from sshguardd.effects.alerts import ALERT_TYPES
+from sshguardd.demo.sandbox import wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.e2e]
 
@@ -446,7 +446,7 @@ def test_failed_logins_from_the_journal_lead_to_a_ban(container: Container) -> N
     assert alert["NETWORK"] in (ATTACKER, f"{ATTACKER}/32")
     assert alert["_SYSTEMD_UNIT"] == "sshguardd.service"
     # Under systemd stderr is the journal: the alert is there once, as the structured entry.
-    assert "sshguardd.alerts:" not in unit_log(c)
+    assert "sshguardd.effects.alerts:" not in unit_log(c)
     # journalctl -x explains it from the installed catalog.
     explained = c.run(["journalctl", "--no-pager", "-x",
                        f"MESSAGE_ID={ALERT_TYPES['ban'].message_id}"], check=True).stdout

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from sshguardd import control
-from sshguardd.control import ControlServer, ControlUnavailable
+from sshguardd.effects import control_socket as control
+from sshguardd.effects.control_socket import ControlServer, ControlUnavailable
 
 
 @pytest.fixture

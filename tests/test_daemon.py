@@ -24,7 +24,7 @@ from daemon_helpers import (
     kernel_elements,
     write_config,
 )
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -353,7 +353,7 @@ def test_file_backend_bans_from_auth_log(box: Sandbox, tmp_path: Path) -> None:
 
 
 def test_default_ports_come_from_sshd_T(tmp_path: Path) -> None:
-    from sshguardd.daemon import sshd_ports
+    from sshguardd.daemon.loop import sshd_ports
 
     fake = tmp_path / "sshd"
     fake.write_text("#!/bin/sh\n[ \"$1\" = -T ] || exit 2\n"

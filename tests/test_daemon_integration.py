@@ -31,7 +31,7 @@ from daemon_helpers import (
 )
 from sshguardd import config
 from sshguardd.contracts import LogBatch, LogRecord
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 BASE = """
 [ban]
@@ -366,10 +366,10 @@ def _in_process_daemon(tmp_path: Path, **kw: Any) -> Any:
     """A Daemon with a real Store and BanPolicy and no producers, ready for its loop."""
     from prometheus_client import CollectorRegistry
 
-    from sshguardd.alerts import Alerts
-    from sshguardd.daemon import Daemon
-    from sshguardd.metrics import Metrics
-    from sshguardd.store import Store
+    from sshguardd.effects.alerts import Alerts
+    from sshguardd.daemon.loop import Daemon
+    from sshguardd.effects.metrics import Metrics
+    from sshguardd.effects.store import Store
 
     sent: list[Any] = []
     d = Daemon(config.Config(), metrics=Metrics(CollectorRegistry()),
@@ -383,8 +383,8 @@ def _in_process_daemon(tmp_path: Path, **kw: Any) -> Any:
 # -- 7. the reason given for scheduled drift checks --------------------------------------
 
 def test_scheduled_drift_checks_say_why(tmp_path: Path) -> None:
-    from sshguardd.drift import RECHECK_INTERVAL
-    from sshguardd.notify import Notifier
+    from sshguardd.daemon.drift_guard import RECHECK_INTERVAL
+    from sshguardd.daemon.notify import Notifier
 
     clock = _Clock(1000.0)
     drift = _Recorder()
@@ -408,7 +408,7 @@ def test_scheduled_drift_checks_say_why(tmp_path: Path) -> None:
 def test_watchdog_keeps_pinging_under_a_flood(tmp_path: Path) -> None:
     """The follower keeps the queue full; the loop must still run its timers (and ping)
     every tick instead of draining forever."""
-    from sshguardd.notify import Notifier
+    from sshguardd.daemon.notify import Notifier
 
     sock = tmp_path / "notify.sock"
     with NotifyCollector(sock) as notify:

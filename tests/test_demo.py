@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.sandbox import wait_for
+from sshguardd.demo.sandbox import wait_for
 
 pytestmark = pytest.mark.e2e
 HOST_FILES = ("/etc/ssh/sshd_config", "/etc/shadow", "/etc/passwd", "/etc/group")

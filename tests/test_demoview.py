@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from sshguardd.demoview import View
+from sshguardd.demo.view import View
 
 
 class Terminal(io.StringIO):

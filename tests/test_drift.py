@@ -16,9 +16,15 @@ import pytest
 
 from systemd import journal
 
-from sshguardd import config, contracts, drift, service, writers
-from sshguardd.alerts import Alerts
-from sshguardd.metrics import Metrics
+from sshguardd import config, contracts
+
+from sshguardd.daemon import drift_guard as drift
+
+from sshguardd.effects import sshd as service
+
+from sshguardd.effects import writer_hint as writers
+from sshguardd.effects.alerts import Alerts
+from sshguardd.effects.metrics import Metrics
 
 DATA = Path(__file__).parent / "data"
 HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"

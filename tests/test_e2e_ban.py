@@ -18,7 +18,7 @@ import paramiko
 import pytest
 
 from daemon_helpers import DaemonProc, Sender, banned, caught_up, kernel_elements, write_config
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
 

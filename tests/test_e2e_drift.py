@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.demo.sandbox import Sandbox, wait_for
 from daemon_helpers import DaemonProc, write_config
 
 pytestmark = pytest.mark.e2e

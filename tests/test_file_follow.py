@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sshguardd.file_follow import FileFollower
+from sshguardd.effects.logfile import FileFollower
 
 
 def line(n: int, prog: str = "sshd[123]") -> str:

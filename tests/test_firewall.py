@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 from sshguardd.contracts import Ban
-from sshguardd.firewall import FirewallError, NftFirewall
-from sshguardd.sandbox import wait_for
+from sshguardd.effects.nft_runner import FirewallError, NftFirewall
+from sshguardd.demo.sandbox import wait_for
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sshguardd import __version__
-from sshguardd.sandbox import Sandbox
+from sshguardd.demo.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = str(ROOT / "install.sh")
@@ -121,7 +121,7 @@ def test_unknown_option_is_a_usage_error(box: Sandbox) -> None:
 def test_without_systemd_it_runs_the_daemon_in_the_foreground(box: Sandbox) -> None:
     import signal
 
-    from sshguardd.sandbox import wait_for
+    from sshguardd.demo.sandbox import wait_for
 
     proc = box.popen([INSTALL], env=box.env, stdout=subprocess.PIPE,
                      stderr=subprocess.STDOUT, text=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sshguardd.contracts import LogBatch
-from sshguardd.journal_follow import JournalFollower
-from sshguardd.sandbox import Sandbox, wait_for
+from sshguardd.effects.journal import JournalFollower
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT = "0123456789abcdef0123456789abcdef"

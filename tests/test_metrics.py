@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sshguardd import __version__, config
 from sshguardd.contracts import Kind
-from sshguardd.metrics import Metrics, MetricsServer, family_of
+from sshguardd.effects.metrics import Metrics, MetricsServer, family_of
 
 
 @pytest.fixture

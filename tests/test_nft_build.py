@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sshguardd import nft
+from sshguardd.bans import nftjson as nft
 from sshguardd.contracts import Ban
 
 NOW = 1_700_000_000.0

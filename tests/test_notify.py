@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.notify import Notifier
+from sshguardd.daemon.notify import Notifier
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sshguardd.classify import classify
+from sshguardd.detect.classify import classify
 from sshguardd.config import BanConfig, WeightsConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
-from sshguardd.policy import _CONN, MAX_CONNECTIONS, BanPolicy
+from sshguardd.bans.policy import _CONN, MAX_CONNECTIONS, BanPolicy
 
 T0 = 1_700_000_000.0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from sshguardd.metrics import Metrics
+from sshguardd.effects.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM = ROOT / "packaging" / "prometheus"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sshguardd import __version__
-from sshguardd.sandbox import Sandbox
+from sshguardd.demo.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from systemd import journal
 
-from sshguardd.sandbox import Sandbox, SandboxError, wait_for
+from sshguardd.demo.sandbox import Sandbox, SandboxError, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.classify import Correlator
+from sshguardd.detect.classify import Correlator
 from sshguardd.commands import scan
-from sshguardd.logformats import parse_syslog_line
+from sshguardd.detect.logformats import parse_syslog_line
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sshguardd import shadow
-from sshguardd.sandbox import wait_for
+from sshguardd.drift import shadow_rules as shadow
+from sshguardd.demo.sandbox import wait_for
 
 HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"
 ROOT_OPEN = f"root:{HASH}:19700:0:99999:7:::\n"
@@ -158,7 +158,7 @@ def test_writer_waits_for_a_real_vipw(sandbox):
     vipw = sandbox.popen(["env", "EDITOR=/etc/slow-editor", "VISUAL=/etc/slow-editor",
                           "vipw", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "from sshguardd.shadow import ShadowFile, ShadowLockError\n"
+            "from sshguardd.drift.shadow_rules import ShadowFile, ShadowLockError\n"
             "try:\n    print('changed' if ShadowFile(timeout=0.5).relock('!') else 'same')\n"
             "except ShadowLockError as exc:\n    print('locked out:', exc)\n")
     root = str(Path(__file__).resolve().parents[1])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sshguardd import sshd_config as sc
+from sshguardd.drift import sshd_model as sc
 
 POLICY = {"PermitRootLogin": "no", "PasswordAuthentication": "no",
           "KbdInteractiveAuthentication": "no", "PermitEmptyPasswords": "no"}

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshguardd import service
-from sshguardd import sshd_config as sc
+from sshguardd.effects import sshd as service
+from sshguardd.drift import sshd_model as sc
 
 DATA = Path(__file__).parent / "data"
 USERS = ("alice", "bob")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sshguardd.contracts import Ban
-from sshguardd.store import Store, StoreError
+from sshguardd.effects.store import Store, StoreError
 
 T0 = 1_700_000_000.0
 
@@ -115,7 +115,7 @@ def test_a_failing_statement_rolls_back_the_whole_batch(tmp_path: Path):
 WRITER = textwrap.dedent("""
     import sys
     from sshguardd.contracts import Ban
-    from sshguardd.store import Store, StoreError
+    from sshguardd.effects.store import Store, StoreError
     store = Store(sys.argv[1])
     i = 0
     while True:

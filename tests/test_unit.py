@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sshguardd import cli, config
-from sshguardd.sandbox import Sandbox
+from sshguardd.demo.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "packaging" / "systemd" / "sshguardd.service"

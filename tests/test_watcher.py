@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 from sshguardd.contracts import FileChanged
-from sshguardd.sandbox import wait_for
-from sshguardd.watcher import Watcher
+from sshguardd.demo.sandbox import wait_for
+from sshguardd.effects.watcher import Watcher
 
 
 def collect(got: queue.Queue, seconds: float) -> list[str]:

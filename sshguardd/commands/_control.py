@@ -6,7 +6,9 @@ import json
 import sys
 from typing import Any
 
-from sshguardd import cli, config, control
+from sshguardd import cli, config
+
+from sshguardd.effects import control_socket as control
 
 
 def add_common(parser) -> None:

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from sshguardd import cli, config, shadow, sshd_config
-from sshguardd.service import ServiceError, Sshd
+from sshguardd import cli, config
+
+from sshguardd.drift import shadow_rules as shadow
+
+from sshguardd.drift import sshd_model as sshd_config
+from sshguardd.effects.sshd import ServiceError, Sshd
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ REQUIRED = ("unshare", "nsenter", "ip", "nft", "ssh", "ssh-keygen", "journalctl"
 
 
 def run(args) -> int:
-    from sshguardd.demoview import View
+    from sshguardd.demo.view import View
 
     view = View()
     if os.geteuid() != 0:
@@ -179,7 +179,7 @@ class Demo:
             input(f"\n  Press Enter to {what} (Ctrl-C quits) ")
 
     def phase_sandbox(self) -> None:
-        from sshguardd.sandbox import Sandbox, wait_for
+        from sshguardd.demo.sandbox import Sandbox, wait_for
 
         v = self.view
         v.phase(1, TOTAL_PHASES, "A sandbox", """
@@ -212,7 +212,7 @@ class Demo:
         self._start_feed()
 
     def phase_startup(self) -> None:
-        from sshguardd.sandbox import wait_for
+        from sshguardd.demo.sandbox import wait_for
 
         v = self.view
         v.phase(2, TOTAL_PHASES, "The start-up check", """
@@ -242,7 +242,7 @@ class Demo:
         self._check_policy_holds("after the start-up check")
 
     def phase_drift(self) -> None:
-        from sshguardd.sandbox import wait_for
+        from sshguardd.demo.sandbox import wait_for
 
         v = self.view
         v.phase(3, TOTAL_PHASES, "Drift", """
@@ -270,7 +270,7 @@ class Demo:
         v.detail(f"/etc/ssh/sshd_config now says: {line}")
 
     def phase_bruteforce(self) -> None:
-        from sshguardd.sandbox import wait_for
+        from sshguardd.demo.sandbox import wait_for
 
         v = self.view
         v.phase(4, TOTAL_PHASES, "Brute force", f"""

@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     cfg = config.load(args.config)  # a bad file: ConfigError, exit 78 from the CLI
     logging.getLogger().setLevel(cfg.daemon.log_level.upper())
-    from sshguardd.daemon import Daemon, StartupError, StateStoreError
+    from sshguardd.daemon.loop import Daemon, StartupError, StateStoreError
 
     try:
         return Daemon(cfg, config_path=args.config).run()

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from sshguardd import cli, config
-from sshguardd.classify import (
+from sshguardd.detect.classify import (
     CORRELATED_WORDS,
     ENDING_WORDS,
     ENDINGS,
@@ -50,11 +50,11 @@ from sshguardd.classify import (
     parse_host,
     strip_prefixes,
 )
-from sshguardd.classify import _MISS
-from sshguardd.classify import _memo as _host_memo  # parse_host's memo, read inline
+from sshguardd.detect.classify import _MISS
+from sshguardd.detect.classify import _memo as _host_memo  # parse_host's memo, read inline
 
 from sshguardd.contracts import Event, Kind, LogRecord
-from sshguardd.logformats import (
+from sshguardd.detect.logformats import (
     _MONTHS,
     SSHD_PROGRAMS,
     _classic_minute,
@@ -775,7 +775,7 @@ class _Summary:
     def __init__(self, cfg: config.Config):
         self.cfg = cfg
         try:
-            from sshguardd.policy import BanPolicy
+            from sshguardd.bans.policy import BanPolicy
         except ImportError:  # the ban policy module is not part of this build
             BanPolicy = None  # noqa: N806
         self.policy = BanPolicy(cfg.ban) if BanPolicy is not None and cfg.ban.enabled else None

@@ -39,7 +39,7 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .contracts import Ban
+from sshguardd.contracts import Ban
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sshguardd.contracts import LogBatch, LogRecord
-from sshguardd.follow_thread import FollowThread
-from sshguardd.logformats import parse_syslog_line
+from sshguardd.effects.follow_thread import FollowThread
+from sshguardd.detect.logformats import parse_syslog_line
 
 log = logging.getLogger(__name__)
 

@@ -136,15 +136,15 @@ class Daemon:
         self.cfg = cfg
         self.config_path = config_path
         if metrics is None:
-            from sshguardd.metrics import Metrics
+            from sshguardd.effects.metrics import Metrics
 
             metrics = Metrics()
         if alerts is None:
-            from sshguardd.alerts import Alerts
+            from sshguardd.effects.alerts import Alerts
 
             alerts = Alerts()
         if notifier is None:
-            from sshguardd.notify import Notifier
+            from sshguardd.daemon.notify import Notifier
 
             notifier = Notifier()
         self.metrics = metrics
@@ -205,7 +205,7 @@ class Daemon:
     def _build(self) -> None:
         cfg = self.cfg
         if self.store is None:
-            from sshguardd.store import Store, StoreError
+            from sshguardd.effects.store import Store, StoreError
 
             try:
                 cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -214,7 +214,7 @@ class Daemon:
                                  f"{cfg.daemon.state_dir}: {exc.strerror or exc}") from exc
             self.store = Store(cfg.daemon.state_dir / "state.db")
         if self.firewall is None:
-            from sshguardd.firewall import NftFirewall
+            from sshguardd.effects.nft_runner import NftFirewall
 
             ports = cfg.firewall.ports or sshd_ports(cfg.drift.sshd)
             self.firewall = NftFirewall(table=cfg.firewall.table, ports=tuple(ports),
@@ -226,25 +226,25 @@ class Daemon:
         if self.follower is None:
             self.follower = self._make_follower(self.store.cursor())
         if self.drift is None and cfg.drift.enabled:
-            from sshguardd.drift import DriftGuard
+            from sshguardd.daemon.drift_guard import DriftGuard
 
             self.drift = DriftGuard(cfg, alerts=self.alerts, metrics=self.metrics)
         if self._watcher_factory is None:
-            from sshguardd.watcher import Watcher
+            from sshguardd.effects.watcher import Watcher
 
             self._watcher_factory = Watcher
         if self._control_factory is None:
-            from sshguardd.control import ControlServer
+            from sshguardd.effects.control_socket import ControlServer
 
             self._control_factory = ControlServer
 
     def _make_follower(self, cursor: str | None) -> Any:
         src = self.cfg.source
         if src.backend == "file":
-            from sshguardd.file_follow import FileFollower
+            from sshguardd.effects.logfile import FileFollower
 
             return FileFollower(src.files, position=cursor)
-        from sshguardd.journal_follow import JournalFollower
+        from sshguardd.effects.journal import JournalFollower
 
         return JournalFollower(src.units, src.commands, directory=src.journal_directory,
                                cursor=cursor)
@@ -252,8 +252,8 @@ class Daemon:
     def _make_policy(self, replay: Sequence[LogRecord]) -> Any:
         """A fresh BanPolicy (and Correlator) rebuilt from the store and the replayed
         entries. Sets self.correlator too: the two are only meaningful together."""
-        from sshguardd.classify import Correlator
-        from sshguardd.policy import BanPolicy
+        from sshguardd.detect.classify import Correlator
+        from sshguardd.bans.policy import BanPolicy
 
         ban = self.cfg.ban
         now = self.clock()
@@ -308,13 +308,13 @@ class Daemon:
         raise StateStoreError(f"cannot start: {detail}") from None
 
     def _start(self) -> None:
-        from sshguardd.store import StoreError
+        from sshguardd.effects.store import StoreError
 
         try:
             self._build()
         except StoreError as exc:  # names the file and the reason
             self._store_failed(str(exc))
-        from sshguardd.firewall import FirewallError
+        from sshguardd.effects.nft_runner import FirewallError
 
         now = self.clock()
         try:
@@ -630,7 +630,7 @@ class Daemon:
     def _apply_firewall(self) -> None:
         """Push pending bans (one transaction) and unbans; on failure keep them pending and
         retry with exponential backoff (1 s .. 60 s)."""
-        from sshguardd.firewall import FirewallError
+        from sshguardd.effects.nft_runner import FirewallError
 
         now = self.clock()
         ok = True
@@ -671,7 +671,7 @@ class Daemon:
     def _check_firewall(self) -> None:
         """If our table vanished (nftables.service restarted, `nft flush ruleset`), put it
         back with every active ban: the kernel forgot them, the store did not."""
-        from sshguardd.firewall import FirewallError
+        from sshguardd.effects.nft_runner import FirewallError
 
         try:
             if self.firewall.exists():
@@ -689,7 +689,7 @@ class Daemon:
         (ReloadPropagatedFrom= in the unit), and `nft flush table` leaves the table but
         empties it, which exists() cannot see: so repair the table and re-add every
         active ban, rather than waiting for the periodic check."""
-        from sshguardd.firewall import FirewallError
+        from sshguardd.effects.nft_runner import FirewallError
 
         now = self.clock()
         try:
@@ -745,7 +745,7 @@ class Daemon:
     def _drift_wakeup_reason(self, now: float) -> str:
         """Why next_wakeup() is due: the periodic full re-check, or a revert war's pause
         that ran out (or both)."""
-        from sshguardd.drift import RECHECK_INTERVAL
+        from sshguardd.daemon.drift_guard import RECHECK_INTERVAL
 
         last = self._last_full_check
         if last is not None and now >= last + RECHECK_INTERVAL:
@@ -832,7 +832,7 @@ class Daemon:
                                          now)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
-        from sshguardd.firewall import FirewallError
+        from sshguardd.effects.nft_runner import FirewallError
 
         with self.store.batch():
             self.store.add_bans([ban])
@@ -929,7 +929,7 @@ class Daemon:
             self.policy = self._make_policy(self.follower.backlog(new.ban.find_time))
             self.follower.start(self._emit)
         if new.drift != old.drift:
-            from sshguardd.drift import DriftGuard
+            from sshguardd.daemon.drift_guard import DriftGuard
 
             if self.watcher is not None:
                 self.watcher.stop()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sshguardd import atomic
+from sshguardd.effects import files as atomic
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from systemd import journal
 
 from sshguardd.contracts import LogBatch, LogRecord
-from sshguardd.follow_thread import FollowThread
+from sshguardd.effects.follow_thread import FollowThread
 
 log = logging.getLogger(__name__)
 

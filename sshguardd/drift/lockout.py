@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from sshguardd import shadow, sshd_config
+from sshguardd.drift import shadow_rules as shadow
 
-# Settings whose enforcement can lock every key holder out.
+from sshguardd.drift import sshd_model as sshd_config
 GUARDED_KEYWORDS = ("passwordauthentication", "kbdinteractiveauthentication",
                     "permitrootlogin")
 NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false")

@@ -59,8 +59,8 @@ import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-from .config import BanConfig
-from .contracts import Ban, Event, Kind, LogRecord
+from sshguardd.config import BanConfig
+from sshguardd.contracts import Ban, Event, Kind, LogRecord
 
 ATTEMPTS = frozenset({Kind.BAD_PASSWORD, Kind.BAD_KEY, Kind.AUTH_FAILURE})
 REFUSALS = frozenset({Kind.INVALID_USER, Kind.ROOT_REFUSED, Kind.USER_NOT_ALLOWED,

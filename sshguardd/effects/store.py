@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .contracts import Ban
+from sshguardd.contracts import Ban
 
 log = logging.getLogger(__name__)
 

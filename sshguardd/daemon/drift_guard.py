@@ -23,7 +23,7 @@ Revert wars: each repair is recorded per (setting, file). When max_reverts repai
 same item happen within `window`, the guard stops repairing it for `pause`, raises a
 critical alert naming the file and, when it can tell, the writer, and resumes afterwards
 (`next_wakeup()` tells the daemon when to call `check_all`). How the writer is found:
-sshguardd.writers. The lockout guard: sshguardd.lockout.
+sshguardd.effects.writer_hint. The lockout guard: sshguardd.drift.lockout.
 """
 
 from __future__ import annotations
@@ -43,9 +43,17 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from sshguardd import atomic, config, contracts, lockout, shadow, sshd_config
-from sshguardd.service import ServiceError, Sshd
-from sshguardd.writers import CONFIG_WRITERS, SHADOW_WRITERS, journal_writer, writer_of
+from sshguardd import config, contracts
+
+from sshguardd.effects import files as atomic
+
+from sshguardd.drift import lockout
+
+from sshguardd.drift import shadow_rules as shadow
+
+from sshguardd.drift import sshd_model as sshd_config
+from sshguardd.effects.sshd import ServiceError, Sshd
+from sshguardd.effects.writer_hint import CONFIG_WRITERS, SHADOW_WRITERS, journal_writer, writer_of
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The nftables effect: applies the JSON built by `sshguardd.nft` with `nft -j -f -`.
+"""The nftables effect: applies the JSON built by `sshguardd.bans.nftjson` with `nft -j -f -`.
 
 One nft process per batch (never one per ban): a transaction of 100k elements costs about
 as much as a few dozen single-element nft processes. Every failure raises FirewallError
@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import nft as nftjson
-from .contracts import Ban
+from sshguardd.bans import nftjson
+from sshguardd.contracts import Ban
 
 log = logging.getLogger(__name__)
 
