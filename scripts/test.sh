@@ -13,7 +13,7 @@ PACKAGES=(
   nftables iproute2 util-linux procps openssh-server openssh-client
   systemd systemd-journal-remote systemd-container debootstrap
   fail2ban python3-systemd sshguard prometheus rpm
-  rpm2cpio man-db passwd coreutils shellcheck
+  rpm2cpio man-db passwd coreutils shellcheck apt-utils dpkg-dev
   time
 )
 missing=()

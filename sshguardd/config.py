@@ -191,6 +191,20 @@ class ControlConfig(_Section):
     socket: Path = Path("/run/sshguardd/control.sock")
 
 
+class UpdatesConfig(_Section):
+    """The update watch: is openssh-server current, does the running sshd run it?"""
+
+    enabled: bool = True
+    package: str = Field("openssh-server", pattern=r"^[a-z0-9][a-z0-9+.-]{0,99}$")
+    backend: Literal["auto", "apt", "rpm"] = "auto"
+    interval: Duration = 600.0
+    refresh: bool = False  # never reach the network unless asked to
+    refresh_interval: Duration = 86400.0
+    # Amazon Linux 2023 is pinned to its release: advisories for newer releases are seen
+    # only with --releasever=latest (documented in docs/updates.md).
+    dnf_releasever: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,32}$")
+
+
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     source: SourceConfig = SourceConfig()
@@ -199,6 +213,7 @@ class Config(_Section):
     drift: DriftConfig = DriftConfig()
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
+    updates: UpdatesConfig = UpdatesConfig()
 
 
 class ConfigError(Exception):

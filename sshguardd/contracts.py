@@ -101,3 +101,22 @@ class FileChanged:
 
     path: str
     time: float
+
+
+@dataclass(frozen=True, slots=True)
+class PackageState:
+    """The update watch's finding about the watched package (openssh-server) and the
+    running sshd: what is installed, what the package manager would install, whether a
+    security origin offers something newer, and whether a running sshd predates it."""
+
+    backend: str                 # "apt" or "rpm"
+    package: str
+    installed: str | None
+    candidate: str | None
+    pending: bool                # the candidate is newer than the installed version
+    security: bool               # a newer version comes from a security origin/advisory
+    advisories: tuple[str, ...]
+    stale: bool                  # a running sshd runs replaced code
+    stale_reasons: tuple[str, ...]
+    checked: float               # epoch seconds
+    error: str | None            # the package manager could not be asked (argv: reason)

@@ -56,6 +56,7 @@ ALERT_TYPES: dict[str, AlertType] = {t.name: t for t in (
     AlertType("restart_failed", "a673c5707a754d51aca2d72e0c5a18b4", 2),
     AlertType("lockout_guard", "9c40f62eef344412b47cf9d3de98422e", 3),
     AlertType("startup_problem", "13c13104e8b84661851ee6e5321966ae", 3),
+    AlertType("sshd_outdated", "a79a2e70ee2d485397db0b937b106218", 4),
 )}
 
 _LOG_LEVEL = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL,
@@ -172,6 +173,20 @@ class Alerts:
     def startup_problem(self, what: str, detail: str) -> None:
         self._emit("startup_problem", f"start-up problem: {what}: "
                    f"{_one_line(scrub(detail))[:300]}", WHAT=what, DETAIL=detail)
+
+    def sshd_outdated(self, package: str, installed: str | None, candidate: str | None,
+                      security: bool, stale: bool, reason: str) -> None:
+        """openssh-server has a (security) update pending, or the running sshd predates
+        the installed binary."""
+        what = ("a security update is pending" if security
+                else "an update is pending" if candidate and candidate != installed
+                else "the running sshd predates the installed package")
+        self._emit("sshd_outdated", f"{package}: {what}"
+                   f" (installed {installed or '?'}, candidate {candidate or '?'})"
+                   f"{'; ' + reason if reason else ''}",
+                   PACKAGE=package, INSTALLED=installed, CANDIDATE=candidate,
+                   SECURITY="yes" if security else "no", STALE="yes" if stale else "no",
+                   REASON=reason)
 
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         t = ALERT_TYPES[kind]

@@ -154,6 +154,21 @@ class Metrics:
             "sshd_restarts", "sshd restarts after a repair, by result.", ["result"], **r)
         self.reloads = Counter(
             "reloads", "Configuration reloads (SIGHUP), by result.", ["result"], **r)
+        self.openssh_update_pending = Gauge(
+            "openssh_update_pending", "1 when the package manager offers a newer "
+            "openssh-server: kind=any, or kind=security from a security origin/advisory.",
+            ["kind"], **r)
+        self.openssh_info = Gauge(
+            "openssh_info", "Always 1: the installed and candidate openssh-server versions.",
+            ["installed", "candidate"], **r)
+        self.sshd_stale = Gauge(
+            "sshd_stale", "1 when a running sshd runs a binary or libraries replaced since "
+            "it started.", **r)
+        self.update_check_timestamp = Gauge(
+            "update_check_timestamp_seconds", "Unix time of the last update check.", **r)
+        self.update_check_errors = Counter(
+            "update_check_errors", "Update checks that could not ask the package manager.",
+            **r)
         self.build = Info("build", "sshguardd version and Python runtime.", **r)
         self.build.info({"version": version, "python": platform.python_version()})
 
@@ -165,6 +180,8 @@ class Metrics:
             self.bans.labels(family=fam)
             self.bans_active.labels(family=fam)
             self.unbans.labels(family=fam)
+        for kind in ("any", "security"):
+            self.openssh_update_pending.labels(kind=kind)
         for op in FIREWALL_OPERATIONS:
             self.ban_errors.labels(operation=op)
         for result in RESULTS:
