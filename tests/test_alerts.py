@@ -54,6 +54,11 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, str]]] = {
     "startup_problem": (("firewall", "nft: Operation not permitted"),
                         {"WHAT": "firewall", "DETAIL": "nft: Operation not permitted",
                          "PRIORITY": "3"}),
+    "sshd_outdated": (("openssh-server", "1:9.2p1-2+deb12u9", "1:9.2p1-2+deb12u10", True,
+                       False, "DSA-9999-1"),
+                      {"PACKAGE": "openssh-server", "INSTALLED": "1:9.2p1-2+deb12u9",
+                       "CANDIDATE": "1:9.2p1-2+deb12u10", "SECURITY": "yes", "STALE": "no",
+                       "REASON": "DSA-9999-1", "PRIORITY": "4"}),
 }
 
 
