@@ -85,7 +85,9 @@ def _constraints(metadata: list[object]) -> tuple[object, object, str | None, bo
 
 def _range(lo: object, hi: object) -> str:
     def fmt(x: object) -> str:
-        return f"{x:,}".replace(",", "\u202f") if isinstance(x, int) and abs(x) >= 10_000 else f"{x:g}" if isinstance(x, float) else str(x)
+        if isinstance(x, int) and abs(x) >= 10_000:
+            return f"{x:,}".replace(",", "\u202f")
+        return f"{x:g}" if isinstance(x, float) else str(x)
 
     if lo is not None and hi is not None:
         return f" from {fmt(lo)} to {fmt(hi)}"
@@ -186,8 +188,9 @@ def configuration_md() -> str:
         out.append(f"## [{section}]\n")
         if doc:
             out.append(_sentence(doc) + "\n")
-        if model.__doc__ and model.__doc__.strip() and not model.__doc__.startswith(model.__name__ + "("):
-            out.append(" ".join(model.__doc__.split()) + "\n")
+        doc_ = model.__doc__
+        if doc_ and doc_.strip() and not doc_.startswith(model.__name__ + "("):
+            out.append(" ".join(doc_.split()) + "\n")
         for name, info in model.model_fields.items():
             if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
                 continue
@@ -236,12 +239,21 @@ unavailable; 70 internal error; 78 bad configuration.
 """
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> tuple[dict[str, argparse.ArgumentParser], dict[str, str]]:
+def _subparsers(
+        parser: argparse.ArgumentParser,
+) -> tuple[dict[str, argparse.ArgumentParser], dict[str, str]]:
     for action in parser._actions:  # argparse has no public accessor for its verbs
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             return dict(action.choices), helps
     return {}, {}
+
+
+def _metavar(action: argparse.Action, default: str | None = None) -> str:
+    meta = action.metavar
+    if isinstance(meta, tuple):  # argparse allows one name per nargs slot
+        return " ".join(meta)
+    return meta or default or action.dest.upper()
 
 
 def cli_md() -> str:
@@ -261,10 +273,10 @@ def cli_md() -> str:
             if isinstance(action, argparse._HelpAction):
                 continue
             if action.option_strings:
-                meta = "" if action.nargs == 0 else " " + (action.metavar or action.dest.upper())
+                meta = "" if action.nargs == 0 else " " + _metavar(action)
                 term = ", ".join(f"{o}{meta}" for o in action.option_strings)
             else:
-                term = action.metavar or action.dest
+                term = _metavar(action, action.dest)
             items.append(f"- `{term}` — {_sentence(' '.join((action.help or '').split()))}")
         if items:
             out.extend(items)
@@ -299,8 +311,8 @@ def _inline(text: str) -> str:
 
 
 def md_to_roff(md: str, name: str, section: int, summary: str) -> str:
-    lines = [f'.TH {name.upper()} {section} "{MAN_DATE}" "sshguardd {__version__}" '
-             f'"{"System Administration" if section == 8 else "File Formats"}"',
+    lines = [(f'.TH {name.upper()} {section} "{MAN_DATE}" "sshguardd {__version__}" '
+              f'"{"System Administration" if section == 8 else "File Formats"}"'),
              ".SH NAME", f"{_roff_escape(name)} \\- {_roff_escape(summary)}"]
     para: list[str] = []
     in_code = in_comment = False
@@ -326,7 +338,8 @@ def md_to_roff(md: str, name: str, section: int, summary: str) -> str:
             in_code = not in_code
             continue
         if in_code:
-            lines.append(_roff_escape(raw) if not raw.startswith((".", "'")) else "\\&" + _roff_escape(raw))
+            escaped = _roff_escape(raw)
+            lines.append("\\&" + escaped if raw.startswith((".", "'")) else escaped)
             continue
         line = raw.rstrip()
         if in_comment or line.startswith("<!--"):

@@ -24,7 +24,7 @@ LINKS = {
 }
 
 
-def section(name, title=None, drop_title=False):
+def section(name: str, title: str | None = None, drop_title: bool = False) -> str:
     text = (root / "docs" / name).read_text()
     lines = text.splitlines()
     in_code = False
@@ -76,10 +76,10 @@ cli = """## Command line
 | `sshguardd bans [--json]` | active bans: network, remaining time, strikes, reason |
 | `sshguardd ban ADDR [--for DURATION]` | ban an address or network now |
 | `sshguardd unban ADDR` | lift a ban (and forget the offender's count) |
-| `sshguardd check [--json]` | one-shot audit of the drift policy; exit 0 compliant, 1 drift |
-| `sshguardd scan FILE... [--summary] [--journal-dir DIR]` | offline analysis of auth logs and journals |
-| `sshguardd check-config [--config PATH]` | validate the config; exit 78 with `FILE: KEY: REASON` lines |
-| `sshguardd demo [--non-interactive]` | run the real daemon in a throwaway sandbox and show it work |
+| `sshguardd check [--json]` | one-shot audit of the drift policy: exit 0 compliant, 1 drift |
+| `sshguardd scan FILE... [--summary] [--journal-dir DIR]` | offline analysis of logs and journals |
+| `sshguardd check-config [--config PATH]` | validate the config; exit 78, `FILE: KEY: REASON` |
+| `sshguardd demo [--non-interactive]` | the real daemon at work in a throwaway sandbox |
 
 Every verb takes `--config PATH` where it reads the config, and `--json` where it prints
 results. Exit status: 0 success; 1 a finding; 2 usage; 69 the daemon, firewall or another

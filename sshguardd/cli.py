@@ -1,7 +1,8 @@
 """The `sshguardd` command line: one verb per module under sshguardd.commands.
 
 Only this module decides exit codes (sysexits.h): 0 ok, 1 a finding (drift, a failed
-check), 2 usage, 69 the firewall or another service is unavailable, 74 the daemon's state
+check), 2 usage, 69 the firewall or another service is unavailable, 70 an internal error (a
+bug: the traceback is printed; it must not read as 1, a finding), 74 the daemon's state
 store is damaged or unusable, 78 a bad config.
 Each verb module defines `register(subparsers)` and sets `func(args) -> int` on its parser.
 """
@@ -12,6 +13,8 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sshguardd import __version__
 from sshguardd.config import ConfigError
@@ -23,6 +26,12 @@ EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_IOERR = 74
 EX_CONFIG = 78
+
+if TYPE_CHECKING:
+    # What each verb's register() receives (argparse names the type only privately).
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+log = logging.getLogger(__name__)
 
 # Order is the order `--help` lists them in.
 VERB_MODULES = (
@@ -78,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    return run_verb(args.func, args)
+
+
+def run_verb(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a verb and turn what escapes it into an exit code."""
     try:
-        return int(args.func(args))
+        return int(func(args))
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
@@ -88,3 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         return EX_OK
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        log.exception("internal error (a bug in sshguardd; please report it)")
+        return EX_SOFTWARE

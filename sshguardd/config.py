@@ -250,7 +250,7 @@ def load(path: Path | str | None = None) -> Config:
     """Read and validate the config file. A missing default file means all defaults; a
     missing file named explicitly is an error."""
     explicit = path is not None
-    p = Path(path) if explicit else DEFAULT_PATH
+    p = DEFAULT_PATH if path is None else Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

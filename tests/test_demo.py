@@ -71,7 +71,7 @@ def test_ctrl_c_tears_the_sandbox_down(tmp_path: Path) -> None:
     wait_for(lambda: any("sshd (stock Debian config) listening" in ln for ln in lines)
              or proc.poll() is not None, 120, what="the demo's sshd")
     assert proc.poll() is None, "".join(lines)
-    sandboxes = [p for p in tmp_path.iterdir()]
+    sandboxes = list(tmp_path.iterdir())
     assert sandboxes, "the demo keeps its layers under --workdir"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130

@@ -261,7 +261,7 @@ def test_no_forbidden_arrows() -> None:
     new = sorted(found - KNOWN.keys())
     stale = sorted(KNOWN.keys() - found)
     if stale:
-        print("fixed, delete from KNOWN:\n  " + "\n  ".join(stale))
+        print("fixed now, remove from KNOWN:\n  " + "\n  ".join(stale))
     print(f"{len(found)} known violations remain: "
           + ", ".join(sorted({KNOWN[v].split()[0] for v in found & KNOWN.keys()})))
     assert not new, "imports the architecture forbids:\n  " + "\n  ".join(new)

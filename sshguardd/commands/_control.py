@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
 
 from sshguardd import cli, config
-
 from sshguardd.effects import control_socket as control
 
 
-def add_common(parser) -> None:
+def add_common(parser: argparse.ArgumentParser) -> None:
     cli.add_config_arg(parser)
     cli.add_json_arg(parser)
     parser.add_argument("--socket", metavar="PATH", default=None,
                         help="control socket (default: control.socket from the config)")
 
 
-def call(args, request: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+def call(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
     """Send request; returns (exit code, answer). Prints the error itself when the daemon
     is unreachable (exit 69) or refuses (exit 1)."""
     path = args.socket or config.load(args.config).control.socket
@@ -33,7 +33,7 @@ def call(args, request: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
     return cli.EX_OK, answer
 
 
-def _error(args, message: str) -> None:
+def _error(args: argparse.Namespace, message: str) -> None:
     if args.json:
         print(json.dumps({"ok": False, "error": message}))
     else:
@@ -44,7 +44,7 @@ def duration(seconds: float | None) -> str:
     """600 -> '10m', 5400 -> '1h30m'; None -> 'permanent'."""
     if seconds is None:
         return "permanent"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     parts = []
@@ -59,7 +59,7 @@ def duration(seconds: float | None) -> str:
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     for r in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(lines)

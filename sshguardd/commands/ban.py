@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from sshguardd import cli, config
 from sshguardd.commands import _control
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser("ban", help="ban an address or network now")
     p.add_argument("address", help="IPv4/IPv6 address or CIDR network")
     p.add_argument("--for", dest="duration", metavar="DURATION", default=None,
@@ -17,8 +18,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    request: dict = {"cmd": "ban", "address": args.address}
+def run(args: argparse.Namespace) -> int:
+    request: dict[str, object] = {"cmd": "ban", "address": args.address}
     if args.duration is not None:
         try:
             seconds = config.parse_duration(args.duration)

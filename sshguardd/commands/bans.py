@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from sshguardd import cli
 from sshguardd.commands import _control
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser("bans", help="list active bans (exit 69 if the daemon is down)")
     _control.add_common(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     code, answer = _control.call(args, {"cmd": "bans"})
     if answer is None or code != cli.EX_OK:
         return code

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from sshguardd import cli
 from sshguardd.commands import _control
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser("status", help="show the running daemon's state (exit 69 if down)")
     _control.add_common(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     code, answer = _control.call(args, {"cmd": "status"})
     if answer is None or code != cli.EX_OK:
         return code
@@ -23,16 +24,16 @@ def run(args) -> int:
         return code
     fam = answer.get("bans_by_family", {})
     rows = [
-        ("daemon", f"sshguardd {answer['version']}, pid {answer['pid']}, up "
-                   f"{_control.duration(answer['uptime'])}"
-                   + ("" if answer.get("healthy") else "  (UNHEALTHY)")),
-        ("bans active", f"{answer['bans_active']} (IPv4 {fam.get('ipv4', 0)}, "
-                        f"IPv6 {fam.get('ipv6', 0)})"),
-        ("offenders", f"{answer['offenders_tracked']} tracked, "
-                      f"{answer['offender_evictions']} evicted"),
+        ("daemon", (f"sshguardd {answer['version']}, pid {answer['pid']}, up "
+                    f"{_control.duration(answer['uptime'])}"
+                    + ("" if answer.get("healthy") else "  (UNHEALTHY)"))),
+        ("bans active", (f"{answer['bans_active']} (IPv4 {fam.get('ipv4', 0)}, "
+                         f"IPv6 {fam.get('ipv6', 0)})")),
+        ("offenders", (f"{answer['offenders_tracked']} tracked, "
+                       f"{answer['offender_evictions']} evicted")),
         ("log source", f"{answer['source']}, {answer['entries_read']} entries read"),
-        ("firewall", f"{answer['firewall_errors']} errors, "
-                     f"{answer['firewall_pending']} changes pending"),
+        ("firewall", (f"{answer['firewall_errors']} errors, "
+                      f"{answer['firewall_pending']} changes pending")),
         ("drift guard", f"{answer['drift_mode']}, last drift: {answer['last_drift']}"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from sshguardd import cli
 from sshguardd.commands import _control
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser("unban", help="lift a ban now")
     p.add_argument("address", help="IPv4/IPv6 address or CIDR network")
     _control.add_common(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     code, answer = _control.call(args, {"cmd": "unban", "address": args.address})
     if answer is None or code != cli.EX_OK:
         return code

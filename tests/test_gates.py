@@ -1,0 +1,75 @@
+"""The lint and type gates: ruff and mypy, configured in pyproject.toml, report nothing.
+
+Both run from this virtualenv (the test extras install them), over the whole tree, so the
+README's test command (and CI) fails on any finding. PENDING names the folders and files
+whose rooms were being reshaped when the gates arrived: their findings are printed, not
+failed, until the final sweep empties it. A file in no pending entry must be clean.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# path prefix -> the room reshaping it (see the brief's rooms); emptied by the final sweep.
+PENDING: dict[str, str] = {
+    "sshguardd/daemon/": "daemon, drift, fleet",
+    "sshguardd/drift/": "drift, access",
+    "sshguardd/detect/": "detect",
+    "sshguardd/scan/": "detect",
+    "sshguardd/bans/": "daemon, access, fleet",
+    "sshguardd/effects/": "hardening, daemon, drift, access, fleet",
+    "sshguardd/contracts.py": "detect, daemon, drift",
+    "sshguardd/commands/scan.py": "detect",
+    "sshguardd/commands/check.py": "install",
+    "sshguardd/commands/check_config.py": "install",
+    "sshguardd/commands/run.py": "daemon",
+    "sshguardd/commands/fleet.py": "fleet",
+    "sshguardd/commands/resume.py": "install",
+    "tests/": "everyone (gates' own test files are kept clean meanwhile)",
+    "bench/": "detect, daemon, fleet",
+    "sshguardd/commands/demo.py": "gates (the demo moves into demo/)",
+    "sshguardd/demo/": "gates (the demo moves into demo/)",
+}
+
+
+def _split(lines: list[str]) -> tuple[list[str], list[str]]:
+    failing, pending = [], []
+    for line in lines:
+        (pending if any(line.startswith(p) for p in PENDING) else failing).append(line)
+    return failing, pending
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_ruff_finds_nothing() -> None:
+    result = _run([str(BIN / "ruff"), "check", "--no-fix", "--output-format", "concise",
+                   "--no-cache", "."])
+    findings = [line for line in result.stdout.splitlines()
+                if re.match(r"[^:\s]+:\d+:\d+: ", line)]
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    failing, pending = _split(findings)
+    print(f"ruff: {len(findings)} findings, {len(pending)} in pending rooms")
+    print("\n".join(pending))
+    assert not failing, "ruff (see pyproject.toml [tool.ruff]):\n" + "\n".join(failing)
+    assert result.returncode == 0 or pending, result.stdout + result.stderr
+
+
+def test_mypy_finds_nothing() -> None:
+    result = _run([str(BIN / "mypy"), "--no-incremental", "--cache-dir", "/dev/null"])
+    errors = [line for line in result.stdout.splitlines()
+              if re.match(r"[^:\s]+:\d+: error: ", line)]
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    failing, pending = _split(errors)
+    print(f"mypy: {len(errors)} errors, {len(pending)} in pending rooms")
+    print("\n".join(pending))
+    assert not failing, "mypy (see pyproject.toml [tool.mypy]):\n" + "\n".join(failing)
+    assert result.returncode == 0 or pending, result.stdout + result.stderr
