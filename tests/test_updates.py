@@ -108,7 +108,7 @@ def test_rpm_order_matches_rpm() -> None:
     pairs += cases
     expected = _rpm_orders(pairs)
     assert len(expected) == len(pairs)
-    wrong = [(a, b, e) for (a, b), e in zip(pairs, expected)
+    wrong = [(a, b, e) for (a, b), e in zip(pairs, expected, strict=True)
              if _sign(pk.compare_rpm(a, b)) != e]
     print(f"rpm differential: {len(pairs)} pairs")
     assert wrong == []
@@ -157,6 +157,9 @@ def test_security_origin_is_judged_from_the_release() -> None:
     assert pk.judge_apt(policy, ubuntu).security
 
 
+STALE_REASON = "listener pid 7 runs a replaced binary"
+
+
 def test_stage_sets_metrics_and_alerts_once_per_change() -> None:
     metrics = Metrics()
     sent: list[tuple[str, dict[str, str]]] = []
@@ -179,8 +182,7 @@ def test_stage_sets_metrics_and_alerts_once_per_change() -> None:
     # upgraded, sshd not restarted: stale, one more alert; old info series gone
     stage.on_state(dataclasses.replace(base, installed="1:9.2p1-3", pending=False,
                                        security=False, stale=True,
-                                       stale_reasons=("listener pid 7 runs a replaced "
-                                                      "binary",), checked=1003.0))
+                                       stale_reasons=(STALE_REASON,), checked=1003.0))
     assert value("sshguardd_sshd_stale") == 1
     assert value("sshguardd_openssh_info",
                  {"installed": "1:9.2p1-2", "candidate": "1:9.2p1-3"}) is None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sshguardd.bans.nftjson import CHAIN, Layout
 
@@ -106,10 +107,10 @@ def uncovered(sources: Sequence[str], peers: Iterable[str]) -> list[str]:
     return out
 
 
-def dropped(chain_listing: dict[str, object]) -> dict[str, int]:
+def dropped(chain_listing: dict[str, Any]) -> dict[str, int]:
     """Packets dropped by the access rules, by family, from `nft -j list chain ...`."""
     out = {"ipv4": 0, "ipv6": 0}
-    for item in chain_listing.get("nftables", []):  # type: ignore[union-attr]
+    for item in chain_listing.get("nftables", []):
         rule = item.get("rule") if isinstance(item, dict) else None
         if not rule or not str(rule.get("comment", "")).startswith("access "):
             continue

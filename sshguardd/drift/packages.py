@@ -269,9 +269,9 @@ def parse_dnf_upgrades(text: str, package: str) -> str | None:
     best: str | None = None
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) >= 3 and parts[0].rsplit(".", 1)[0] == package:
-            if best is None or compare_rpm(parts[1], best) > 0:
-                best = parts[1]
+        if (len(parts) >= 3 and parts[0].rsplit(".", 1)[0] == package
+                and (best is None or compare_rpm(parts[1], best) > 0)):
+            best = parts[1]
     return best
 
 

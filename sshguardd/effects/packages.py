@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -77,7 +78,8 @@ class PackageProbe:
     def _run(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> str:
         try:
             proc = subprocess.run(list(argv), capture_output=True, text=True, env=_ENV,
-                                  timeout=self.timeout, stdin=subprocess.DEVNULL)
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL,
+                                  check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ProbeError(argv, str(exc)) from exc
         if proc.returncode not in ok:
@@ -215,7 +217,7 @@ class PackageWatch:
         self._lock = threading.Lock()
         self._due: float | None = time.monotonic()
         self._thread: threading.Thread | None = None
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: Any = None  # watchdog's Observer (its type is a runtime alias)
         self.checks = 0
 
     @property
