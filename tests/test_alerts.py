@@ -59,6 +59,8 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, str]]] = {
                       {"PACKAGE": "openssh-server", "INSTALLED": "1:9.2p1-2+deb12u9",
                        "CANDIDATE": "1:9.2p1-2+deb12u10", "SECURITY": "yes", "STALE": "no",
                        "REASON": "DSA-9999-1", "PRIORITY": "4"}),
+    "log_suppressed": (("ssh.service", 31999),
+                       {"UNIT": "ssh.service", "DROPPED": "31999", "PRIORITY": "3"}),
 }
 
 

@@ -50,27 +50,76 @@ def drain(f: JournalFollower) -> list[str]:
     return out
 
 
-def test_trusted_fields_only(tmp_path: Path) -> None:
-    d = tmp_path / "j"
-    write_journal(d, [
+def _trust_corpus() -> list[dict[str, str]]:
+    return [
         sshd("by comm"),
         sshd("by sshd-session", comm="sshd-session"),
         {"MESSAGE": "by unit", "_SYSTEMD_UNIT": "ssh.service", "_COMM": "sshd", "_UID": "0",
          "_PID": "7"},
+        # issue 10: unit alone is not sshd (a user's session left in ssh.service's cgroup)
         {"MESSAGE": "unit, other comm", "_SYSTEMD_UNIT": "sshd.service", "_COMM": "sshd-auth",
          "_UID": "101", "_PID": "8"},
+        {"MESSAGE": "Accepted password for guest from 10.9.9.9 port 1 ssh2",
+         "_SYSTEMD_UNIT": "ssh.service", "_COMM": "logger", "_UID": "1000", "_PID": "11"},
+        {"MESSAGE": "user-named sshd in the unit", "_SYSTEMD_UNIT": "ssh.service",
+         "_COMM": "sshd", "_UID": "1000", "_PID": "12"},
         # forged: logger -t sshd (identifier only), a non-root program named sshd, other unit
         {"MESSAGE": "logger -t sshd", "SYSLOG_IDENTIFIER": "sshd", "_COMM": "logger",
          "_UID": "0", "_PID": "9"},
         sshd("user's own sshd", uid="1000"),
         {"MESSAGE": "cron says sshd", "SYSLOG_IDENTIFIER": "sshd", "_COMM": "cron",
          "_SYSTEMD_UNIT": "cron.service", "_UID": "0", "_PID": "10"},
-    ])
-    f = JournalFollower(directory=d, cursor=None)
+        # journald's own flood notices (fields as systemd 252 writes them), and forgeries
+        {"MESSAGE": "Suppressed 31999 messages from ssh.service", "_TRANSPORT": "driver",
+         "MESSAGE_ID": "a596d6fe7bfa4994828e72309e95d61e", "_COMM": "systemd-journal",
+         "_UID": "0", "_PID": "5", "N_DROPPED": "31999"},
+        {"MESSAGE": "Suppressed 7 messages from cron.service", "_TRANSPORT": "driver",
+         "MESSAGE_ID": "a596d6fe7bfa4994828e72309e95d61e", "_COMM": "systemd-journal",
+         "_UID": "0", "_PID": "5"},
+        {"MESSAGE": "Suppressed 999 messages from ssh.service", "_TRANSPORT": "syslog",
+         "MESSAGE_ID": "a596d6fe7bfa4994828e72309e95d61e", "_COMM": "logger",
+         "_UID": "1000", "_PID": "13"},
+    ]
+
+
+def _read_all(d: Path, **kw: object) -> tuple[list[str], list[tuple[str, int]]]:
+    seen: list[tuple[str, int]] = []
+    f = JournalFollower(directory=d, cursor=None,
+                        on_suppressed=lambda u, n: seen.append((u, n)), **kw)  # type: ignore[arg-type]
     f.open()
     f.cursor = None
     f._reader.seek_head()  # type: ignore[union-attr]  # read the whole file, not the tail
-    assert drain(f) == ["by comm", "by sshd-session", "by unit", "unit, other comm"]
+    out = drain(f)
+    f.close()
+    return out, seen
+
+
+def test_trusted_fields_only(tmp_path: Path) -> None:
+    d = tmp_path / "j"
+    write_journal(d, _trust_corpus())
+    # This host has no systemd as PID 1: no entry could carry a unit, _COMM+_UID decide.
+    out, seen = _read_all(d)
+    assert out == ["by comm", "by sshd-session", "by unit"]
+    assert seen == [("ssh.service", 31999)]
+    # On a systemd host the unit is required too.
+    out, seen = _read_all(d, require_unit=True)
+    assert out == ["by unit"]
+    assert seen == [("ssh.service", 31999)]
+
+
+def test_a_batch_of_notices_only_still_moves_the_position(tmp_path: Path) -> None:
+    d = tmp_path / "j"
+    write_journal(d, [sshd("first"), _trust_corpus()[-3]])
+    seen: list[tuple[str, int]] = []
+    f = JournalFollower(directory=d, batch_size=1,
+                        on_suppressed=lambda u, n: seen.append((u, n)))
+    f.open()
+    f._reader.seek_head()  # type: ignore[union-attr]
+    first = f.read()
+    assert first is not None and [r.message for r in first.records] == ["first"]
+    notice = f.read()
+    assert notice is not None and notice.records == () and notice.position != first.position
+    assert f.read() is None and seen == [("ssh.service", 31999)]
     f.close()
 
 
@@ -310,3 +359,4 @@ def test_quiet_follower_sleeps(box: Sandbox, tools: Path) -> None:
     finally:
         sender.close()
         f.close()
+

@@ -247,7 +247,12 @@ class Daemon:
         from sshguardd.effects.journal import JournalFollower
 
         return JournalFollower(src.units, src.commands, directory=src.journal_directory,
-                               cursor=cursor)
+                               cursor=cursor, on_suppressed=self._log_suppressed)
+
+    def _log_suppressed(self, unit: str, dropped: int) -> None:
+        # Called on the follower's thread: a counter and a journal entry, no loop state.
+        self.metrics.log_suppressed.labels(unit=unit).inc(dropped)
+        self.alerts.log_suppressed(unit, dropped)
 
     def _make_policy(self, replay: Sequence[LogRecord]) -> Any:
         """A fresh BanPolicy (and Correlator) rebuilt from the store and the replayed

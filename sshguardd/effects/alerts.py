@@ -15,6 +15,7 @@ that fits it, and fields a router can match on without parsing MESSAGE:
   restart_failed   a673c5707a754d51aca2d72e0c5a18b4  2 crit      COMMAND STDERR
   lockout_guard    9c40f62eef344412b47cf9d3de98422e  3 err       REASON [SETTING FILE]
   startup_problem  13c13104e8b84661851ee6e5321966ae  3 err       WHAT DETAIL
+  log_suppressed   c7b0da2d346c433ea282ba803366138f  3 err       UNIT DROPPED
 
 Every entry also carries SYSLOG_IDENTIFIER=sshguardd and SSHGUARDD_ALERT=<type>.
 packaging/systemd/sshguardd.catalog explains each MESSAGE_ID for `journalctl -x`.
@@ -57,6 +58,7 @@ ALERT_TYPES: dict[str, AlertType] = {t.name: t for t in (
     AlertType("lockout_guard", "9c40f62eef344412b47cf9d3de98422e", 3),
     AlertType("startup_problem", "13c13104e8b84661851ee6e5321966ae", 3),
     AlertType("sshd_outdated", "a79a2e70ee2d485397db0b937b106218", 4),
+    AlertType("log_suppressed", "c7b0da2d346c433ea282ba803366138f", 3),
 )}
 
 _LOG_LEVEL = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL,
@@ -187,6 +189,12 @@ class Alerts:
                    PACKAGE=package, INSTALLED=installed, CANDIDATE=candidate,
                    SECURITY="yes" if security else "no", STALE="yes" if stale else "no",
                    REASON=reason)
+
+    def log_suppressed(self, unit: str, dropped: int) -> None:
+        """journald rate-limited `unit` and dropped `dropped` of its messages: failed
+        logins in them were not counted (journald's own notice, matched by the follower)."""
+        self._emit("log_suppressed", f"journald dropped {dropped} messages from {unit}: "
+                   "failed logins in them were not seen", UNIT=unit, DROPPED=dropped)
 
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         t = ALERT_TYPES[kind]

@@ -1,16 +1,33 @@
 """Follow sshd's messages in the systemd journal, in-process and event-driven.
 
-Trust rule: an entry is sshd's only if a field the *journal* sets says so, never a field
-the sender chooses. We match
+Trust rule: an entry is sshd's only if fields the *journal* sets say so, never a field the
+sender chooses. We match
 
-    _SYSTEMD_UNIT in units                      (systemd hosts: ssh.service, sshd.service)
-    OR (_COMM in commands AND _UID == 0)        (hosts without systemd as PID 1)
+    _SYSTEMD_UNIT in units AND _COMM in commands AND _UID == 0
 
-SYSLOG_IDENTIFIER is never used: `logger -t sshd` sets it from any account. _COMM is the
-kernel's name of the sending process; requiring _UID=0 with it means an unprivileged user
-cannot forge it by running a copy of logger named `sshd` either (sshd, sshd-session and
-OpenSSH's privsep monitor log as root; the unprivileged pre-auth child logs through the
-monitor).
+SYSLOG_IDENTIFIER is never used: `logger -t sshd` sets it from any account. The unit alone
+is not enough: without pam_systemd (minimal and container images, `UsePAM no`) a user's
+session stays in ssh.service's cgroup, so its `logger` lines carry _SYSTEMD_UNIT=ssh.service
+(issue 10). _COMM is the kernel's name of the sending process and _UID its uid; a user can
+name a program `sshd` but cannot make it uid 0. Verified on OpenSSH 9.2 (Debian 12): every
+line, including the unprivileged pre-auth child's `... [preauth]` lines, arrives with
+_COMM=sshd and _UID=0, because the sandboxed child cannot reach /dev/log and hands its
+messages to the root monitor, which logs them. OpenSSH 9.8 and later split the per-
+connection work into `sshd-session` (root, logs itself) and, from 10.0, `sshd-auth`
+(unprivileged; by OpenSSH's design its messages are relayed through the sshd-session
+monitor like the old [preauth] child's, so they carry _COMM=sshd-session, _UID=0; not yet
+run here). Hence the default commands `sshd` and `sshd-session`.
+
+The unit part is required only where it can exist: on a host booted with systemd
+(sd_booted(3): /run/systemd/system) by default; without systemd as PID 1 no entry has a
+unit and _COMM with _UID=0 is the whole rule.
+
+Floods: journald rate-limits each unit (RateLimitIntervalSec/RateLimitBurst, per unit
+LogRateLimit*=) and drops what exceeds it, then writes one notice of its own,
+"Suppressed N messages from ssh.service" (MESSAGE_ID a596d6fe..., SD_MESSAGE_JOURNAL_DROPPED
+in systemd's sd-messages.h). Only journald can write _TRANSPORT=driver, so notices are
+matched on that and MESSAGE_ID; those naming one of our units go to `on_suppressed(unit,
+count)` and are not passed on as sshd records.
 
 Only the fields the policy needs are read (MESSAGE, _PID, the realtime timestamp, and the
 cursor of the last entry of a batch): converting whole entries to dicts measured 8x slower.
@@ -23,6 +40,8 @@ nothing is lost and nothing is counted twice. Without a cursor reading starts at
 from __future__ import annotations
 
 import logging
+import os
+import re
 import select
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +55,15 @@ from sshguardd.effects.follow_thread import FollowThread
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 2000
+# systemd's SD_MESSAGE_JOURNAL_DROPPED (sd-messages.h), on journald's "Suppressed N
+# messages from UNIT" notice; the wording is journald-server.c's.
+JOURNAL_DROPPED = "a596d6fe7bfa4994828e72309e95d61e"
+_SUPPRESSED = re.compile(r"Suppressed (\d+) messages from (\S+)")
+
+
+def sd_booted(run: Path | str = "/run/systemd/system") -> bool:
+    """Whether this host runs systemd as PID 1 (the test sd_booted(3) makes)."""
+    return os.path.isdir(run)
 
 
 class JournalFollower(FollowThread):
@@ -59,9 +87,18 @@ class JournalFollower(FollowThread):
         reader_factory: Callable[..., journal.Reader] = journal.Reader,
         hot_window: float = 10.0,
         hot_interval: float = 0.01,
+        require_unit: bool | None = None,
+        on_suppressed: Callable[[str, int], None] | None = None,
     ) -> None:
+        """require_unit: None means "if sd_booted()"; on_suppressed(unit, dropped) is
+        called on the reading thread for each journald suppression notice about one of
+        `units` (default: a warning in the log)."""
         self.units = tuple(units)
         self.commands = tuple(commands)
+        self.require_unit = bool(self.units) and (
+            sd_booted() if require_unit is None else require_unit)
+        self.on_suppressed = on_suppressed or _log_suppressed
+        self.suppressed = 0  # messages journald says it dropped from our units
         self.directory = None if directory is None else str(directory)
         self.cursor = cursor
         self.batch_size = batch_size
@@ -78,8 +115,8 @@ class JournalFollower(FollowThread):
 
     def open(self) -> None:
         """Open the journal, install the trusted matches and position the reader."""
-        if not self.units and not self.commands:
-            raise ValueError("no journal units or commands to follow")
+        if not self.commands:
+            raise ValueError("no sshd commands to trust in the journal")
         if self.directory is not None:
             reader = self._factory(path=self.directory)
         else:
@@ -93,13 +130,16 @@ class JournalFollower(FollowThread):
     def _add_matches(self, reader: journal.Reader) -> None:
         # Within one group, values of one field are ORed and different fields ANDed;
         # add_disjunction() ORs the groups.
-        if self.units:
+        if self.require_unit:
             reader.add_match(*(f"_SYSTEMD_UNIT={u}" for u in self.units))
-        if self.units and self.commands:
+        reader.add_match(*(f"_COMM={c}" for c in self.commands))
+        reader.add_match("_UID=0")
+        if self.units:
+            # journald's own notices: clients cannot set _TRANSPORT (fields starting
+            # with "_" are dropped from what they send).
             reader.add_disjunction()
-        if self.commands:
-            reader.add_match(*(f"_COMM={c}" for c in self.commands))
-            reader.add_match("_UID=0")
+            reader.add_match(f"MESSAGE_ID={JOURNAL_DROPPED}")
+            reader.add_match("_TRANSPORT=driver")
 
     def _position(self) -> None:
         reader = self._reader
@@ -153,29 +193,58 @@ class JournalFollower(FollowThread):
         limit = limit or self.batch_size
         records: list[LogRecord] = []
         append = records.append
+        consumed = 0
         if self._pending:
             self._pending = False
-            append(self._record())
+            consumed = 1
+            first = self._record()
+            if not (first.message.startswith("Suppressed ")
+                    and self._suppression(first.message)):
+                append(first)
         # The hot loop, inlined with local names: per-entry Python overhead is what
         # separates this from journalctl's C loop (bench/bench_journal.py (b)).
         nxt, get, realtime, rec = reader._next, reader._get, reader._get_realtime, LogRecord
         n = len(records)
         while n < limit and nxt():
+            consumed += 1
             try:
                 message = get("MESSAGE").decode("utf-8", "replace")
             except (KeyError, AttributeError):
                 message = ""
+            # sshd's messages start with its fixed words, never this one: the notice
+            # test costs nothing on the hot path.
+            if message.startswith("Suppressed ") and self._suppression(message):
+                continue
             try:
                 pid: int | None = int(get("_PID"))
             except (KeyError, ValueError):
                 pid = None
             append(rec(message, realtime() / 1e6, pid))
             n += 1
-        if not records:
+        if not records and not consumed:
             return None
+        # A batch of notices only still moves the position, so they are not re-read.
         self.cursor = reader._get_cursor()
         self.entries_read += len(records)
         return LogBatch(records=tuple(records), position=self.cursor)
+
+    def _suppression(self, message: str) -> bool:
+        """Handle a journald notice (the reader sits on it); True if it was one."""
+        reader = self._reader
+        assert reader is not None
+        try:
+            if reader._get("_TRANSPORT") != b"driver":
+                return False
+        except KeyError:
+            return False
+        m = _SUPPRESSED.match(message)
+        if m is not None and m.group(2) in self.units:
+            self.suppressed += int(m.group(1))
+            try:
+                self.on_suppressed(m.group(2), int(m.group(1)))
+            except Exception:  # reporting must not stop the reading
+                log.exception("handling a journald suppression notice failed")
+        return True
 
     def backlog(self, window: float) -> list[LogRecord]:
         """The already-processed entries of the last `window` seconds before the saved
@@ -267,12 +336,17 @@ class JournalFollower(FollowThread):
             self._reader = None
 
 
-def follow_matches(units: Sequence[str], commands: Sequence[str]) -> list[str]:
-    """The same trust rule as journalctl arguments (for docs, benchmarks and debugging):
-    `journalctl _SYSTEMD_UNIT=ssh.service + _COMM=sshd _UID=0`."""
-    args: list[str] = [f"_SYSTEMD_UNIT={u}" for u in units]
-    if units and commands:
-        args.append("+")
-    if commands:
-        args += [f"_COMM={c}" for c in commands] + ["_UID=0"]
-    return args
+def _log_suppressed(unit: str, dropped: int) -> None:
+    log.warning("journald dropped %d messages from %s (rate limit): attempts in them "
+                "were not seen", dropped, unit)
+
+
+def follow_matches(units: Sequence[str], commands: Sequence[str],
+                   require_unit: bool | None = None) -> list[str]:
+    """The sshd part of the trust rule as journalctl arguments (for docs, benchmarks and
+    debugging): `journalctl _SYSTEMD_UNIT=ssh.service _COMM=sshd _UID=0`. require_unit
+    None: as the follower decides it (sd_booted())."""
+    if require_unit is None:
+        require_unit = sd_booted()
+    args: list[str] = [f"_SYSTEMD_UNIT={u}" for u in units] if require_unit else []
+    return args + [f"_COMM={c}" for c in commands] + ["_UID=0"]

@@ -14,6 +14,8 @@ Log source
   sshguardd_journal_lag_seconds                   histogram entry time to processing time
   sshguardd_journal_last_read_timestamp_seconds   gauge    when the source last read fine
   sshguardd_journal_read_errors_total             counter  failed reads of the source
+  sshguardd_log_messages_suppressed_total{unit}   counter  messages journald dropped from
+                                                           sshd's unit (its rate limit)
 Bans
   sshguardd_bans_total{family}                    counter  bans applied (family ipv4|ipv6)
   sshguardd_bans_active{family}                   gauge    bans currently in force
@@ -117,6 +119,10 @@ class Metrics:
             "Unix time of the last successful read from the log source.", **r)
         self.journal_read_errors = Counter(
             "journal_read_errors", "Failed reads from the log source.", **r)
+        self.log_suppressed = Counter(
+            "log_messages_suppressed",
+            "Messages journald dropped from sshd's unit under its rate limit, by unit.",
+            ["unit"], **r)
 
         self.bans = Counter("bans", "Bans applied, by address family.", ["family"], **r)
         self.bans_active = Gauge(
