@@ -231,7 +231,8 @@ class JournalFollower(FollowThread):
     def _suppression(self, message: str) -> bool:
         """Handle a journald notice (the reader sits on it); True if it was one."""
         reader = self._reader
-        assert reader is not None
+        if reader is None:
+            return False
         try:
             if reader._get("_TRANSPORT") != b"driver":
                 return False
