@@ -158,3 +158,25 @@ def test_a_bad_transaction_leaves_the_old_rules(box: Sandbox) -> None:
                          capture_output=True, text=True)
     assert bad.returncode != 0
     assert box.run(["nft", "list", "table", "inet", "sshguardd"], check=True).stdout == before
+
+
+@pytest.mark.e2e
+def test_ssh_peers_are_read_from_the_kernel(box: Sandbox) -> None:
+    from sshguardd.effects.sessions import ssh_peers
+
+    servers = [_Echo(_listener(box, socket.AF_INET, DST4)),
+               _Echo(_listener(box, socket.AF_INET6, DST6))]
+    try:
+        a = box.connect(OUTSIDE4, DST4, PORT, timeout=2.0)
+        b = box.connect(INSIDE6, DST6, PORT, timeout=2.0)
+        proc = f"/proc/{box.pid}"  # PID/net/tcp: the sandbox holder's network namespace
+        peers = ssh_peers([PORT], proc)
+        assert OUTSIDE4 in peers and INSIDE6 in peers, peers
+        assert DST4 not in peers  # the server side of each connection is not a peer
+        assert ssh_peers([PORT + 1], proc) == []
+        assert access.uncovered(["198.18.7.0/24", "2001:db8:7::/48"], peers) == [OUTSIDE4]
+        a.close()
+        b.close()
+    finally:
+        for s in servers:
+            s.stop()

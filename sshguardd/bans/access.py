@@ -90,20 +90,23 @@ def _ports(ports: Sequence[int]) -> int | dict[str, list[int]]:
 
 
 def uncovered(sources: Sequence[str], peers: Iterable[str]) -> list[str]:
-    """The peers (current sessions' and recent admin logins' addresses) that the allow
-    networks would not let in again; empty when the change is safe."""
+    """The peers (current sessions' addresses, recent admin logins' addresses or /64s)
+    that the allow networks would not let in again; empty when the change is safe."""
     v4, v6 = networks(sources)
-    out = []
+    out: list[str] = []
     for peer in peers:
         try:
-            addr = ipaddress.ip_address(peer.split("%", 1)[0])
+            net = ipaddress.ip_network(peer.split("%", 1)[0], strict=False)
         except ValueError:
             continue  # a host name from UseDNS: cannot be judged, and is not an address
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        nets = v4 if addr.version == 4 else v6
-        if not any(addr in n for n in nets) and str(addr) not in out:
-            out.append(str(addr))
+        if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == 128 \
+                and net.network_address.ipv4_mapped:
+            net = ipaddress.ip_network(net.network_address.ipv4_mapped)
+        allowed = v4 if net.version == 4 else v6
+        if not any(net.subnet_of(n) for n in allowed):  # type: ignore[arg-type]
+            name = str(net.network_address) if net.num_addresses == 1 else str(net)
+            if name not in out:
+                out.append(name)
     return out
 
 
