@@ -68,17 +68,21 @@ def read_example(path: Path) -> tuple[dict[str, str], dict[str, ExampleKey]]:
 
 # --- the pydantic models --------------------------------------------------------------------
 
-def _constraints(metadata: list[object]) -> tuple[object, object, str | None, bool]:
-    lo = hi = pattern = None
-    duration = False
+def _constraints(metadata: list[object]) -> tuple[object, object, str | None, str | None]:
+    """(ge, le, pattern, duration): duration is None for a non-duration, else the bounds
+    its checks describe (sshguardd.durations marks each check with `describes`)."""
+    lo = hi = pattern = duration = None
+    bounds: list[str] = []
     for m in metadata:
         lo = getattr(m, "ge", lo)
         hi = getattr(m, "le", hi)
         pattern = getattr(m, "pattern", pattern)
-        if getattr(m, "func", None) is config.parse_duration:
-            duration = True
+        describes = getattr(getattr(m, "func", None), "describes", None)
+        if describes is not None:
+            bounds += [describes] if describes else []
+            duration = ", ".join(bounds)
         elif getattr(m, "func", None) is getattr(config, "_network", None):
-            duration = False
+            duration = None
             pattern = "network"
     return lo, hi, pattern, duration
 
@@ -119,8 +123,8 @@ def describe_type(annotation: object, metadata: list[object]) -> str:
         if m:
             return f"list of integers from {m[1]} to {m[2]}"
         return f"list of ({item})"
-    if duration:
-        return "duration" + ("" if lo in (None, 0) else _range(lo, hi))
+    if duration is not None:
+        return "duration" + (f", {duration}" if duration else "")
     if pattern == "network":
         return "address or CIDR network"
     if annotation is bool:
@@ -169,7 +173,14 @@ service runs it before starting (`ExecStartPre=`), and a reload with a bad file 
 running configuration.
 
 Durations are written as `"90s"`, `"10m"`, `"1h30m"`, `"7d"`, `"1w"` or a number of
-seconds. Addresses and networks are IPv4 or IPv6 literals or CIDRs (`"192.0.2.0/24"`).
+seconds. Every duration is finite (`inf` and `nan` are errors) and at most 3650 days. A ban
+lasts at most 365 days (`ban_time`, `max_ban_time` and `sshguardd ban --for`): each ban is
+an nftables element timeout, which nft refuses above about 1.8e10 s (and with it every
+other ban of the same transaction); a source still attacking after a year is simply banned
+again. A value that would turn a protection off (`ban_time` or `find_time` of 0), or that
+would be cut short without a word (`ban_time` longer than `max_ban_time`), is an error, as
+is a value above its bound: nothing is silently clamped.
+Addresses and networks are IPv4 or IPv6 literals or CIDRs (`"192.0.2.0/24"`).
 """
 
 

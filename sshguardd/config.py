@@ -2,13 +2,14 @@
 
 Every default here is the production value, so an empty file is a working configuration.
 Unknown keys are errors (a typo must not silently fall back to a default), and numbers are
-range-checked. Durations are written as "90s", "10m", "1h30m", "7d", "1w" or plain seconds.
+range-checked. Durations are written as "90s", "10m", "1h30m", "7d", "1w" or plain seconds
+and are bounded (sshguardd.durations). A value that would turn a protection off or would be
+cut short silently is an error naming its key, never a quiet fallback.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,38 +20,23 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
+    model_validator,
 )
 
+from sshguardd.durations import BanLength, Duration, above_zero, at_most, to_text
+
 DEFAULT_PATH = Path("/etc/sshguardd/config.toml")
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(value: Any) -> float:
-    """'1h30m' -> 5400.0. Accepts numbers (seconds) and unit strings; rejects anything else."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '10m', not a boolean")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError("expected a duration such as '10m' or a number of seconds")
-    text = value.strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return float(text)
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {value!r}: use e.g. '90s', '10m', '1h30m', '7d'")
-    return total
+# The drift guard waits this long after a change before judging: longer leaves drift in
+# force that long (a few events of one `sed -i` arrive within milliseconds).
+MAX_DEBOUNCE = 60.0
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+class KeyProblem(ValueError):
+    """A model-level check that blames one key of its section (so the message names it)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        super().__init__(reason)
 
 
 def _network(value: Any) -> str:
@@ -106,11 +92,13 @@ class WeightsConfig(_Section):
 
 class BanConfig(_Section):
     enabled: bool = True
-    find_time: Duration = 600.0
+    find_time: Annotated[Duration, above_zero(
+        "failures would never add up to a ban (to turn bans off: ban.enabled = false)",
+    )] = 600.0
     max_retry: float = Field(5, ge=1, le=10_000)
-    ban_time: Duration = 600.0
+    ban_time: BanLength = 600.0
     escalation_factor: float = Field(2.0, ge=1.0, le=100.0)
-    max_ban_time: Duration = 7 * 86400.0
+    max_ban_time: BanLength = 7 * 86400.0
     history_time: Duration = 30 * 86400.0
     ipv4_prefix: int = Field(32, ge=8, le=32)
     ipv6_prefix: int = Field(64, ge=16, le=128)
@@ -121,13 +109,15 @@ class BanConfig(_Section):
     max_tracked: int = Field(100_000, ge=100, le=100_000_000)
     weights: WeightsConfig = WeightsConfig()
 
-    @field_validator("max_ban_time")
-    @classmethod
-    def _ceiling_not_below_base(cls, v: float, info: Any) -> float:
-        base = info.data.get("ban_time")
-        if base is not None and v < base:
-            raise ValueError("must not be shorter than ban.ban_time")
-        return v
+    @model_validator(mode="after")
+    def _ban_time_within_ceiling(self) -> BanConfig:
+        # The policy caps every ban at max_ban_time: a longer ban_time would be cut short
+        # without a word (ban_time = "2w" with the default max_ban_time gave 1w bans).
+        if self.ban_time > self.max_ban_time:
+            raise KeyProblem("ban_time", f"{to_text(self.ban_time)} is longer than "
+                             f"ban.max_ban_time ({to_text(self.max_ban_time)}), which caps "
+                             "every ban: raise max_ban_time or shorten ban_time")
+        return self
 
 
 class FirewallConfig(_Section):
@@ -174,7 +164,8 @@ class DriftConfig(_Section):
     sshd: Path = Path("/usr/sbin/sshd")
     # Empty: `systemctl restart ssh.service` or `sshd.service`, whichever exists.
     restart_command: tuple[str, ...] = ()
-    debounce: Duration = 0.1
+    debounce: Annotated[Duration, at_most(
+        MAX_DEBOUNCE, "drift would stay in force that long before each repair")] = 0.1
     lockout_guard: bool = True
     sshd_settings: SshdPolicy = SshdPolicy()
     shadow_policy: ShadowPolicy = ShadowPolicy()
@@ -238,11 +229,15 @@ def parse(text: str, path: Path | str = "<config>") -> Config:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top)"
-            reason = err["msg"]
+            loc = [str(p) for p in err["loc"]]
+            reason = err["msg"].removeprefix("Value error, ")
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, KeyProblem):
+                loc.append(cause.key)
+                reason = str(cause)
             if err["type"] == "extra_forbidden":
                 reason = "unknown key"
-            problems.append((key, reason))
+            problems.append((".".join(loc) or "(top)", reason))
         raise ConfigError(path, problems) from None
 
 

@@ -59,6 +59,7 @@ import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
+from sshguardd import durations
 from sshguardd.config import BanConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
 
@@ -336,8 +337,10 @@ class BanPolicy:
         for allowed in self._allow:
             if allowed.version == net.version and allowed.overlaps(net):
                 raise ValueError(f"{net} overlaps the allow-list entry {allowed}")
-        if duration is not None and duration <= 0:
-            raise ValueError("ban duration must be positive")
+        if duration is not None:
+            # A number off the control socket: JSON spells Infinity and NaN, and nft
+            # refuses timeouts past its range, failing every ban of the transaction.
+            durations.check_ban_length(duration)
         if "/" not in text:
             key = self._key(str(net.network_address))
             assert key is not None  # not allow-listed, checked above

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from sshguardd import cli, config
+from sshguardd import cli, durations
 from sshguardd.commands import _control
 
 
@@ -22,14 +23,10 @@ def run(args: argparse.Namespace) -> int:
     request: dict[str, object] = {"cmd": "ban", "address": args.address}
     if args.duration is not None:
         try:
-            seconds = config.parse_duration(args.duration)
+            request["duration"] = durations.ban_length(args.duration)
         except ValueError as exc:
-            print(f"sshguardd ban: {exc}")
+            print(f"sshguardd ban: --for: {exc}", file=sys.stderr)
             return cli.EX_USAGE
-        if seconds <= 0:
-            print("sshguardd ban: the duration must be positive")
-            return cli.EX_USAGE
-        request["duration"] = seconds
     code, answer = _control.call(args, request)
     if answer is None or code != cli.EX_OK:
         return code
