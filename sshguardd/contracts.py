@@ -42,12 +42,16 @@ class Event:
 
     host is either a normalised IP literal (IPv4-mapped IPv6 reduced to IPv4) or, when sshd
     logged a name (UseDNS yes), that name as written; it is never resolved.
+    pam_relay is True for sshd's relay of a PAM verdict ("error: PAM: Authentication
+    failure for ..."): it corroborates an attempt sshd logs itself, so the ban policy does
+    not count it again (the classifier knows the wording; the policy never reads text).
     """
 
     kind: Kind
     host: str
     user: str | None = None
     port: int | None = None
+    pam_relay: bool = False
 
 
 @dataclass(frozen=True, slots=True)

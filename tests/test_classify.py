@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from systemd import journal
 
-from sshguardd.detect.classify import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
+from sshguardd.detect import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
 from sshguardd.contracts import Event, Kind
 from sshguardd.detect.logformats import record_from_journal
 from sshguardd.demo.sandbox import Sandbox, wait_for
@@ -35,7 +35,8 @@ def test_golden(row: dict) -> None:
     if want is None:
         assert got is None, row["source"]
     else:
-        assert got == Event(Kind(want["kind"]), want["host"], want["user"], want["port"]), row["source"]
+        assert got == Event(Kind(want["kind"]), want["host"], want["user"], want["port"],
+                            want.get("pam_relay", False)), row["source"]
 
 
 def test_golden_covers_every_kind() -> None:
@@ -203,3 +204,54 @@ def test_ipv4_fast_path_agrees_with_ipaddress(token: str) -> None:
     except ValueError:
         want = None
     assert parse_host(token) == want
+
+
+@pytest.mark.parametrize("message,relay", [
+    ("error: PAM: Authentication failure for root from 192.0.2.80", True),
+    ("PAM: Authentication failure for root from 192.0.2.80", True),
+    ("fatal: PAM: Authentication failure for root from 192.0.2.80", True),
+    ("[ID 800047 auth.info] PAM: Authentication failure for root from 192.0.2.80", True),
+    ("error: PAM: User not known to the underlying authentication module for illegal user x "
+     "from 192.0.2.80", True),
+    ("Authentication failure for root from 192.0.2.80", False),
+    # A user name cannot make its own failure look like PAM's relay.
+    ("Failed password for invalid user PAM: from 192.0.2.80 port 4 ssh2", False),
+    ("Failed password for root from 192.0.2.80 port 4 ssh2", False),
+])
+def test_pam_relay_is_the_classifiers_finding(message: str, relay: bool) -> None:
+    """Event.pam_relay carries what the policy used to re-read from the text (issue 9);
+    classify() and the Correlator agree on it."""
+    event = classify(message)
+    assert event is not None and event.host == "192.0.2.80"
+    assert event.pam_relay is relay
+    assert Correlator().feed(message, 7) == [event]
+
+
+def test_detect_and_scan_modules_are_small_and_scan_uses_public_names() -> None:
+    """Issue 9: the classifier is split into modules under ~450 lines; scan reaches detect
+    only through public names (no `_memo`/`_MISS`), and the package has one FAMILIES."""
+    import ast
+
+    import sshguardd
+
+    root = Path(sshguardd.__file__).parent
+    for folder in ("detect", "scan"):
+        for path in sorted((root / folder).glob("*.py")):
+            assert len(path.read_text().splitlines()) <= 450, path
+    for path in [*sorted((root / "scan").glob("*.py")), root / "commands" / "scan.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sshguardd.detect"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (path, node.module, private)
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("_conns", "_memo", "_MISS"), (path, node.lineno)
+    def top_level_names(path: Path) -> set[str]:
+        names = set()
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, ast.AnnAssign) else []
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        return names
+
+    families = [path for path in root.rglob("*.py") if "FAMILIES" in top_level_names(path)]
+    assert [p.relative_to(root).as_posix() for p in families] == ["effects/metrics.py"]

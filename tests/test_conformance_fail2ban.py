@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.detect.classify import Correlator
+from sshguardd.detect import Correlator
 from sshguardd.contracts import Event, Kind
 from sshguardd.detect.logformats import parse_syslog_line
 

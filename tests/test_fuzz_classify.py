@@ -9,7 +9,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshguardd.detect.classify import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
+from sshguardd.detect import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
 from sshguardd.detect.logformats import parse_syslog_line, record_from_journal
 
 # Fragments of real sshd wordings, so random messages reach deep into every family.

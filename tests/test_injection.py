@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshguardd.detect.classify import Correlator, classify
+from sshguardd.detect import Correlator, classify
 from sshguardd.contracts import Kind
 
 REAL = "203.0.113.77"

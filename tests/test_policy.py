@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sshguardd.detect.classify import classify
+from sshguardd.detect import classify
 from sshguardd.config import BanConfig, WeightsConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
 from sshguardd.bans.policy import _CONN, MAX_CONNECTIONS, BanPolicy
@@ -476,3 +478,20 @@ def test_never_more_attempts_than_lines_and_bans_need_max_retry(lines):
         if ban is not None:
             assert seen[host] >= cfg.max_retry
             seen[host] = 0.0
+
+
+def test_the_policy_judges_the_event_not_the_message_text():
+    """Issue 9: the policy never parses message text. Whether a line is a PAM relay is the
+    classifier's finding (Event.pam_relay); a record whose text looks like one but whose
+    Event says otherwise counts, and a flagged Event never counts, whatever the text."""
+    a = "192.0.2.71"
+    policy = BanPolicy(BanConfig(max_retry=2))
+    relay_text = f"error: PAM: Authentication failure for root from {a}"
+    assert policy.observe(LogRecord(relay_text, time=T0, pid=1), Event(Kind.AUTH_FAILURE, a)) is None
+    ban = policy.observe(LogRecord(relay_text, time=T0 + 1, pid=2), Event(Kind.AUTH_FAILURE, a))
+    assert ban is not None and ban.network == f"{a}/32"
+    policy = BanPolicy(BanConfig(max_retry=1))
+    flagged = Event(Kind.AUTH_FAILURE, "192.0.2.72", "root", None, pam_relay=True)
+    for pid in range(5):
+        assert policy.observe(LogRecord(f"Failed password #{pid}", time=T0, pid=pid), flagged) is None
+    assert not hasattr(sys.modules["sshguardd.bans.policy"], "is_pam_line")

@@ -172,6 +172,55 @@ def test_summary(tmp_path: Path, capsys) -> None:
     assert "11 failures from 2 addresses" in table and "203.0.113.9" in table
 
 
+def _daemon_bans(path: Path) -> list[tuple[str, str]]:
+    """(network, ISO time) of the bans the daemon's path would decide on this log: each
+    sshd record through detect's Correlator.feed, then BanPolicy.observe (daemon/loop)."""
+    import datetime as dt
+
+    from sshguardd import config
+    from sshguardd.bans.policy import BanPolicy
+    from sshguardd.detect import Correlator
+    from sshguardd.detect.logformats import parse_syslog_line
+
+    policy, correlator, bans = BanPolicy(config.Config().ban), Correlator(), []
+    for line in path.read_text().splitlines():
+        record = parse_syslog_line(line, 2025)
+        if record is None:
+            continue
+        for event in correlator.feed(record.message, record.pid, record.host, record.time):
+            ban = policy.observe(record, event)
+            if ban is not None:
+                assert record.time is not None
+                at = dt.datetime.fromtimestamp(record.time, dt.timezone.utc).isoformat()
+                bans.append((ban.network, at))
+    return bans
+
+
+def test_summary_bans_what_the_daemon_would(tmp_path: Path, capsys) -> None:
+    """--summary used to hand the policy each message after its prefixes were stripped,
+    so sshd's PAM relays ("error: PAM: Authentication failure ...") counted as attempts
+    there and not in the daemon: six relays banned 203.0.113.9 in the summary only. The
+    relay is now the classifier's finding (Event.pam_relay) on both paths."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        import gen_authlog
+    finally:
+        sys.path.pop(0)
+    log = tmp_path / "auth.log"
+    gen_authlog.generate(str(log), lines=6000, attackers=300, seed=5)
+    relays = "".join(f"Mar  1 00:00:{i:02d} srv0 sshd[{90000 + i}]: error: PAM: Authentication "
+                     f"failure for alice from 203.0.113.9\n" for i in range(6))
+    log.write_text(relays + log.read_text())
+    assert cli.main(["scan", "--summary", "--json", "--year", "2025", str(log)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = sorted((b["network"], b["at"]) for a in report["addresses"] for b in a["bans"])
+    daemon = sorted(_daemon_bans(log))
+    assert len(daemon) > 10
+    assert summary == daemon
+    relayed = [a for a in report["addresses"] if a["host"] == "203.0.113.9"]
+    assert relayed[0]["kinds"] == {"auth_failure": 6} and relayed[0]["bans"] == []
+
+
 def test_usage_errors(capsys) -> None:
     assert cli.main(["scan"]) == cli.EX_USAGE
     assert cli.main(["scan", "/nonexistent/auth.log"]) == 66
@@ -191,7 +240,7 @@ def test_garbage_is_skipped(tmp_path: Path, capsys, line: str) -> None:
 def test_parallel_segments_give_the_same_output(tmp_path: Path, capsys, monkeypatch) -> None:
     """--jobs cuts a file into segments for worker processes; with a warm-up before each
     segment the output is byte-identical to a single pass, lines numbered alike."""
-    from sshguardd.commands import scan
+    from sshguardd.scan import parallel
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
     try:
@@ -200,9 +249,9 @@ def test_parallel_segments_give_the_same_output(tmp_path: Path, capsys, monkeypa
         sys.path.pop(0)
     log = tmp_path / "auth.log"
     gen_authlog.generate(str(log), lines=6000, attackers=300, seed=7)
-    monkeypatch.setattr(scan, "SEGMENT", 64 << 10)
-    monkeypatch.setattr(scan, "WARMUP", 16 << 10)
-    assert len(scan._segments(str(log))) > 4
+    monkeypatch.setattr(parallel, "SEGMENT", 64 << 10)
+    monkeypatch.setattr(parallel, "WARMUP", 16 << 10)
+    assert len(parallel.segments(str(log))) > 4
     assert cli.main(["scan", "--year", "2025", str(log)]) == 0
     single = capsys.readouterr().out
     assert cli.main(["scan", "--year", "2025", "--jobs", "2", str(log)]) == 0

@@ -1,7 +1,7 @@
 """`sshguardd scan`'s chunk scanner (one regex per chunk of text that skips the lines that
 cannot matter and parses the commonest sshd wordings itself) gives exactly what the
-general paths give: the per-line fused loop (_scan_lines) and the definitional one
-(parse_syslog_line, then Correlator.feed_raw), on a prefix of the benchmark log with
+general paths give: the per-line reference path (tests/scan_reference.py) and the
+definitional one (parse_syslog_line, then Correlator.feed_raw), on a prefix of the benchmark log with
 near-miss variants of every fast-path wording mixed in."""
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.detect.classify import Correlator
-from sshguardd.commands import scan
+from scan_reference import lines_as_chunks, scan_lines
+from sshguardd.detect import Correlator
 from sshguardd.detect.logformats import parse_syslog_line
+from sshguardd.scan.fastpath import CHUNK, Emit, scan_text
+from sshguardd.scan.report import Printer
+from sshguardd.scan.textio import Years, chunks
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -201,11 +204,11 @@ def _log(tmp_path: Path, lines: int, seed: int) -> Path:
     return path
 
 
-def _recorder() -> tuple[list[tuple], scan.Emit]:
+def _recorder() -> tuple[list[tuple], Emit]:
     got: list[tuple] = []
 
-    def emit(event, t, pid, machine, message, line, cursor) -> None:
-        got.append((event, t, pid, machine, message, line, cursor))
+    def emit(event, t, pid, machine, line, cursor) -> None:
+        got.append((event, t, pid, machine, line, cursor))
 
     return got, emit
 
@@ -223,31 +226,35 @@ def _definitional(path: Path) -> list[tuple]:
     return got
 
 
+def _equal_on(path: Path) -> list[tuple]:
+    """The chunk scanner, with big and tiny reads, against the per-line reference path and
+    the definitional one (parse_syslog_line, then Correlator.feed_raw); returns its output."""
+    years = Years(2025, None)
+    fast, emit = _recorder()
+    with open(path, "rb") as f:
+        scan_text(chunks(f), years, Correlator(), emit)
+    small, emit = _recorder()  # tiny reads: many chunk boundaries
+    with open(path, "rb") as f:
+        scan_text(chunks(f, 4096), years, Correlator(), emit)
+    lines, emit = _recorder()
+    with open(path, "rb") as f:
+        scan_lines(lines_as_chunks(chunks(f)), years, Correlator(), emit)
+    assert fast == lines
+    assert small == fast
+    assert [(e, t, pid, host, n) for e, t, pid, host, n, _ in fast] == _definitional(path)
+    return fast
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_chunk_scanner_equals_general_paths(tmp_path: Path, seed: int) -> None:
     path = _log(tmp_path, 30_000, seed)
-    years = scan._Years(2025, None)
-
-    fast, emit = _recorder()
-    with open(path, "rb") as f:
-        scan._scan_text(scan._chunks(f), str(path), years, Correlator(), emit)
-    small, emit = _recorder()  # tiny reads: many chunk boundaries
-    with open(path, "rb") as f:
-        scan._scan_text(scan._chunks(f, 4096), str(path), years, Correlator(), emit)
-    lines, emit = _recorder()
-    with open(path, "rb") as f:
-        scan._scan_lines(scan._lines_as_chunks(scan._chunks(f)), str(path), years, Correlator(),
-                         emit)
-    assert len(fast) > 10_000
-    assert fast == lines
-    assert small == fast
-    assert [(e, t, pid, host, n) for e, t, pid, host, _, n, _ in fast] == _definitional(path)
+    assert len(_equal_on(path)) > 10_000
 
     # The test exercised every pattern the chunk regex parses itself, and its other paths.
     with open(path, "rb") as f:
-        text = "".join(scan._chunks(f))
-    names = {v: k for k, v in scan._CHUNK.groupindex.items()}
-    seen = {names.get(m.lastindex) for m in scan._CHUNK.finditer(text)}
+        text = "".join(chunks(f))
+    names = {v: k for k, v in CHUNK.groupindex.items()}
+    seen = {names.get(m.lastindex) for m in CHUNK.finditer(text)}
     assert seen >= {"fp", "cl", "iu", "ac", "rd", "en", "kx", "mx", "dc", "un", "bn", "msg",
                     "other"}
 
@@ -255,14 +262,14 @@ def test_chunk_scanner_equals_general_paths(tmp_path: Path, seed: int) -> None:
 def test_printed_output_is_the_same(tmp_path: Path) -> None:
     """The JSON printed through the chunk scanner and through the reference path agree."""
     path = _log(tmp_path, 5_000, 3)
-    years = scan._Years(2025, None)
+    years = Years(2025, None)
     outputs = []
-    for reader in (lambda f: scan._scan_text(scan._chunks(f), str(path), years, Correlator(),
-                                             printer.emit_for(str(path))),
-                   lambda f: scan._scan_lines(scan._lines_as_chunks(scan._chunks(f)), str(path),
-                                              years, Correlator(), printer.emit_for(str(path)))):
+    for reader in (lambda f: scan_text(chunks(f), years, Correlator(),
+                                       printer.emit_for(str(path))),
+                   lambda f: scan_lines(lines_as_chunks(chunks(f)), years, Correlator(),
+                                        printer.emit_for(str(path)))):
         buffer = io.StringIO()
-        printer = scan._Printer(buffer)
+        printer = Printer(buffer)
         with open(path, "rb") as f:
             reader(f)
         printer.flush()

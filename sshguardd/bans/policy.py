@@ -24,7 +24,8 @@ including [preauth] ones relayed by the monitor, carry it) and each connection s
   among its probe lines (a banner scan that logs a kex error and a disconnect is one probe);
 * PAM lines (`pam_unix(sshd:auth): ...`, `PAM: Authentication failure ...`) are never
   attempts of their own: sshd logs its own `Failed ...` line for the same attempt, and for
-  keyboard-interactive PAM runs in a child with another PID;
+  keyboard-interactive PAM runs in a child with another PID (the classifier flags sshd's
+  relays as Event.pam_relay; PAM's own lines give no Event);
 * PENALTY (`drop connection ... penalty`) is logged by the listener, not the connection:
   each line is its own connection, as are all lines of a record without a PID.
 
@@ -85,18 +86,6 @@ _EPSILON = 1e-5  # float32 sums vs max_retry
 _VALUE = (1 << 128) - 1
 _V6 = 1 << 128
 _FULL = 1 << 129
-
-
-# Prefixes only: a message's tail holds attacker-controlled text (user names), so a
-# substring test would let a user name like "(sshd:auth)" hide its own Failed line.
-_PAM_PREFIXES = ("pam_", "PAM:", "PAM ", "error: PAM:")
-
-
-def is_pam_line(message: str) -> bool:
-    """PAM's own lines (`pam_unix(sshd:auth): ...`, `PAM 2 more authentication failures`)
-    and sshd's relay of a PAM failure (`error: PAM: Authentication failure for ...`):
-    corroboration of an attempt sshd logs itself, never an attempt of their own."""
-    return message.startswith(_PAM_PREFIXES)
 
 
 class BanPolicy:
@@ -218,7 +207,7 @@ class BanPolicy:
             if self.cfg.protect_logged_in > 0:
                 self._remember_login(key, t)
             return None
-        if is_pam_line(record.message):
+        if event.pam_relay:  # corroboration of an attempt sshd logs itself
             return None
         until = self._banned.get(key)
         if until is not None:

@@ -257,7 +257,7 @@ class Daemon:
     def _make_policy(self, replay: Sequence[LogRecord]) -> Any:
         """A fresh BanPolicy (and Correlator) rebuilt from the store and the replayed
         entries. Sets self.correlator too: the two are only meaningful together."""
-        from sshguardd.detect.classify import Correlator
+        from sshguardd.detect import Correlator
         from sshguardd.bans.policy import BanPolicy
 
         ban = self.cfg.ban

@@ -25,13 +25,13 @@ from typing import Any, BinaryIO
 
 from sshguardd.contracts import LogRecord
 
-__all__ = ["SSHD_PROGRAMS", "parse_syslog_line", "record_from_journal", "is_sshd_entry",
-           "read_export"]
+__all__ = ["SSHD_PROGRAMS", "MONTHS", "classic_minute", "parse_syslog_line",
+           "record_from_journal", "is_sshd_entry", "read_export"]
 
 # OpenSSH 9.8 moved per-connection logging to sshd-session, 10.0 added sshd-auth.
 SSHD_PROGRAMS = frozenset({"sshd", "sshd-session", "sshd-auth"})
 
-_MONTHS = {m: i for i, m in enumerate(
+MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
 # "Mon DD HH:MM:SS " (day space-padded or not)
@@ -72,7 +72,7 @@ def _local(year: int, mon: int, day: int, hh: int, mm: int, ss: int) -> float:
 _minute_cache: dict[tuple[int, str], float | None] = {}
 
 
-def _classic_minute(year: int, stamp: str) -> float | None:
+def classic_minute(year: int, stamp: str) -> float | None:
     """Epoch of 'Mmm dd hh:mm' in `year`, local time, memoised (bounded): one mktime per
     minute of log instead of one per line. DST changes fall on minute boundaries."""
     key = (year, stamp)
@@ -80,7 +80,7 @@ def _classic_minute(year: int, stamp: str) -> float | None:
         return _minute_cache[key]
     except KeyError:
         pass
-    mon = _MONTHS.get(stamp[:3])
+    mon = MONTHS.get(stamp[:3])
     try:
         day, hh, mm = int(stamp[4:6]), int(stamp[7:9]), int(stamp[10:12])
         value = (_local(year, mon, day, hh, mm, 0)
@@ -104,9 +104,9 @@ def parse_syslog_line(line: str, year: int | None = None) -> LogRecord | None:
     if len(line) > 20 and line[15] == " " and line[3] == " " and line[9] == ":" and line[12] == ":":
         sp = line.find(" ", 16)
         if sp > 16:
-            host = line[16:sp]
+            machine = line[16:sp]
             end = line.find(": ", sp)
-            if end > sp and "[" not in host and ":" not in host:
+            if end > sp and "[" not in machine and ":" not in machine:
                 tag = line[sp + 1:end]
                 b = tag.find("[")
                 prog = tag[:b] if b >= 0 else tag
@@ -116,17 +116,18 @@ def parse_syslog_line(line: str, year: int | None = None) -> LogRecord | None:
                     pid = tag[b + 1:-1] if b >= 0 and tag[-1] == "]" else ""
                     if (b < 0 or (pid.isdigit() and pid.isascii())) and line[13:15].isdigit() \
                             and line[13:15].isascii():
-                        when = None
+                        when: float | None = None
                         if year is not None:
-                            base = _classic_minute(year, line[:12])
+                            base = classic_minute(year, line[:12])
                             when = base + int(line[13:15]) if base is not None else None
-                        return LogRecord(line[end + 2:], when, int(pid) if pid else None, host)
+                        return LogRecord(line[end + 2:], when, int(pid) if pid else None,
+                                         machine)
     if line.startswith("<"):
         return _rfc5424(line)
-    when: float | None = None
+    when = None
     m = _CLASSIC.match(line)
     if m:
-        mon = _MONTHS.get(m.group(1))
+        mon = MONTHS.get(m.group(1))
         day = int(m.group(2))
         if mon is None or not 1 <= day <= 31:
             return None
@@ -144,7 +145,7 @@ def parse_syslog_line(line: str, year: int | None = None) -> LogRecord | None:
         except (OverflowError, ValueError):
             return None
     pos = m.end()
-    host = None
+    host: str | None = None
     t = _TAG_HOST.match(line, pos)
     if t and t.group("prog") in SSHD_PROGRAMS:
         host = t.group("host")

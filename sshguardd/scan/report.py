@@ -1,0 +1,178 @@
+"""scan's two outputs: JSON lines per failure (Printer), or per-address counts and the
+bans the configured policy would have made (Summary)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from sshguardd import config
+from sshguardd.bans.policy import BanPolicy
+from sshguardd.contracts import Event, Kind, LogRecord
+from sshguardd.detect import Raw
+from sshguardd.scan.fastpath import Emit
+
+__all__ = ["Printer", "Summary"]
+
+_UTC = _dt.timezone.utc
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(t, _UTC).isoformat()
+
+
+
+class Printer:
+    """One JSON object per failure, formatted by hand for speed: the host is an IP literal
+    or a name checked against DNS syntax and kinds are fixed words, so only user names,
+    file names and cursors need JSON escaping (memoised, bounded). Output is written once
+    per input chunk (emit.chunk_done) and by flush(), which the caller calls at the end."""
+
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.pending: list[str] = []
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.write("".join(self.pending))
+            self.pending.clear()
+
+    def emit_for(self, file: str) -> Emit:
+        fname = json.dumps(file)
+        pending, flush = self.pending, self.flush
+        append = pending.append
+        dumps, accepted = json.dumps, Kind.ACCEPTED
+        kinds = {k: k.value for k in Kind}
+        times: dict[float | None, str] = {None: "null"}
+        users: dict[str | None, str] = {None: "null"}
+
+        def emit(event: Raw, t: float | None, pid: int | None, machine: str | None,
+                 line: int, cursor: str | None) -> None:
+            kind = event[0]
+            if kind is accepted:
+                return
+            when = times.get(t)
+            if when is None:
+                if len(times) > 4096:
+                    times.clear()
+                    times[None] = "null"
+                assert t is not None  # times maps None from the start
+                when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+            user = event[2]
+            juser = users.get(user)
+            if juser is None:
+                if len(users) > 4096:
+                    users.clear()
+                    users[None] = "null"
+                juser = users[user] = dumps(user)
+            if cursor is None:
+                append(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
+                       f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}}}\n')
+            else:
+                append(f'{{"time": {when}, "host": "{event[1]}", "user": {juser}, '
+                       f'"kind": "{kinds[kind]}", "line": {line}, "file": {fname}, '
+                       f'"cursor": {dumps(cursor)}}}\n')
+
+        def time_json(t: float | None) -> str:
+            when = times.get(t)
+            if when is None:
+                if len(times) > 4096:
+                    times.clear()
+                    times[None] = "null"
+                assert t is not None  # times maps None from the start
+                when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+            return when
+
+        def user_json(user: str | None) -> str:
+            juser = users.get(user)
+            if juser is None:
+                if len(users) > 4096:
+                    users.clear()
+                    users[None] = "null"
+                juser = users[user] = dumps(user)
+            return juser
+
+        emit.chunk_done = flush  # type: ignore[attr-defined]  # scan_text flushes per chunk
+        # For scan_text's hot path, which formats the same line itself (no cursor there).
+        emit.direct = (append, fname, time_json, user_json, users)  # type: ignore[attr-defined]
+        return emit
+
+
+@dataclass
+class _Offender:
+    counts: dict[str, int] = field(default_factory=dict)
+    first: float | None = None
+    last: float | None = None
+    bans: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Summary:
+    """Per-address counts, and the bans the configured policy (policy.BanPolicy, when
+    present) makes while observing every event in log order with the entries' own time."""
+
+    def __init__(self, cfg: config.Config):
+        self.cfg = cfg
+        self.policy = BanPolicy(cfg.ban) if cfg.ban.enabled else None
+        self.offenders: dict[str, _Offender] = {}
+        self.accepted: dict[str, int] = {}
+        self.failures = 0
+
+    def emit_for(self, file: str) -> Emit:
+        return self.emit
+
+    def emit(self, raw: Raw, t: float | None, pid: int | None, machine: str | None,
+             line: int, cursor: str | None) -> None:
+        event = Event(*raw)
+        if event.kind is Kind.ACCEPTED:
+            self.accepted[event.host] = self.accepted.get(event.host, 0) + 1
+        else:
+            self.failures += 1
+            o = self.offenders.get(event.host)
+            if o is None:
+                o = self.offenders[event.host] = _Offender()
+            o.counts[event.kind.value] = o.counts.get(event.kind.value, 0) + 1
+            if t is not None:
+                o.first = t if o.first is None else min(o.first, t)
+                o.last = t if o.last is None else max(o.last, t)
+        if self.policy is not None and t is not None:
+            # The policy reads the record's time and pid, never its text (Event.pam_relay).
+            ban = self.policy.observe(LogRecord("", t, pid, machine, cursor), event)
+            if ban is not None:
+                o = self.offenders.get(event.host)
+                if o is None:
+                    o = self.offenders[event.host] = _Offender()
+                o.bans.append({"network": ban.network, "at": _iso(t),
+                               "duration": ban.duration, "strikes": ban.strikes})
+
+    def write(self, out: TextIO, as_json: bool) -> None:
+        ranked = sorted(self.offenders.items(),
+                        key=lambda kv: (-sum(kv[1].counts.values()), kv[0]))
+        if as_json:
+            out.write(json.dumps({
+                "failures": self.failures,
+                "policy": self.policy is not None,
+                "addresses": [{"host": host, "failures": sum(o.counts.values()),
+                               "kinds": o.counts, "first": _iso(o.first), "last": _iso(o.last),
+                               "bans": o.bans, "logged_in": self.accepted.get(host, 0)}
+                              for host, o in ranked],
+            }) + "\n")
+            return
+        cfg = self.cfg
+        out.write(f"{self.failures} failures from {len(self.offenders)} addresses\n")
+        if self.policy is None:
+            out.write("(ban simulation unavailable: ban.enabled is false)\n")
+        width = max([len(h) for h, _ in ranked] + [7])
+        out.write(f"{'ADDRESS':<{width}}  {'FAILS':>6}  {'BANS':>4}  KINDS\n")
+        for host, o in ranked:
+            kinds = ", ".join(f"{k}={n}"
+                              for k, n in sorted(o.counts.items(), key=lambda kv: -kv[1]))
+            out.write(f"{host:<{width}}  {sum(o.counts.values()):>6}  {len(o.bans):>4}  {kinds}\n")
+        banned = sum(1 for _, o in ranked if o.bans)
+        out.write(f"\n{banned} addresses would be banned"
+                  f" (max_retry={cfg.ban.max_retry:g} within find_time={cfg.ban.find_time:g}s)\n")
+
