@@ -255,3 +255,9 @@ def test_detect_and_scan_modules_are_small_and_scan_uses_public_names() -> None:
 
     families = [path for path in root.rglob("*.py") if "FAMILIES" in top_level_names(path)]
     assert [p.relative_to(root).as_posix() for p in families] == ["effects/metrics.py"]
+
+
+def test_no_first_word_has_two_parsers() -> None:
+    from sshguardd.detect import attempts, connections
+
+    assert not set(attempts.PARSERS) & set(connections.PARSERS)

@@ -37,7 +37,7 @@ from sshguardd.scan import inputs, parallel, report
 EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser(
         "scan", help="find failed sshd logins in log files or journals (offline)",
         description="Classify sshd log lines and print one JSON object per failure.")

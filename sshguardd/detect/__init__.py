@@ -31,11 +31,28 @@ in logs (7.x to 9.9, sshd and sshd-session), fail2ban's filter.d/sshd.conf (all 
 SSHGuard's attack_scanner.l grammar. tests/data/sshd_golden.jsonl has one line per wording.
 """
 
-from sshguardd.detect.correlate import (CORRELATED_WORDS, ENDING_WORDS, ENDINGS, Correlator,
-                                        orphan_kind)
+from sshguardd.detect.correlate import (
+                                        CORRELATED_WORDS,
+                                        ENDING_WORDS,
+                                        ENDINGS,
+                                        Correlator,
+                                        orphan_kind,
+)
 from sshguardd.detect.families import PARSERS, classify, verdict
 from sshguardd.detect.tokens import MAX_MESSAGE, Raw, parse_host, split_prefixes, strip_prefixes
 
-__all__ = ["MAX_MESSAGE", "Raw", "classify", "verdict", "parse_host", "orphan_kind",
-           "Correlator", "PARSERS", "CORRELATED_WORDS", "ENDING_WORDS", "ENDINGS",
-           "strip_prefixes", "split_prefixes"]
+__all__ = [
+                                        "CORRELATED_WORDS",
+                                        "ENDINGS",
+                                        "ENDING_WORDS",
+                                        "MAX_MESSAGE",
+                                        "PARSERS",
+                                        "Correlator",
+                                        "Raw",
+                                        "classify",
+                                        "orphan_kind",
+                                        "parse_host",
+                                        "split_prefixes",
+                                        "strip_prefixes",
+                                        "verdict",
+]

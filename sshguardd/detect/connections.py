@@ -14,8 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sshguardd.contracts import Kind
-from sshguardd.detect.tokens import (PREAUTH, Raw, from_tail, parse_host, port_of, split_tail,
-                                     user_prefix)
+from sshguardd.detect.tokens import (
+    PREAUTH,
+    Raw,
+    from_tail,
+    parse_host,
+    port_of,
+    split_tail,
+    user_prefix,
+)
 
 __all__ = ["PARSERS"]
 

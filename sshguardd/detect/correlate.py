@@ -9,14 +9,21 @@ the logging host and sshd's pid, and bounded in size and in log time.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 from sshguardd.contracts import Event, Kind
 from sshguardd.detect.families import PARSERS
-from sshguardd.detect.tokens import (MAX_MESSAGE, Raw, parse_host, split_prefixes, split_tail,
-                                     strip_prefixes, user_prefix)
+from sshguardd.detect.tokens import (
+    MAX_MESSAGE,
+    Raw,
+    parse_host,
+    split_prefixes,
+    split_tail,
+    strip_prefixes,
+    user_prefix,
+)
 
-__all__ = ["Correlator", "orphan_kind", "ENDINGS", "ENDING_WORDS", "CORRELATED_WORDS"]
+__all__ = ["CORRELATED_WORDS", "ENDINGS", "ENDING_WORDS", "Correlator", "orphan_kind"]
 
 _ORPHANS: tuple[tuple[str, Kind], ...] = (
     ("Disconnecting: Too many authentication failures", Kind.MAX_AUTH_TRIES),
@@ -193,8 +200,8 @@ class Correlator:
             entry[0] = host
             entry[2] = time
         if entry[1]:
-            assert host is not None  # every path without an address returned above
-            out.extend((kind, host, None, None) for kind in entry[1])
+            # Every path without an address returned above.
+            out.extend((kind, cast(str, host), None, None) for kind in entry[1])
             entry[1] = None
         if ending:
             del conns[key]  # the connection is over: its pid may be reused

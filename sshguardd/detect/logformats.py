@@ -25,8 +25,15 @@ from typing import Any, BinaryIO
 
 from sshguardd.contracts import LogRecord
 
-__all__ = ["SSHD_PROGRAMS", "MONTHS", "classic_minute", "parse_syslog_line",
-           "record_from_journal", "is_sshd_entry", "read_export"]
+__all__ = [
+    "MONTHS",
+    "SSHD_PROGRAMS",
+    "classic_minute",
+    "is_sshd_entry",
+    "parse_syslog_line",
+    "read_export",
+    "record_from_journal",
+]
 
 # OpenSSH 9.8 moved per-connection logging to sshd-session, 10.0 added sshd-auth.
 SSHD_PROGRAMS = frozenset({"sshd", "sshd-session", "sshd-auth"})

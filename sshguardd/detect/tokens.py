@@ -13,8 +13,18 @@ import re
 
 from sshguardd.contracts import Kind
 
-__all__ = ["MAX_MESSAGE", "PREAUTH", "Raw", "parse_host", "port_of", "split_tail",
-           "user_prefix", "from_tail", "strip_prefixes", "split_prefixes"]
+__all__ = [
+    "MAX_MESSAGE",
+    "PREAUTH",
+    "Raw",
+    "from_tail",
+    "parse_host",
+    "port_of",
+    "split_prefixes",
+    "split_tail",
+    "strip_prefixes",
+    "user_prefix",
+]
 
 # sshd formats into a 1024-byte buffer (log.c MSGBUFSIZ), so anything much longer was not
 # written by sshd and is ignored.
@@ -171,9 +181,7 @@ def split_prefixes(message: str) -> tuple[str, bool]:
     sshd logs itself and is never an attempt of its own, see bans/policy.py)."""
     msg = message.rstrip()
     c = msg[:1]
-    if c == "e" and msg.startswith("error: "):
-        msg = msg[7:]
-    elif c == "f" and msg.startswith("fatal: "):
+    if (c == "e" and msg.startswith("error: ")) or (c == "f" and msg.startswith("fatal: ")):
         msg = msg[7:]
     elif c == "[" and msg.startswith("[ID "):
         # Solaris/illumos syslog message id: "[ID 800047 auth.info] "

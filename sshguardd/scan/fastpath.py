@@ -12,12 +12,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sshguardd.contracts import Kind
-from sshguardd.detect import (CORRELATED_WORDS, ENDING_WORDS, ENDINGS, MAX_MESSAGE, PARSERS,
-                              Correlator, Raw, parse_host, split_prefixes)
+from sshguardd.detect import (
+    CORRELATED_WORDS,
+    ENDING_WORDS,
+    ENDINGS,
+    MAX_MESSAGE,
+    PARSERS,
+    Correlator,
+    Raw,
+    parse_host,
+    split_prefixes,
+)
 from sshguardd.detect.logformats import SSHD_PROGRAMS, classic_minute, parse_syslog_line
 from sshguardd.scan.textio import Years
 
-__all__ = ["Emit", "scan_text", "CHUNK"]
+__all__ = ["CHUNK", "Emit", "scan_text"]
 
 # emit(raw verdict, time, pid, logging machine, line number, journal cursor or None). The
 # raw verdict is (kind, host, user, port) and for a PAM relay a fifth item True, so that
@@ -145,7 +154,7 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
     settle, close = correlator.settle, correlator.close
     split, limit = split_prefixes, MAX_MESSAGE
     endings, ending_prefixes, host_of = ENDING_WORDS, ENDINGS, parse_host
-    EN, KX, OTHER = _EN, _KX, _OTHER
+    en, kx, other = _EN, _KX, _OTHER
     four, three = _FOUR_FIELDS, _THREE_FIELDS
     kind_of, kind_name, ending_of = _HOT_KIND, _HOT_KIND_NAME, _HOT_ENDING
     accepted = Kind.ACCEPTED
@@ -172,14 +181,14 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
             elif alt in three:  # (message, address, port)
                 stamp, machine, pid_text, token, port_text = m.group(1, 2, 3, alt + 1, alt + 2)
                 user = None
-            elif alt == EN:
+            elif alt == en:
                 # Correlator.correlate for a closing line without a verdict: with nothing
                 # pending, the connection (if known) is simply forgotten.
                 machine, pid_text = m.group(2, 3)
                 pid = int(pid_text)
                 if close(machine, pid):
                     continue
-                stamp, msg = m.group(1, EN)
+                stamp, msg = m.group(1, en)
                 if stamp != last_stamp:
                     last_stamp, when_json = stamp, None
                     base = minute(by_month.get(stamp[:3], default), stamp[:12])
@@ -187,8 +196,8 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
                 for ev in correlate(msg, msg[:msg.find(" ")], None, pid, machine, when):
                     emit(ev, when, pid, machine, number, None)
                 continue
-            elif alt == OTHER:
-                line = m.group(OTHER)
+            elif alt == other:
+                line = m.group(other)
                 if len(line) > 20 and line[15] == " " and line[9] == ":" and line[12] == ":":
                     sp = line.find(" ", 16)
                     stop = line.find(": ", sp) if sp > 16 else -1
@@ -239,7 +248,7 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
                         emit(ev, when, pid, machine, number, None)
                     continue
                 msg = m.group(alt)  # an address or port the pattern could not vouch for
-            elif alt == KX:
+            elif alt == kx:
                 pid = int(pid_text)
                 for ev in correlate(msg, "kex_exchange_identification:", None, pid, machine,
                                     when):

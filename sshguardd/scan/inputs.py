@@ -15,7 +15,7 @@ from sshguardd.detect.logformats import is_sshd_entry, read_export, record_from_
 from sshguardd.scan.fastpath import Emit, scan_text
 from sshguardd.scan.textio import Years, chunks
 
-__all__ = ["JOURNAL_MAGIC", "is_export", "scan_file", "scan_all"]
+__all__ = ["JOURNAL_MAGIC", "is_export", "scan_all", "scan_file"]
 
 JOURNAL_MAGIC = b"LPKSHHRH"
 

@@ -15,7 +15,7 @@ from sshguardd.scan.inputs import JOURNAL_MAGIC, is_export
 from sshguardd.scan.report import Printer
 from sshguardd.scan.textio import Years, text_chunks
 
-__all__ = ["SEGMENT", "WARMUP", "segments", "parallel_ok", "scan_parallel"]
+__all__ = ["SEGMENT", "WARMUP", "parallel_ok", "scan_parallel", "segments"]
 
 # --jobs: a large text file is cut at newlines into segments scanned by worker processes;
 # outputs are written in input order. Each worker first replays WARMUP bytes before its

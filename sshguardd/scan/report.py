@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sshguardd import config
 from sshguardd.bans.policy import BanPolicy
@@ -16,7 +16,7 @@ from sshguardd.scan.fastpath import Emit
 
 __all__ = ["Printer", "Summary"]
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 def _iso(t: float | None) -> str | None:
@@ -61,8 +61,9 @@ class Printer:
                 if len(times) > 4096:
                     times.clear()
                     times[None] = "null"
-                assert t is not None  # times maps None from the start
-                when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+                # times maps None from the start: t is a float here
+                stamp = _dt.datetime.fromtimestamp(cast(float, t), _UTC).isoformat()
+                when = times[t] = f'"{stamp}"'
             user = event[2]
             juser = users.get(user)
             if juser is None:
@@ -84,8 +85,9 @@ class Printer:
                 if len(times) > 4096:
                     times.clear()
                     times[None] = "null"
-                assert t is not None  # times maps None from the start
-                when = times[t] = '"' + _dt.datetime.fromtimestamp(t, _UTC).isoformat() + '"'
+                # times maps None from the start: t is a float here
+                stamp = _dt.datetime.fromtimestamp(cast(float, t), _UTC).isoformat()
+                when = times[t] = f'"{stamp}"'
             return when
 
         def user_json(user: str | None) -> str:
