@@ -33,8 +33,6 @@ PENDING: dict[str, str] = {
     "sshguardd/commands/resume.py": "install",
     "tests/": "everyone (gates' own test files are kept clean meanwhile)",
     "bench/": "detect, daemon, fleet",
-    "sshguardd/commands/demo.py": "gates (the demo moves into demo/)",
-    "sshguardd/demo/": "gates (the demo moves into demo/)",
 }
 
 

@@ -48,86 +48,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sshguardd.demo import holder as holder_script
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
-_READY = b"sandbox-ready\n"
-
-# The holder: PID 1 of the namespaces. Its argv[1:] is a JSON description of what to
-# build. It reports readiness on stdout, then waits for EOF on stdin (the parent closing
-# the pipe, or dying) and exits, which makes the kernel kill everything in the namespace.
-_HOLDER = r"""
-import json, os, signal, subprocess, sys, time
-spec = json.loads(sys.argv[1])
-
-def sh(*argv):
-    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.stderr.write("sandbox setup failed: %r exited %d: %s\n" % (argv, r.returncode, r.stderr.strip()))
-        sys.exit(1)
-
-sh("mount", "--make-rprivate", "/")
-sh("ip", "link", "set", "lo", "up")
-# The sandbox's own directory is used before anything is mounted over the paths above it
-# (it may lie under /var, /run or another directory that gets an overlay or a tmpfs): the
-# private /dev is built first, and the overlay layers are named through a descriptor
-# opened now (through an overlaid /var, their name would resolve into that overlay, which
-# cannot hold another upper layer).
-layers = os.open(spec["layers"], os.O_PATH | os.O_DIRECTORY)
-if spec["dev"]:
-    hostdev = spec["hostdev"]
-    sh("mount", "--rbind", "/dev", hostdev)
-    sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", "/dev")
-    for n in ("null", "zero", "random", "urandom", "tty", "full", "ptmx", "kmsg"):
-        if os.path.exists(os.path.join(hostdev, n)):
-            open("/dev/" + n, "w").close()
-            sh("mount", "--bind", os.path.join(hostdev, n), "/dev/" + n)
-    os.makedirs("/dev/pts"); os.makedirs("/dev/shm")
-    sh("mount", "--rbind", os.path.join(hostdev, "pts"), "/dev/pts")
-    sh("mount", "-t", "tmpfs", "tmpfs", "/dev/shm")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-                         ("log", "/run/systemd/journal/dev-log")):
-        os.symlink(target, "/dev/" + name)
-    # The host's /dev stays reachable only through this private mount; hide it.
-    sh("umount", "-l", hostdev)
-for target, upper, work in spec["overlays"]:
-    opts = "lowerdir=%s,upperdir=/proc/self/fd/%d/%s,workdir=/proc/self/fd/%d/%s" % (
-        target, layers, upper, layers, work)
-    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, target],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       pass_fds=(layers,))
-    if r.returncode != 0:
-        sys.stderr.write("sandbox setup failed: overlay on %s: %s\n" % (target, r.stderr.strip()))
-        sys.exit(1)
-os.close(layers)
-sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid,nodev", "tmpfs", "/run")
-for d in ("/run/sshd", "/run/systemd/journal", "/run/log/journal",
-          "/run/systemd/journald.conf.d"):
-    os.makedirs(d, exist_ok=True)
-os.chmod("/run/sshd", 0o755)
-with open("/run/systemd/journald.conf.d/sandbox.conf", "w") as f:
-    # Never write to the host's /var/log/journal; keep the sandbox's journal in /run.
-    f.write("[Journal]\nStorage=volatile\nRateLimitBurst=0\nForwardToSyslog=no\n"
-            "ForwardToWall=no\nForwardToConsole=no\nForwardToKMsg=no\n")
-if spec["journald"]:
-    subprocess.Popen([spec["journald_bin"]], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=sys.stderr)
-    deadline = time.monotonic() + 10
-    sock = "/run/systemd/journal/socket"
-    while not (os.path.exists(sock) and os.path.exists("/run/systemd/journal/dev-log")):
-        if time.monotonic() > deadline:
-            sys.stderr.write("sandbox setup failed: journald did not create its sockets\n")
-            sys.exit(1)
-        time.sleep(0.02)
-# From here on the kernel reaps orphans re-parented to us (we are PID 1 of the namespace).
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-sys.stdout.buffer.write(b"sandbox-ready\n"); sys.stdout.flush()
-sys.stdin.buffer.read()
-"""
-
 
 class SandboxError(RuntimeError):
     """The sandbox could not be built or a command inside it failed."""
@@ -201,20 +128,18 @@ class Sandbox:
             overlays.append((target, upper.name, work.name))
         hostdev = self._dir / "hostdev"
         hostdev.mkdir()
-        spec = {"layers": str(self._dir), "overlays": overlays, "dev": self.dev, "hostdev": str(hostdev),
-                "journald": self.journald, "journald_bin": self.journald_bin}
+        spec = {"layers": str(self._dir), "overlays": overlays, "dev": self.dev,
+                "hostdev": str(hostdev), "journald": self.journald,
+                "journald_bin": self.journald_bin}
         holder = self._dir / "holder.py"
-        holder.write_text(_HOLDER)
-        errlog = open(self._dir / "holder.log", "wb")
-        try:
+        holder.write_text(holder_script.SCRIPT)
+        with open(self._dir / "holder.log", "wb") as errlog:  # the child keeps its own copy
             self._unshare = subprocess.Popen(
                 ["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "--",
                  sys.executable, "-I", str(holder), json.dumps(spec)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
                 start_new_session=True,  # a Ctrl-C at the terminal is ours to handle
             )
-        finally:
-            errlog.close()
         try:
             self._await_ready()
         except BaseException:
@@ -222,14 +147,14 @@ class Sandbox:
             raise
 
     def _await_ready(self) -> None:
-        assert self._unshare is not None and self._unshare.stdout is not None
+        if self._unshare is None or self._unshare.stdout is None:
+            raise SandboxError("sandbox is not starting")
         result: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: result.append(self._unshare.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True)
+        stdout = self._unshare.stdout
+        reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(self.ready_timeout)
-        if not result or result[0] != _READY:
+        if not result or result[0] != holder_script.READY:
             detail = self._holder_log()
             if reader.is_alive():
                 self._kill_holder()
@@ -238,7 +163,8 @@ class Sandbox:
         self.pid = self._find_holder()
 
     def _find_holder(self) -> int:
-        assert self._unshare is not None
+        if self._unshare is None:
+            raise SandboxError("sandbox is not running")
         children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
         pids = children.read_text().split()
         if len(pids) != 1:
@@ -323,7 +249,7 @@ class Sandbox:
             kw.setdefault("stdin", subprocess.DEVNULL)
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        result = subprocess.run(self._nsenter(argv), timeout=timeout, **kw)
+        result = subprocess.run(self._nsenter(argv), timeout=timeout, check=False, **kw)
         if check and result.returncode != 0:
             raise SandboxError(f"{list(argv)!r} exited {result.returncode}: "
                                f"{(result.stderr or '').strip()}")
@@ -347,11 +273,11 @@ class Sandbox:
         """The host-side pid of the process `popen()` started inside (nsenter's child)."""
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
 
-        def child() -> int | None:
+        def child() -> int:  # 0: not there yet
             try:
                 pids = children.read_text().split()
                 if not pids:
-                    return None
+                    return 0
                 # nsenter forks, then its child execs the command: until then the child
                 # still shows nsenter's own command line.
                 own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
@@ -359,8 +285,8 @@ class Sandbox:
             except FileNotFoundError:
                 if proc.poll() is not None:
                     raise SandboxError(f"{proc.args!r} already exited") from None
-                return None
-            return int(pids[0]) if theirs and theirs != own else None
+                return 0
+            return int(pids[0]) if theirs and theirs != own else 0
 
         return wait_for(child, timeout, what=f"the process inside for {proc.pid}")
 
@@ -401,7 +327,8 @@ class Sandbox:
         """
         if self.pid is None:
             raise SandboxError("sandbox is not running")
-        box: dict[str, Any] = {}
+        values: list[T] = []
+        errors: list[BaseException] = []
         nspath = f"/proc/{self.pid}/ns/net"
 
         def target() -> None:
@@ -414,16 +341,16 @@ class Sandbox:
                         raise OSError(err, f"setns({nspath}): {os.strerror(err)}")
                 finally:
                     os.close(fd)
-                box["value"] = fn()
-            except BaseException as exc:  # handed to the caller's thread
-                box["error"] = exc
+                values.append(fn())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
 
         thread = threading.Thread(target=target, name="sandbox-netns")
         thread.start()
         thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
+        if errors:
+            raise errors[0]
+        return values[0]
 
     def connect(self, src: str | None, dst: str, port: int = 22,
                 timeout: float | None = 10.0) -> socket.socket:
@@ -499,4 +426,5 @@ class Sandbox:
 
     def journal(self, *args: str, timeout: float = 30) -> str:
         """`journalctl --no-pager ARGS` inside the sandbox; its stdout."""
-        return self.run(["journalctl", "--no-pager", *args], check=True, timeout=timeout).stdout
+        return str(self.run(["journalctl", "--no-pager", *args], check=True,
+                            timeout=timeout).stdout)
