@@ -3,8 +3,13 @@
 Like SSHGuard's index-card line protocol, every stage talks to the next through one of
 these types, so each stage can be tested by feeding it values and reading values back.
 
-    log source ──LogRecord──> classifier ──Event──> policy ──Verdict──> firewall/store
-    watcher ──FileChanged──> drift guard ──Repair/Alert──> file writer, service manager
+    journal or log file ──LogBatch of LogRecord──> classifier ──Event──> policy ──Ban──>
+        store and firewall
+    watcher ──FileChanged──> drift guard (it judges every guarded file again)
+    package manager ──PackageState──> update watch
+
+Kind names what an Event says happened. What the drift guard finds and plans stays inside
+drift/ and daemon/; alerts go to the journal as structured fields (effects/alerts.py).
 """
 
 from __future__ import annotations
