@@ -100,22 +100,21 @@ reference, generated from the models and checked against them by the test suite,
 dev = """## Development
 
 ```
-sshguardd/     the package: pure logic (classify, policy, nft, sshd_config, shadow) apart
-               from effects (journal_follow, firewall, store, drift, service, watcher,
-               metrics, alerts, notify), one daemon loop (daemon.py), one module per verb
-               (commands/), the namespace sandbox used by tests and the demo (sandbox.py)
+sshguardd/     the package, one folder per stage (see "How it is built" above)
 tests/         pytest, run as root in private namespaces: real nft, journald, sshd, inotify,
                systemd in systemd-nspawn; tests/data holds the classifier's golden data
 bench/         benchmarks that print figures side by side with fail2ban / sshguard / nft
 packaging/     systemd unit and journal catalog, RPM spec, Prometheus rules and dashboard
 docs/          the sections of this README (assembled by scripts/gen_readme.py), the
                CLI and configuration references and man pages (scripts/gen_docs.py)
+scripts/       test.sh (the test command), the README and reference generators
 ```
 
 The test command in "Set up" installs the system packages and a virtualenv (`.venv`), then
 runs the whole suite inside a private mount and network namespace; arguments are passed
-to pytest (`sudo ./scripts/test.sh -k nft`). Nothing touches the host's firewall, `/etc`,
-`/run` or services. Benchmarks: `.venv/bin/python bench/bench_scan.py`,
+to pytest (`sudo ./scripts/test.sh -k nft`). The suite includes the gates: the layering
+test, ruff and mypy (configured in `pyproject.toml`). Nothing touches the
+host's firewall, `/etc`, `/run` or services. Benchmarks: `.venv/bin/python bench/bench_scan.py`,
 `bench/bench_bans.py`, `bench/bench_journal.py`, `bench/bench_drift.py` (root; each prints
 its own figures beside the peer's). History: [CHANGELOG.md](CHANGELOG.md).
 """
@@ -129,7 +128,8 @@ parts = [
 [Drift guard](#drift-guard) · [Running and controlling it](#running-and-controlling-it) ·
 [Command line](#command-line) · [Configuration](#configuration) ·
 [Operations](#operations) · [Install](#install) · [Uninstall](#uninstall) ·
-[Troubleshooting](#troubleshooting) · [Development](#development)
+[Troubleshooting](#troubleshooting) · [How it is built](#how-it-is-built) ·
+[Development](#development)
 """,
     quick,
     section("detection.md"),
@@ -139,6 +139,7 @@ parts = [
     cli,
     section("operations.md", title="Operations"),
     rest,
+    section("architecture.md"),
     dev,
 ]
 text = "\n".join(p.rstrip() + "\n" for p in parts)
