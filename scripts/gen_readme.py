@@ -77,13 +77,15 @@ cli = """## Command line
 | `sshguardd ban ADDR [--for DURATION]` | ban an address or network now |
 | `sshguardd unban ADDR` | lift a ban (and forget the offender's count) |
 | `sshguardd check [--json]` | one-shot audit of the drift policy: exit 0 compliant, 1 drift |
+| `sshguardd check --diff [--json]` | what the daemon would change here: sshd_config edits as a diff, root's lock, what the lockout guard holds back, ports |
 | `sshguardd scan FILE... [--summary] [--journal-dir DIR]` | offline analysis of logs and journals |
 | `sshguardd check-config [--config PATH]` | validate the config; exit 78, `FILE: KEY: REASON` |
 | `sshguardd demo [--non-interactive]` | the real daemon at work in a throwaway sandbox |
 
 Every verb takes `--config PATH` where it reads the config, and `--json` where it prints
 results. Exit status: 0 success; 1 a finding; 2 usage; 69 the daemon, firewall or another
-needed service unavailable; 70 internal error; 78 bad configuration. Every option of every
+needed service unavailable; 70 internal error; 77 the verb needs root (one line says why,
+instead of a false finding); 78 bad configuration. Every option of every
 verb: [docs/cli.md](docs/cli.md) (generated from the parser; also `man sshguardd`).
 
 ## Configuration

@@ -3,7 +3,7 @@
 Only this module decides exit codes (sysexits.h): 0 ok, 1 a finding (drift, a failed
 check), 2 usage, 69 the firewall or another service is unavailable, 70 an internal error (a
 bug: the traceback is printed; it must not read as 1, a finding), 74 the daemon's state
-store is damaged or unusable, 78 a bad config.
+store is damaged or unusable, 77 the verb needs root (NeedsRoot), 78 a bad config.
 Each verb module defines `register(subparsers)` and sets `func(args) -> int` on its parser.
 """
 
@@ -25,6 +25,7 @@ EX_USAGE = 2
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_IOERR = 74
+EX_NOPERM = 77
 EX_CONFIG = 78
 
 if TYPE_CHECKING:
@@ -41,10 +42,19 @@ VERB_MODULES = (
     "ban",
     "unban",
     "check",
+    "resume",
     "scan",
     "check_config",
     "demo",
 )
+
+
+class NeedsRoot(Exception):
+    """Raised by a verb run as another user when what it must read or ask needs root; main()
+    prints the one line and exits 77 (EX_NOPERM) instead of reporting a finding."""
+
+    def __init__(self, verb: str, why: str):
+        super().__init__(f"sshguardd {verb}: needs root ({why}); try: sudo sshguardd {verb}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +108,9 @@ def run_verb(func: Callable[[argparse.Namespace], int], args: argparse.Namespace
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EX_CONFIG
+    except NeedsRoot as exc:
+        print(exc, file=sys.stderr)
+        return EX_NOPERM
     except BrokenPipeError:
         return EX_OK
     except KeyboardInterrupt:

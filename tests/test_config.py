@@ -77,7 +77,8 @@ def _cli(*args):
 
 def test_check_config_ok():
     r = _cli("check-config", "--config", str(ROOT / "config.example.toml"))
-    assert (r.returncode, r.stdout.strip()) == (0, "ok")
+    assert (r.returncode, r.stdout.strip()) == (
+        0, f"{ROOT / 'config.example.toml'}: ok (drift guard: enforce, bans: on)")
 
 
 def test_check_config_reports_each_problem_exit_78(tmp_path):

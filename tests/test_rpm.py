@@ -82,8 +82,9 @@ def test_requires_are_honest(rpm_file: Path) -> None:
         assert dep in requires, dep
     assert any(r.startswith("libsystemd.so.0") for r in requires)  # systemd-python's module
     provides = _rpm("-qp", "--provides", str(rpm_file))
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$",
-                           (ROOT / "packaging/rpm/vendor.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) --hash=sha256:[0-9a-f]{64}$",
+                           (ROOT / "packaging/requirements.txt").read_text(), re.M))
+    assert len(pins) == 8, pins  # the build tools ("# build") are not bundled
     for name, version in pins.items():
         assert f"bundled(python3.11dist({name.lower()})) = {version}" in provides
     assert f"sshguardd = {__version__}-1" in provides
@@ -93,10 +94,24 @@ def test_vendor_pins_cover_the_project_dependencies() -> None:
     import tomllib
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    pins = (ROOT / "packaging/rpm/vendor.txt").read_text().lower()
+    pins = (ROOT / "packaging/requirements.txt").read_text().lower()
     for dep in deps:
         name = re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0].lower()
         assert f"\n{name}==" in pins, f"{name} is a dependency but not bundled in the RPM"
+
+
+def test_every_pin_is_hash_checked() -> None:
+    """One list for every install path: each requirement is pinned exactly and carries a
+    sha256, so pip's --require-hashes mode accepts it (install.sh, bundle.sh)."""
+    lines = [line for line in (ROOT / "packaging/requirements.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert lines
+    for line in lines:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][\w.]* --hash=sha256:[0-9a-f]{64}"
+                            r"( # build)?", line), line
+    for script in ("install.sh", "packaging/bundle.sh", "packaging/wheelhouse.sh"):
+        text = (ROOT / script).read_text()
+        assert "requirements.txt" in text and "--require-hashes" in text, script
 
 
 def test_installed_payload_runs_with_python311(rpm_file: Path, tmp_path: Path) -> None:
@@ -112,7 +127,8 @@ def test_installed_payload_runs_with_python311(rpm_file: Path, tmp_path: Path) -
             version = sb.run(["/usr/bin/sshguardd", "--version"], check=True).stdout
             assert version.strip() == f"sshguardd {__version__}"
             check = sb.run(["/usr/bin/sshguardd", "check-config"], check=True)
-            assert check.stdout.strip() == "ok"
+            assert check.stdout.strip() == \
+                "/etc/sshguardd/config.toml: ok (drift guard: enforce, bans: on)"
             imports = sb.run(["/usr/bin/python3.11", "-I", "-c",
                               "import sys; sys.path.insert(0, '/usr/lib64/sshguardd'); "
                               "import systemd.journal, pydantic_core, watchdog.observers; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -25,6 +26,10 @@ def call(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int, dict[s
     try:
         answer = control.request(path, request)
     except control.ControlUnavailable as exc:
+        if os.geteuid() != 0:
+            # The socket is root's (in /run/sshguardd, mode 0700): another user cannot tell
+            # whether the daemon is down, and must not be told it is.
+            raise cli.NeedsRoot(args.verb, "the control socket is root's") from None
         _error(args, str(exc))
         return cli.EX_UNAVAILABLE, None
     if not answer.get("ok"):

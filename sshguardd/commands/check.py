@@ -3,21 +3,34 @@
 Prints one row per policy item: its effective value, the file:line it comes from (or
 "default"), and pass/fail. The values are what sshd itself reports (`sshd -T`) wherever
 the two agree; a Match block that overrides a setting is its own row. Exit 0 when every
-item passes, 1 on any drift (or when sshd rejects its configuration), 78 for a bad
-sshguardd config. Changes nothing.
+item passes, 1 on any drift (or when sshd rejects its configuration), 77 when not run as
+root (it reads /etc/shadow, and `sshd -T` reads the host keys: as another user both fail,
+which is not drift), 78 for a bad sshguardd config. Changes nothing.
+
+`check --diff` shows what the daemon would do to this host now: the planned sshd_config
+edits as a unified diff, root's password lock, what the lockout guard would hold back, the
+ports it guards and the ban rules; exit 0 when it would change nothing, 1 otherwise.
+install.sh and the .deb print it before they start the daemon.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from sshguardd import cli, config
 
+from sshguardd.commands import _control
+from sshguardd.drift import lockout
 from sshguardd.drift import shadow_rules as shadow
 
 from sshguardd.drift import sshd_model as sshd_config
 from sshguardd.effects.sshd import ServiceError, Sshd
+
+NEEDS_ROOT = "it reads /etc/shadow, and sshd -T reads the host keys"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,16 +117,164 @@ def _probe_note(runner: Sshd, main: str, f: sshd_config.Finding) -> str:
     return f"sshd -T -C {spec} says {real}"
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the daemon would do to this host now (`check --diff`)."""
+
+    mode: str                       # drift.mode: "enforce" changes, "audit" only alerts
+    diff: str                       # the planned sshd_config edits, unified diff ("" none)
+    edits: list[dict[str, object]]  # file, line, old, new, reason of each edit
+    root_password: str              # "lock" (now unlocked), "locked", "no root entry", ...
+    held_back: list[dict[str, str]] # item, file, reason: what the lockout guard keeps
+    sshd_error: str                 # sshd rejects its configuration now ("" when it accepts)
+    ports: list[int]
+    ports_from: str                 # "firewall.ports" or "sshd -T"
+    bans: str                       # one line: the ban rule
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.edits) or self.root_password == "lock"
+
+
+def plan(cfg: config.Config, runner: Sshd | None = None,
+         shadow_file: shadow.ShadowFile | None = None,
+         passwd: Path = Path("/etc/passwd")) -> Plan:
+    """The edits and locks an enforcing daemon would make at start-up, judged exactly as
+    the drift guard judges (the model cross-checked with `sshd -T`, the lockout guard)."""
+    dc = cfg.drift
+    runner = runner or Sshd(dc.sshd)
+    shadow_file = shadow_file or shadow.ShadowFile(dc.shadow)
+    policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
+    notes: list[str] = [p for p in sshd_config.policy_problems(policy)]
+    try:
+        shadow_text = shadow_file.read()
+    except OSError as exc:
+        shadow_text = ""
+        notes.append(f"cannot read {dc.shadow}: {exc}")
+    sshd_t: dict[str, str] | None = None
+    sshd_error = ""
+    try:
+        sshd_t = runner.effective(str(dc.sshd_config))
+    except ServiceError as exc:
+        sshd_error = exc.stderr or str(exc)
+    diff, edits, held = "", [], []
+    if dc.enabled:
+        try:
+            model, texts = sshd_config.load_with_texts(dc.sshd_config)
+        except (OSError, sshd_config.ConfigSyntaxError) as exc:
+            notes.append(f"cannot read {dc.sshd_config}: {exc}")
+        else:
+            todo = []
+            for f in sshd_config.judge(model, policy, sshd_t):
+                real = (sshd_t or {}).get(f.keyword)
+                if not f.match and real is not None and sshd_config.normalise_value(
+                        f.keyword, real) != sshd_config.normalise_value(f.keyword, f.actual):
+                    f = sshd_config.Finding(f.keyword, f.expected, real, f.source, f.match)
+                if f.compliant:
+                    continue
+                file = str(f.source.file) if f.source else str(dc.sshd_config)
+                if f.keyword in lockout.GUARDED_KEYWORDS and dc.lockout_guard:
+                    why = lockout.reason(model, policy, f.keyword, passwd, shadow_text)
+                    if why:
+                        held.append({"item": f.item, "file": file, "reason": why})
+                        continue
+                todo.append(f)
+            planned = sshd_config.plan(model, todo, texts)
+            for path, file_edits in sshd_config.edits_by_file(planned).items():
+                new = sshd_config.apply_edits(texts[path], file_edits)
+                diff += "".join(difflib.unified_diff(
+                    texts[path].splitlines(keepends=True), new.splitlines(keepends=True),
+                    fromfile=path, tofile=f"{path} (after sshguardd)"))
+            edits = [{"file": e.file, "line": e.line, "old": e.old, "new": e.new,
+                      "reason": e.reason} for e in planned]
+    st = shadow.judge(shadow_text) if shadow_text else None
+    if not (dc.enabled and dc.shadow_policy.lock_root):
+        root = "not managed"
+    elif st is None:
+        root = "unknown"
+    elif not st.root_present:
+        root = "no root entry"
+    else:
+        root = "locked" if st.root_locked else "lock"
+    if cfg.firewall.ports:
+        ports, ports_from = list(cfg.firewall.ports), "firewall.ports"
+    else:
+        found = [int(v) for v in (sshd_t or {}).get("port", "").split() if v.isdigit()]
+        ports, ports_from = list(dict.fromkeys(found)) or [22], "sshd -T"
+    b = cfg.ban
+    bans = (f"{b.max_retry:g} failed logins within {_control.duration(b.find_time)} ban an "
+            f"address for {_control.duration(b.ban_time)} (x{b.escalation_factor:g} each "
+            f"repeat, at most {_control.duration(b.max_ban_time)}); never banned: "
+            + ", ".join(b.allow) if b.enabled else "off (ban.enabled = false)")
+    return Plan(dc.mode if dc.enabled else "off", diff, edits, root, held, sshd_error,
+                ports, ports_from, bans, notes)
+
+
+def print_plan(p: Plan, cfg: config.Config, config_path: str) -> None:
+    rw = cfg.drift.revert_war
+    if p.mode == "enforce":
+        print("sshguardd will make these changes on this host when it starts (drift.mode = "
+              '"enforce"):')
+    elif p.mode == "audit":
+        print('drift.mode = "audit": sshguardd only alerts; enforcing would make these '
+              "changes:")
+    else:
+        print("the drift guard is off (drift.enabled = false): sshd_config and /etc/shadow "
+              "are not touched")
+    print()
+    if p.diff:
+        print("sshd_config (validated with sshd -t first; sshd is restarted after):")
+        print(p.diff.rstrip("\n"))
+    else:
+        print("sshd_config: no change (every policy setting already holds)")
+    for h in p.held_back:
+        print(f"lockout guard holds back {h['item']} in {h['file']}: {h['reason']}")
+    if not p.held_back:
+        print("lockout guard: holds nothing back")
+    print({"lock": "root's password: will be locked (it is unlocked now)",
+           "locked": "root's password: already locked, no change"}.get(
+        p.root_password, f"root's password: {p.root_password}"))
+    if p.sshd_error:
+        print(f"sshd rejects its configuration now: {p.sshd_error} (a repair is made only "
+              "if sshd accepts the result)")
+    print(f"guards port(s) {', '.join(map(str, p.ports))} (from {p.ports_from}): {p.bans}")
+    print(f"revert wars: a setting undone {rw.max_reverts} times within "
+          f"{_control.duration(rw.window)} is left alone for {_control.duration(rw.pause)} "
+          "(`sshguardd resume` ends that early)")
+    for n in p.notes:
+        print(f"note: {n}")
+    if p.mode == "enforce":
+        print(f'to only watch first: install.sh --audit, or mode = "audit" in [drift] of '
+              f"{config_path}")
+    elif p.mode == "audit":
+        print(f'to enforce: mode = "enforce" in [drift] of {config_path}, then '
+              "systemctl reload sshguardd")
+
+
 def register(sub) -> None:
     p = sub.add_parser("check", help="audit sshd_config and /etc/shadow against the "
                        "policy; exit 1 on drift")
     cli.add_config_arg(p)
     cli.add_json_arg(p)
+    p.add_argument("--diff", action="store_true",
+                   help="show what the daemon would change on this host (the planned "
+                   "sshd_config edits as a diff, root's lock, what the lockout guard holds "
+                   "back, the guarded ports); exit 1 if it would change anything")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if os.geteuid() != 0:
+        raise cli.NeedsRoot("check", NEEDS_ROOT)
     cfg = config.load(args.config)
+    if args.diff:
+        p = plan(cfg)
+        if args.json:
+            print(json.dumps({**asdict(p), "changes": p.changes}, indent=2))
+        else:
+            print_plan(p, cfg, args.config or "/etc/sshguardd/config.toml")
+        return cli.EX_FINDING if p.changes else cli.EX_OK
     rows = audit(cfg)
     compliant = all(r.ok for r in rows)
     if args.json:

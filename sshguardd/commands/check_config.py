@@ -1,4 +1,7 @@
-"""`sshguardd check-config`: validate the config file and exit (backs ExecStartPre=)."""
+"""`sshguardd check-config`: validate the config file and exit (backs ExecStartPre=).
+
+A good file is reported with what it means in one line (which file, the drift guard's
+mode, whether bans are on), so the journal line ExecStartPre= leaves says something."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     try:
-        config.load(args.config)
+        cfg = config.load(args.config)
     except config.ConfigError as exc:
         if args.json:
             print(json.dumps({"ok": False, "file": exc.path, "problems": [
@@ -25,5 +28,11 @@ def run(args) -> int:
             for line in exc.lines():
                 print(line)
         return cli.EX_CONFIG
-    print(json.dumps({"ok": True}) if args.json else "ok")
+    path = args.config or str(config.DEFAULT_PATH)
+    drift = cfg.drift.mode if cfg.drift.enabled else "off"
+    bans = "on" if cfg.ban.enabled else "off"
+    if args.json:
+        print(json.dumps({"ok": True, "file": path, "drift": drift, "bans": bans}))
+    else:
+        print(f"{path}: ok (drift guard: {drift}, bans: {bans})")
     return cli.EX_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sshguardd import cli
+from sshguardd import __version__, cli
 from sshguardd.commands import _control
 
 
@@ -23,10 +23,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return code
     fam = answer.get("bans_by_family", {})
+    # The running daemon's version is the answer's; when the installed program is another
+    # one (an upgrade not restarted yet), say so rather than let either pass for the other.
+    stale = "" if answer["version"] == __version__ else (
+        f"  (installed: {__version__}; restart to run it)")
     rows = [
         ("daemon", (f"sshguardd {answer['version']}, pid {answer['pid']}, up "
                     f"{_control.duration(answer['uptime'])}"
-                    + ("" if answer.get("healthy") else "  (UNHEALTHY)"))),
+                    + ("" if answer.get("healthy") else "  (UNHEALTHY)") + stale)),
         ("bans active", (f"{answer['bans_active']} (IPv4 {fam.get('ipv4', 0)}, "
                          f"IPv6 {fam.get('ipv6', 0)})")),
         ("offenders", (f"{answer['offenders_tracked']} tracked, "
