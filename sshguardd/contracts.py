@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 
 class Kind(str, enum.Enum):
@@ -129,3 +130,33 @@ class PackageState:
     stale_reasons: tuple[str, ...]
     checked: float               # epoch seconds
     error: str | None            # the package manager could not be asked (argv: reason)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSet:
+    """What the drift guard needs watched, as the watcher holds it: the directories to
+    watch (including symlink targets' directories), the exact paths that matter (links
+    and their targets) and the Include patterns whose matches matter. The watcher filters
+    with this snapshot on its own thread and never calls into the guard; the loop hands
+    it a new one whenever the guard's judgment changes what must be watched."""
+
+    dirs: tuple[str, ...]
+    files: frozenset[str] = frozenset()
+    patterns: tuple[str, ...] = ()
+
+    def relevant(self, path: str) -> bool:
+        """True if a change at `path` can change the verdict (a watched directory itself
+        counts: it may have been swapped)."""
+        if path in self.files or path in self.dirs:
+            return True
+        return any(glob_match(p, path) for p in self.patterns)
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """glob(3)'s verdict on one path: component by component, '*' never crosses '/', and
+    a leading dot must be matched by a literal dot."""
+    want, got = pattern.split("/"), path.split("/")
+    if len(want) != len(got):
+        return False
+    return all(fnmatchcase(g, w) and (not g.startswith(".") or w.startswith("."))
+               for w, g in zip(want, got))

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sshguardd.drift import shadow_rules as shadow
+from sshguardd.effects.shadow_file import ShadowFile, ShadowLockError
 from sshguardd.demo.sandbox import wait_for
 
 HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"
@@ -33,7 +34,7 @@ def test_lock_forms(field, locked):
 
 def test_judge_never_exposes_hashes():
     st = shadow.judge(ROOT_OPEN + REST + "eve::19702:0:99999:7:::\n")
-    assert st == shadow.ShadowState(True, False, False, ("eve",))
+    assert st == shadow.ShadowState(True, False, False, ("eve",), shadow_root_locked=False)
     assert HASH not in repr(st)
 
 
@@ -47,12 +48,12 @@ def test_relock_changes_only_roots_field(form, expected):
 
 
 def test_relock_empty_fields_when_asked():
-    out = shadow.relock(ROOT_OPEN + "eve::1:::::::\n", "*", lock_empty=True)
-    assert out == "root:*:19700:0:99999:7:::\neve:!:1:::::::\n"
+    out = shadow.relock(ROOT_OPEN + "eve::1::::::\n", "*", lock_empty=True)
+    assert out == "root:*:19700:0:99999:7:::\neve:!:1::::::\n"
 
 
 def test_relock_of_locked_root_is_identity():
-    text = "root:!" + HASH + ":1:::::::\n" + REST
+    text = "root:!" + HASH + ":1::::::\n" + REST
     assert shadow.relock(text, "*") == text
 
 
@@ -73,17 +74,17 @@ def etc(tmp_path: Path) -> Path:
 
 
 def test_writer_locks_root_keeps_mode_owner_and_other_bytes(etc: Path):
-    sf = shadow.ShadowFile(etc / "shadow")
+    sf = ShadowFile(etc / "shadow")
     ino = (etc / "shadow").stat().st_ino
-    old, new = sf.relock("!")
-    assert old == REST + ROOT_OPEN
+    written = sf.relock("!")
     assert (etc / "shadow").read_text() == REST + f"root:!{HASH}:19700:0:99999:7:::\n"
+    assert written == {str(etc / "shadow"): (etc / "shadow").read_text()}
     st = (etc / "shadow").stat()
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 0, 42)
     assert st.st_ino != ino  # replaced by rename, not rewritten in place
     # The locks are released and no temporary file is left behind.
     assert sorted(p.name for p in etc.iterdir()) == [".pwd.lock", "shadow"]
-    assert sf.relock("!") is None
+    assert sf.relock("!") == {}
 
 
 def test_writer_waits_for_lckpwdf_holder(etc: Path):
@@ -96,13 +97,13 @@ def test_writer_waits_for_lckpwdf_holder(etc: Path):
          str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(shadow.ShadowLockError):
-            shadow.ShadowFile(etc / "shadow", timeout=0.2).relock("!")
+        with pytest.raises(ShadowLockError):
+            ShadowFile(etc / "shadow", timeout=0.2).relock("!")
         assert (etc / "shadow").read_text() == REST + ROOT_OPEN
         done = threading.Event()
         result = []
         t = threading.Thread(target=lambda: (result.append(
-            shadow.ShadowFile(etc / "shadow", timeout=10).relock("*")), done.set()))
+            ShadowFile(etc / "shadow", timeout=10).relock("*")), done.set()))
         t.start()
         assert not done.wait(0.3)  # still waiting for the holder
         holder.stdin.close()
@@ -120,18 +121,18 @@ def test_writer_waits_for_lckpwdf_holder(etc: Path):
 def test_link_lock_held_by_live_process_blocks_and_stale_one_is_broken(etc: Path):
     lock = etc / "shadow.lock"
     lock.write_text(str(os.getpid()))  # a live holder: us
-    with pytest.raises(shadow.ShadowLockError):
-        shadow.ShadowFile(etc / "shadow", timeout=0.2).relock("!")
+    with pytest.raises(ShadowLockError):
+        ShadowFile(etc / "shadow", timeout=0.2).relock("!")
     dead = subprocess.Popen(["true"])
     dead.wait()
     lock.write_text(str(dead.pid))  # a holder that died without cleaning up
-    assert shadow.ShadowFile(etc / "shadow").relock("!") is not None
+    assert ShadowFile(etc / "shadow").relock("!") is not None
     assert not lock.exists()
 
 
 def test_writer_interoperates_with_shadow_utils_lock(etc: Path):
     # Our lckpwdf lock is the same fcntl lock glibc takes: a real fcntl probe sees it.
-    sf = shadow.ShadowFile(etc / "shadow")
+    sf = ShadowFile(etc / "shadow")
     fd = sf._lckpwdf()
     try:
         out = subprocess.run(
@@ -158,7 +159,7 @@ def test_writer_waits_for_a_real_vipw(sandbox):
     vipw = sandbox.popen(["env", "EDITOR=/etc/slow-editor", "VISUAL=/etc/slow-editor",
                           "vipw", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "from sshguardd.drift.shadow_rules import ShadowFile, ShadowLockError\n"
+            "from sshguardd.effects.shadow_file import ShadowFile, ShadowLockError\n"
             "try:\n    print('changed' if ShadowFile(timeout=0.5).relock('!') else 'same')\n"
             "except ShadowLockError as exc:\n    print('locked out:', exc)\n")
     root = str(Path(__file__).resolve().parents[1])
@@ -180,7 +181,7 @@ def test_writer_keeps_the_selinux_label(etc: Path):
     # enough to see that the label travels to the replacement file.
     label = b"system_u:object_r:shadow_t:s0\x00"
     os.setxattr(etc / "shadow", "security.selinux", label)
-    assert shadow.ShadowFile(etc / "shadow").relock("*LOCK*") is not None
+    assert ShadowFile(etc / "shadow").relock("*LOCK*")
     assert os.getxattr(etc / "shadow", "security.selinux") == label
 
 

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sshguardd.drift import sshd_edits as se
+from sshguardd.drift import sshd_judge as sj
 from sshguardd.drift import sshd_model as sc
 
 POLICY = {"PermitRootLogin": "no", "PasswordAuthentication": "no",
@@ -23,15 +25,15 @@ def model_of(files: dict[str, str], main: str = "/etc/ssh/sshd_config"):
 
 
 def findings(files, policy=POLICY):
-    return {(f.item): f for f in sc.judge(model_of(files), policy)}
+    return {(f.item): f for f in sj.judge(model_of(files), policy)}
 
 
 def repaired(files, policy=POLICY):
     m = model_of(files)
-    edits = sc.plan(m, sc.judge(m, policy), files)
+    edits = se.plan(m, sj.judge(m, policy), files)
     out = dict(files)
-    for path, es in sc.edits_by_file(edits).items():
-        out[path] = sc.apply_edits(files[path], es)
+    for path, es in se.edits_by_file(edits).items():
+        out[path] = se.apply_edits(files[path], es)
     return out
 
 
@@ -111,7 +113,7 @@ def test_defaults_when_nothing_set():
 
 def test_sshd_T_decides_what_the_model_has_no_default_for():
     m = model_of({"/etc/ssh/sshd_config": ""})
-    (f,) = sc.judge(m, {"ClientAliveInterval": "300"}, {"clientaliveinterval": "0"})
+    (f,) = sj.judge(m, {"ClientAliveInterval": "300"}, {"clientaliveinterval": "0"})
     assert f.actual == "0" and not f.compliant
 
 
@@ -122,7 +124,7 @@ def test_deprecated_alias_counts_as_the_same_keyword():
 
 
 def test_without_password_equals_prohibit_password():
-    (f,) = sc.judge(model_of({"/etc/ssh/sshd_config": "PermitRootLogin without-password\n"}),
+    (f,) = sj.judge(model_of({"/etc/ssh/sshd_config": "PermitRootLogin without-password\n"}),
                     {"PermitRootLogin": "prohibit-password"})
     assert f.compliant
 
@@ -131,7 +133,7 @@ def test_match_block_reenabling_passwords_is_drift():
     files = {"/etc/ssh/sshd_config":
              "PasswordAuthentication no\nMatch User bob\n  PasswordAuthentication yes\n"
              "  PasswordAuthentication no\nMatch all\n  PasswordAuthentication no\n"}
-    fs = sc.judge(model_of(files), {"PasswordAuthentication": "no"})
+    fs = sj.judge(model_of(files), {"PasswordAuthentication": "no"})
     assert [(f.item, f.compliant) for f in fs] == [
         ("passwordauthentication", True),
         ("passwordauthentication (Match User bob)", False),
@@ -210,13 +212,13 @@ def test_match_override_repaired_in_place():
 def test_stale_edit_refused():
     files = {"/etc/ssh/sshd_config": "PermitRootLogin yes\n"}
     m = model_of(files)
-    edits = sc.plan(m, sc.judge(m, {"PermitRootLogin": "no"}), files)
-    with pytest.raises(sc.StaleEdit):
-        sc.apply_edits("PermitRootLogin prohibit-password\n", edits)
+    edits = se.plan(m, sj.judge(m, {"PermitRootLogin": "no"}), files)
+    with pytest.raises(se.StaleEdit):
+        se.apply_edits("PermitRootLogin prohibit-password\n", edits)
 
 
 def test_policy_values_from_toml_types():
-    assert sc.policy_items({"X11Forwarding": False, "MaxAuthTries": 3}) == {
+    assert sj.policy_items({"X11Forwarding": False, "MaxAuthTries": 3}) == {
         "x11forwarding": "no", "maxauthtries": "3"}
 
 
@@ -224,7 +226,7 @@ def test_rewrite_includes_points_at_copies():
     files = {"/etc/ssh/sshd_config": "Include /etc/ssh/d/*.conf\nInclude /none/*\nX 1\n",
              "/etc/ssh/d/a.conf": "", "/etc/ssh/d/b.conf": ""}
     m = model_of(files)
-    out = sc.rewrite_includes(files["/etc/ssh/sshd_config"], "/etc/ssh/sshd_config", m,
+    out = se.rewrite_includes(files["/etc/ssh/sshd_config"], "/etc/ssh/sshd_config", m,
                               {"/etc/ssh/d/a.conf": "/t/1-a", "/etc/ssh/d/b.conf": "/t/2 b"})
     assert out == 'Include /t/1-a "/t/2 b"\n# Include /none/*\nX 1\n'
 
@@ -247,11 +249,11 @@ def test_repair_always_complies_and_touches_at_most_one_line_per_item(lines):
     files = {"/etc/ssh/sshd_config": text}
     policy = {"PermitRootLogin": "no", "PasswordAuthentication": "no"}
     out = repaired(files, policy)["/etc/ssh/sshd_config"]
-    assert all(f.compliant for f in sc.judge(model_of({"/etc/ssh/sshd_config": out}), policy))
+    assert all(f.compliant for f in sj.judge(model_of({"/etc/ssh/sshd_config": out}), policy))
     before, after = text.splitlines(), out.splitlines()
     changed = sum(1 for a, b in zip(before, after) if a != b) if len(before) == len(after) \
         else len(after) - len(before)
-    bad = [f for f in sc.judge(model_of(files), policy) if not f.compliant]
+    bad = [f for f in sj.judge(model_of(files), policy) if not f.compliant]
     assert changed <= len(bad)
     # Nothing but the edited lines differs.
     if len(before) == len(after):
@@ -268,13 +270,13 @@ def test_repair_always_complies_and_touches_at_most_one_line_per_item(lines):
      {"lport": "2222", "host": "x.example.com"}),
 ])
 def test_match_context_probes(match, spec):
-    assert sc.match_context(match) == {**sc.PROBE_DEFAULTS, **spec}
+    assert sj.match_context(match) == {**sj.PROBE_DEFAULTS, **spec}
 
 
 @pytest.mark.parametrize("match", [("Match Group wheel",), ("Match User !bob",),
                                    ("Match LocalPort any",)])
 def test_match_context_cannot_fake(match):
-    assert sc.match_context(match) is None
+    assert sj.match_context(match) is None
 
 
 def test_identical_match_lines_are_separate_blocks():
@@ -286,7 +288,7 @@ def test_identical_match_lines_are_separate_blocks():
 def test_multi_valued_keywords_are_not_judged_but_named():
     policy = {"AllowUsers": "alice", "PermitRootLogin": "no"}
     m = model_of({"/etc/ssh/sshd_config": "AllowUsers bob\nAllowUsers alice\n"})
-    assert [f.keyword for f in sc.judge(m, policy)] == ["permitrootlogin"]
-    assert sc.policy_problems(policy) == [
+    assert [f.keyword for f in sj.judge(m, policy)] == ["permitrootlogin"]
+    assert sj.policy_problems(policy) == [
         "allowusers: its lines accumulate in sshd_config, so no single line decides it; "
         "not enforced"]

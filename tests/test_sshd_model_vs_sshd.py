@@ -15,6 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sshguardd.effects import sshd as service
+from sshguardd.effects import sshd_files
+from sshguardd.drift import sshd_edits as se
+from sshguardd.drift import sshd_judge as sj
 from sshguardd.drift import sshd_model as sc
 
 DATA = Path(__file__).parent / "data"
@@ -88,14 +91,14 @@ def test_model_agrees_with_sshd(tmp_path_factory, hostkey, data):
     main = root / "sshd_config"
     main.write_text(f"HostKey {hostkey}\nPidFile {root}/pid\n"
                     + data.draw(config_file(f"Include {root}/d/*.conf\n")))
-    model = sc.load(main)
-    sshd = service.Sshd([str(DATA / "sshd-private-run")])
+    model = sshd_files.load(main).model
+    sshd = service.Sshd()
     real = sshd.effective(main)
     for kw in KEYWORDS:
         assert sc.normalise_value(kw, model.effective(kw).value) == \
             sc.normalise_value(kw, real[kw]), (kw, main.read_text())
     for user in USERS:
-        ctx = {**sc.PROBE_DEFAULTS, "user": user}
+        ctx = {**sj.PROBE_DEFAULTS, "user": user}
         real = sshd.effective(main, ctx)
         for kw in KEYWORDS:
             assert sc.normalise_value(kw, expected_for(model, kw, user)) == \
@@ -105,13 +108,13 @@ def test_model_agrees_with_sshd(tmp_path_factory, hostkey, data):
     policy = {"PermitRootLogin": "no", "PasswordAuthentication": "no",
               "KbdInteractiveAuthentication": "no", "MaxAuthTries": "3"}
     texts = {f: Path(f).read_text() for f in model.files}
-    edits = sc.plan(model, sc.judge(model, policy), texts)
-    for path, es in sc.edits_by_file(edits).items():
-        Path(path).write_text(sc.apply_edits(texts[path], es))
-    for ctx in (None, *({**sc.PROBE_DEFAULTS, "user": u} for u in USERS)):
+    edits = se.plan(model, sj.judge(model, policy), texts)
+    for path, es in se.edits_by_file(edits).items():
+        Path(path).write_text(se.apply_edits(texts[path], es))
+    for ctx in (None, *({**sj.PROBE_DEFAULTS, "user": u} for u in USERS)):
         real = sshd.effective(main, ctx)
-        for kw, want in sc.policy_items(policy).items():
+        for kw, want in sj.policy_items(policy).items():
             assert sc.normalise_value(kw, real[kw]) == want, (ctx, kw, main.read_text())
-    assert len(edits) <= len(sc.policy_items(policy)) + sum(
-        len(model.match_overrides(kw)) for kw in sc.policy_items(policy))
+    assert len(edits) <= len(sj.policy_items(policy)) + sum(
+        len(model.match_overrides(kw)) for kw in sj.policy_items(policy))
     shutil.rmtree(root)

@@ -26,8 +26,10 @@ from sshguardd import cli, config
 from sshguardd.commands import _control
 from sshguardd.drift import lockout
 from sshguardd.drift import shadow_rules as shadow
-
-from sshguardd.drift import sshd_model as sshd_config
+from sshguardd.drift import sshd_judge as sshd_config
+from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
+from sshguardd.effects import sshd_files
+from sshguardd.effects.shadow_file import ShadowFile
 from sshguardd.effects.sshd import ServiceError, Sshd
 
 NEEDS_ROOT = "it reads /etc/shadow, and sshd -T reads the host keys"
@@ -44,15 +46,15 @@ class Row:
 
 
 def audit(cfg: config.Config, runner: Sshd | None = None,
-          shadow_file: shadow.ShadowFile | None = None) -> list[Row]:
+          shadow_file: ShadowFile | None = None) -> list[Row]:
     dc = cfg.drift
     runner = runner or Sshd(dc.sshd)
-    shadow_file = shadow_file or shadow.ShadowFile(dc.shadow)
+    shadow_file = shadow_file or ShadowFile(dc.shadow)
     rows: list[Row] = []
     main = str(dc.sshd_config)
     try:
-        model = sshd_config.load(dc.sshd_config)
-    except (OSError, sshd_config.ConfigSyntaxError) as exc:
+        model = sshd_files.load(dc.sshd_config).model
+    except (OSError, ConfigSyntaxError) as exc:
         rows.append(Row("sshd_config", "readable", "unreadable", main, False, str(exc)))
         model = None
     sshd_t = None
@@ -67,31 +69,47 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         rows.append(Row(kw, policy[kw], (sshd_t or {}).get(kw, "?").replace("\n", " "),
                         "policy", False, problem))
     if model is not None:
-        for f in sshd_config.judge(model, policy, sshd_t):
+        for loc, why in model.unsure:
+            rows.append(Row(f"sshd_config line {loc.line}", "read as sshd reads it", why,
+                            str(loc), False, "fix this line by hand"))
+        findings = sshd_config.judge(model, policy, sshd_t)
+        for f in findings:
             note = ""
-            actual = f.actual
-            real = (sshd_t or {}).get(f.keyword)
-            if not f.match and real is not None and sshd_config.normalise_value(
-                    f.keyword, real) != sshd_config.normalise_value(f.keyword, actual):
-                note = f"model read {actual!r}, sshd -T says {real!r}"
-                actual = real
-                f = sshd_config.Finding(f.keyword, f.expected, actual, f.source, f.match)
+            eff = model.effective(f.keyword)
+            if not f.match and eff.source is not None and normalise_value(
+                    f.keyword, eff.value) != normalise_value(f.keyword, f.actual):
+                note = f"model read {eff.value!r}, sshd -T says {f.actual!r}"
             if f.match and sshd_t is not None:
                 note = _probe_note(runner, main, f)
-            rows.append(Row(f.item, f.expected, actual,
+            rows.append(Row(f.item, f.expected, f.actual,
                             str(f.source) if f.source else "default", f.compliant, note))
+        if sshd_t is not None:
+            known = {(f.keyword, normalise_value(f.keyword, f.actual))
+                     for f in findings if not f.compliant}
+            answers = {}
+            for user in ("root", "sshguardd-probe"):
+                ctx = {**sshd_config.PROBE_DEFAULTS, "user": user}
+                try:
+                    answers[sshd_config.context_spec(ctx)] = runner.effective(main, ctx)
+                except ServiceError:
+                    continue
+            for f in sshd_config.cross_check(answers, policy, known):
+                rows.append(Row(f.item, f.expected, f.actual, "sshd -T -C", False,
+                                "no line the model reads sets this; look by hand"))
     sp = dc.shadow_policy
     try:
-        st = shadow.judge(shadow_file.read())
+        st = shadow.judge(shadow_file.read(), shadow_file.read_passwd())
     except OSError as exc:
         rows.append(Row("root password", "locked", "unknown", str(dc.shadow), False,
                         str(exc)))
         return rows
     if sp.lock_root:
+        where = str(shadow_file.passwd if st.passwd_hash else dc.shadow)
+        locked = st.root_locked and st.shadow_root_locked
         rows.append(Row("root password", "locked",
-                        "locked" if st.root_locked else ("empty" if st.root_empty
-                                                         else "unlocked"),
-                        str(dc.shadow), st.root_locked or not st.root_present,
+                        "locked" if locked else ("empty" if st.root_empty
+                                                 else "unlocked"),
+                        where, locked or not st.root_present,
                         "" if st.root_present else "no root entry"))
     if sp.empty_passwords != "ignore":
         empty = [a for a in st.empty_password_accounts if a != "root"]
@@ -110,8 +128,7 @@ def _probe_note(runner: Sshd, main: str, f: sshd_config.Finding) -> str:
         real = runner.effective(main, ctx).get(f.keyword, "")
     except ServiceError as exc:
         return f"sshd -T -C failed: {exc.stderr}"
-    if sshd_config.normalise_value(f.keyword, real) == sshd_config.normalise_value(
-            f.keyword, f.actual):
+    if normalise_value(f.keyword, real) == normalise_value(f.keyword, f.actual):
         return ""
     spec = ",".join(f"{k}={v}" for k, v in ctx.items())
     return f"sshd -T -C {spec} says {real}"

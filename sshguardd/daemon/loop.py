@@ -378,10 +378,9 @@ class Daemon:
 
     def _start_watcher(self) -> None:
         assert self.drift is not None and self._watcher_factory is not None
-        paths = self.drift.watch_paths()
+        # An immutable snapshot: the watcher thread never calls into the drift guard.
         self.watcher = self._watcher_factory(
-            paths, self._on_file, debounce=self.cfg.drift.debounce,
-            relevant=self.drift.is_relevant)
+            self.drift.watch_set(), self._on_file, debounce=self.cfg.drift.debounce)
         self.watcher.start()
 
     # -- producers (other threads): enqueue only ------------------------------------------
@@ -739,10 +738,10 @@ class Daemon:
         if self.drift is None or self.watcher is None:
             return
         try:
-            paths = [str(p) for p in self.drift.watch_paths()]
-            if paths != [str(p) for p in getattr(self.watcher, "paths", paths)]:
-                self.watcher.update(paths)
-                log.info("watching %s", ", ".join(paths))
+            watch = self.drift.watch_set()
+            if watch != getattr(self.watcher, "watch", None):
+                self.watcher.update(watch)
+                log.info("watching %s", ", ".join(watch.dirs))
         except Exception:
             self.loop_errors += 1
             log.exception("updating the watched directories failed")

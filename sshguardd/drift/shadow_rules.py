@@ -1,38 +1,30 @@
-"""/etc/shadow: pure judging of root's lock and empty passwords, and a locked writer.
+"""/etc/shadow and /etc/passwd read as glibc's nss_files reads them; root's lock judged
+and relocked in the text. Pure: texts in, texts and verdicts out, never a hash logged.
 
-Judging never returns or logs a hash: findings name accounts and states only.
-
-The writer follows shadow-utils (passwd, usermod, vipw) so it never races them:
-1. lckpwdf(): a POSIX write lock (fcntl F_SETLK) on /etc/.pwd.lock, created 0600, waited
-   for up to 15 s (glibc's LOCK_TIMEOUT);
-2. the link lock of shadow-utils' commonio_lock_nowait(): write our pid to
-   /etc/shadow.PID, link() it to /etc/shadow.lock (atomic), and break a lock whose pid is
-   dead;
-3. read the file under the locks, change only root's password field (every other byte,
-   new users, other passwords and aging fields stay as read), write /etc/shadow+ with the
-   original mode, owner and SELinux label, fsync, rename over /etc/shadow, fsync /etc;
-4. release in reverse order.
+How glibc 2.36 reads these files (nss/nss_readline.c, nss/nss_files/files-parse.c,
+shadow/sgetspent_r.c, pwd/fgetpwent_r.c; checked against `getent -s files` by the
+differential fuzzer in tests/test_shadow_vs_glibc.py):
+- a line ends at "\\n" only; C string functions stop at a NUL, so a NUL ends the line's
+  content; leading isspace() characters (" \\t\\n\\v\\f\\r") are skipped; an empty line or
+  one starting with '#' (after that) is skipped;
+- fields are split at ':'; numeric fields go through strtoul() and a line whose numbers
+  do not parse is *skipped*, so the next entry of the same name is the one used;
+  shadow needs at least the name, password, lastchg, min and max fields (and then either
+  nothing or warn, inactive and expire); passwd needs a numeric uid and gid;
+- getspnam()/getpwnam() return the first valid entry whose name is exactly the one asked
+  for (names starting with '+' or '-' are compat entries and never match).
+pam_unix takes the password from passwd's second field unless that is "x" (or "##name"),
+and from shadow otherwise (the pre-shadow form `pwunconv` writes): both are judged.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import logging
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-
-from sshguardd.effects import files as atomic
-
-log = logging.getLogger(__name__)
+from typing import Iterator, Literal
 
 LockForm = Literal["!", "*LOCK*", "*"]
+_ISSPACE = " \t\n\v\f\r"
 
-
-# ---------------------------------------------------------------------------- pure
 
 def is_locked(password_field: str) -> bool:
     """True if no password can match this field.
@@ -54,34 +46,186 @@ def lock_field(password_field: str, form: LockForm) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Entry:
+    """One valid entry: its name, password field and where that field is in the text."""
+
+    lineno: int
+    name: str
+    password: str
+    start: int      # offset of the password field in the whole text
+    end: int
+
+
+def _lines(text: str) -> Iterator[tuple[int, int, str]]:
+    """(line number, offset of the content, content) for lines nss_files parses."""
+    offset = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        base = offset
+        offset += len(line) + 1
+        nul = line.find("\0")
+        if nul >= 0:
+            line = line[:nul]
+        skip = len(line) - len(line.lstrip(_ISSPACE))
+        body = line[skip:]
+        if not body or body.startswith("#"):
+            continue
+        yield lineno, base + skip, body
+
+
+def _strtoul_end(s: str, i: int) -> int:
+    """Where strtoul(s + i, &endp, 10) leaves endp (i itself when no digits)."""
+    j = i
+    while j < len(s) and s[j] in _ISSPACE:
+        j += 1
+    if j < len(s) and s[j] in "+-":
+        j += 1
+    k = j
+    while k < len(s) and "0" <= s[k] <= "9":
+        k += 1
+    return k if k > j else i
+
+
+def _string_field(s: str, i: int) -> tuple[int, int, int]:
+    """STRING_FIELD(ISCOLON, 0): (start, end, next position)."""
+    j = s.find(":", i)
+    if j < 0:
+        return i, len(s), len(s)
+    return i, j, j + 1
+
+
+def _int_maybe_null(s: str, i: int, colon: bool = True) -> int | None:
+    """INT_FIELD_MAYBE_NULL: the next position, or None when the line is invalid."""
+    if i >= len(s):
+        return None  # "We expect some more input"
+    e = _strtoul_end(s, i)
+    if colon and e < len(s) and s[e] == ":":
+        return e + 1
+    return e if e >= len(s) else None
+
+
+def _int_field(s: str, i: int) -> int | None:
+    """INT_FIELD (passwd's uid and gid): digits required."""
+    e = _strtoul_end(s, i)
+    if e == i:
+        return None
+    if e < len(s) and s[e] == ":":
+        return e + 1
+    return e if e >= len(s) else None
+
+
+def _parse_shadow(s: str) -> tuple[tuple[int, int, int], tuple[int, int]] | None:
+    _, name_end, i = _string_field(s, 0)
+    name = s[:name_end]
+    if i >= len(s) and name[:1] in ("+", "-"):
+        return (name_end, i, i), (i, i)
+    pw_start, pw_end, i = _string_field(s, i)
+    for _ in range(3):  # lastchg, min, max
+        n = _int_maybe_null(s, i)
+        if n is None:
+            return None
+        i = n
+    while i < len(s) and s[i] in _ISSPACE:
+        i += 1
+    if i < len(s):
+        for _ in range(3):  # warn, inactive, expire
+            n = _int_maybe_null(s, i)
+            if n is None:
+                return None
+            i = n
+        if i < len(s) and _int_maybe_null(s, i, colon=False) is None:
+            return None  # flag: a number and nothing after it
+    return (name_end, 0, 0), (pw_start, pw_end)
+
+
+def _parse_passwd(s: str) -> tuple[int, tuple[int, int]] | None:
+    _, name_end, i = _string_field(s, 0)
+    name = s[:name_end]
+    if i >= len(s) and name[:1] in ("+", "-"):
+        return name_end, (i, i)
+    pw_start, pw_end, i = _string_field(s, i)
+    if name[:1] in ("+", "-"):
+        return name_end, (pw_start, pw_end)  # compat entries never match a name
+    for _ in range(2):  # uid, gid
+        n = _int_field(s, i)
+        if n is None:
+            return None
+        i = n
+    return name_end, (pw_start, pw_end)
+
+
+def shadow_entries(text: str) -> list[Entry]:
+    """Every entry glibc accepts from a shadow file, in order."""
+    out = []
+    for lineno, base, body in _lines(text):
+        parsed = _parse_shadow(body)
+        if parsed is None:
+            continue
+        (name_end, _, _), (a, b) = parsed
+        out.append(Entry(lineno, body[:name_end], body[a:b], base + a, base + b))
+    return out
+
+
+def passwd_entries(text: str) -> list[Entry]:
+    """Every entry glibc accepts from a passwd file, in order."""
+    out = []
+    for lineno, base, body in _lines(text):
+        parsed = _parse_passwd(body)
+        if parsed is None:
+            continue
+        name_end, (a, b) = parsed
+        out.append(Entry(lineno, body[:name_end], body[a:b], base + a, base + b))
+    return out
+
+
+def lookup(found: list[Entry], name: str) -> Entry | None:
+    """getspnam()/getpwnam() in nss_files: the first valid entry of exactly that name."""
+    if name[:1] in ("+", "-"):
+        return None
+    return next((e for e in found if e.name == name), None)
+
+
+def entries(text: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, account, password field) for each shadow entry; never logged."""
+    for e in shadow_entries(text):
+        yield e.lineno, e.name, e.password
+
+
+def shadowed(name: str, field: str) -> bool:
+    """pam_unix's is_pwd_shadowed(): passwd's field points at shadow."""
+    return field == "x" or field == f"##{name}"
+
+
+@dataclass(frozen=True, slots=True)
 class ShadowState:
-    """What the policy cares about in one shadow file. Never holds a hash."""
+    """What the policy cares about in the account files. Never holds a hash.
+
+    root_present/root_locked/root_empty describe the password pam_unix checks for root:
+    passwd's field when it holds one, shadow's otherwise. passwd_hash says root's passwd
+    entry holds the password itself (pre-shadow form)."""
 
     root_present: bool
     root_locked: bool
     root_empty: bool
     empty_password_accounts: tuple[str, ...]  # accounts (root included) with an empty field
+    passwd_hash: bool = False
+    shadow_root_locked: bool = True
 
 
-def entries(text: str):
-    """(line number, account, password field) for each entry; never logged."""
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 2:
-            continue
-        yield lineno, fields[0], fields[1]
-
-
-def judge(text: str) -> ShadowState:
-    root = [pw for _, name, pw in entries(text) if name == "root"]
-    empty = tuple(name for _, name, pw in entries(text) if pw == "")
+def judge(text: str, passwd: str | None = None) -> ShadowState:
+    found = shadow_entries(text)
+    root = lookup(found, "root")
+    empty = tuple(e.name for e in found if e.password == "")
+    shadow_locked = root is None or is_locked(root.password)
+    proot = lookup(passwd_entries(passwd), "root") if passwd is not None else None
+    if proot is not None and not shadowed("root", proot.password):
+        field = proot.password
+        return ShadowState(True, is_locked(field), field == "", empty, True, shadow_locked)
     return ShadowState(
-        root_present=bool(root),
-        root_locked=bool(root) and is_locked(root[0]),
-        root_empty=bool(root) and root[0] == "",
+        root_present=root is not None,
+        root_locked=root is not None and is_locked(root.password),
+        root_empty=root is not None and root.password == "",
         empty_password_accounts=empty,
+        shadow_root_locked=shadow_locked,
     )
 
 
@@ -89,136 +233,37 @@ class ShadowFormatError(ValueError):
     pass
 
 
+def _splice(text: str, changes: list[tuple[int, int, str]]) -> str:
+    for a, b, new in sorted(changes, reverse=True):
+        text = text[:a] + new + text[b:]
+    return text
+
+
 def relock(text: str, form: LockForm, lock_empty: bool = False) -> str:
-    """`text` with root's password field locked (and, if lock_empty, every empty field
-    locked with '!'); every other byte unchanged. Only the first 'root' entry counts, as
-    for getspnam()."""
-    out = []
-    root_done = False
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\n")
-        nl = line[len(body):]
-        if body and not body.startswith("#"):
-            name, sep, rest = body.partition(":")
-            if sep:
-                pw, sep2, tail = rest.partition(":")
-                if name == "root" and not root_done:
-                    root_done = True
-                    pw = lock_field(pw, form)
-                elif lock_empty and pw == "":
-                    pw = "!"
-                body = f"{name}:{pw}{sep2}{tail}"
-        out.append(body + nl)
-    if not root_done:
+    """`text` (a shadow file) with root's password field locked (and, if lock_empty,
+    every empty field locked with '!'); every other byte unchanged. The entry changed is
+    the one getspnam("root") returns."""
+    found = shadow_entries(text)
+    root = lookup(found, "root")
+    if root is None:
         raise ShadowFormatError("no root entry in the shadow file")
-    return "".join(out)
+    changes = [(root.start, root.end, lock_field(root.password, form))]
+    if lock_empty:
+        changes += [(e.start, e.end, "!") for e in found
+                    if e.password == "" and e is not root]
+    return _splice(text, changes)
 
 
-# ---------------------------------------------------------------------------- effects
+def relock_passwd(text: str, form: LockForm) -> str:
+    """`text` (a passwd file) with the password root's entry holds itself locked; an "x"
+    (pointing at shadow) is left alone. Every other byte unchanged."""
+    root = lookup(passwd_entries(text), "root")
+    if root is None or shadowed("root", root.password):
+        return text
+    return _splice(text, [(root.start, root.end, lock_field(root.password, form))])
 
-class ShadowLockError(OSError):
-    pass
 
-
-class ShadowFile:
-    """Locked read-modify-write of a shadow file. Paths default to the system's; tests give
-    temp paths. `timeout` bounds the wait for each lock (glibc's lckpwdf waits 15 s)."""
-
-    def __init__(self, path: Path = Path("/etc/shadow"), *,
-                 pwd_lock: Path | None = None, timeout: float = 15.0):
-        self.path = Path(path)
-        self.pwd_lock = Path(pwd_lock) if pwd_lock else self.path.parent / ".pwd.lock"
-        self.timeout = timeout
-
-    def read(self) -> str:
-        return self.path.read_text(encoding="utf-8", errors="surrogateescape")
-
-    # -- locks
-    def _lckpwdf(self) -> int:
-        fd = os.open(self.pwd_lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                    os.close(fd)
-                    raise
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise ShadowLockError(errno.EAGAIN,
-                                      f"{self.pwd_lock} held by another program")
-            time.sleep(0.01)  # lckpwdf() itself blocks; we poll to keep a deadline
-
-    def _link_lock(self) -> Path:
-        lock = Path(f"{self.path}.lock")
-        mine = Path(f"{self.path}.{os.getpid()}")
-        fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, f"{os.getpid()}".encode())
-        finally:
-            os.close(fd)
-        deadline = time.monotonic() + self.timeout
-        try:
-            while True:
-                try:
-                    os.link(mine, lock)
-                    return lock
-                except FileExistsError:
-                    pass
-                if not self._holder_alive(lock):
-                    # A stale lock from a dead process: shadow-utils removes it too.
-                    try:
-                        lock.unlink()
-                    except FileNotFoundError:
-                        pass
-                    continue
-                if time.monotonic() > deadline:
-                    raise ShadowLockError(errno.EAGAIN, f"{lock} held by another program")
-                time.sleep(0.01)
-        finally:
-            mine.unlink(missing_ok=True)
-
-    @staticmethod
-    def _holder_alive(lock: Path) -> bool:
-        try:
-            pid = int(lock.read_text().strip() or "0")
-        except (OSError, ValueError):
-            return True  # being written right now, or unreadable: do not break it
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    # -- the one write
-    def relock(self, form: LockForm, lock_empty: bool = False) -> tuple[str, str] | None:
-        """Lock root (and empty fields if asked) under shadow-utils' locks. Returns (old
-        text, new text) when the file changed, None when it was already compliant."""
-        pwfd = self._lckpwdf()
-        try:
-            lock = self._link_lock()
-            try:
-                old = self.read()
-                state = judge(old)
-                if state.root_locked and not (lock_empty and state.empty_password_accounts):
-                    return None
-                new = relock(old, form, lock_empty)
-                if new == old:
-                    return None
-                self.replace(new)
-                return old, new
-            finally:
-                lock.unlink(missing_ok=True)
-        finally:
-            os.close(pwfd)
-
-    def replace(self, text: str) -> None:
-        # shadow-utils' own temporary name, so other tools recognise it as a shadow temp.
-        atomic.replace(self.path, text.encode("utf-8", errors="surrogateescape"),
-                       tmp=f"{self.path}+")
+def lock_empty_fields(text: str) -> str:
+    """`text` (a shadow file) with every empty password field locked with '!'."""
+    return _splice(text, [(e.start, e.end, "!") for e in shadow_entries(text)
+                          if e.password == ""])

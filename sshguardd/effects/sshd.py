@@ -1,5 +1,11 @@
 """Effects on sshd itself: `sshd -t` (validate), `sshd -T` (effective config, with `-C` for a
 Match context), and restarting the service. Every failure carries the exact argv and stderr.
+
+sshd -t/-T refuse to run without their privilege-separation directory (/run/sshd on
+Debian, made by ssh.service's RuntimeDirectory=): with ssh.service stopped, or socket
+activated before its first connection, it is missing. Then they run in a private mount
+namespace with a fresh tmpfs on its parent holding an empty one, so the host's /run is
+never changed (that /run hides the host's, which -t/-T do not read).
 """
 
 from __future__ import annotations
@@ -12,6 +18,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 log = logging.getLogger(__name__)
+
+# Mount a private tmpfs on the privsep dir's parent, make the dir, then exec sshd. A fixed
+# script with the paths as positional arguments: nothing is ever spliced into it.
+PRIVSEP_SCRIPT = ('mount -t tmpfs -o mode=755,size=1m tmpfs "$1" && mkdir -m 755 "$2" '
+                  '&& shift 2 && exec "$@"')
 
 # Debian/Ubuntu ship ssh.service (sshd.service is an alias there); RHEL, Fedora, SUSE and
 # Amazon Linux ship sshd.service.
@@ -77,12 +88,25 @@ class Sshd:
 
     def __init__(self, sshd: Sequence[str] | str | os.PathLike[str] = "/usr/sbin/sshd", *,
                  restart: Sequence[str] = (), timeout: float = 30.0,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None,
+                 privsep_dir: str | None = "/run/sshd", unshare: str = "unshare"):
         self.sshd = ((os.fspath(sshd),) if isinstance(sshd, (str, os.PathLike))
                      else tuple(sshd))
         self._restart = tuple(restart)
         self.timeout = timeout
         self.env = dict(env) if env is not None else None
+        self.privsep_dir = privsep_dir
+        self.unshare = unshare
+
+    def _sshd_argv(self, *args: str) -> list[str]:
+        """sshd's argv, wrapped in a private privsep dir when the real one is missing."""
+        argv = [*self.sshd, *args]
+        if self.privsep_dir and not os.path.isdir(self.privsep_dir):
+            parent = os.path.dirname(self.privsep_dir.rstrip("/")) or "/"
+            argv = [self.unshare, "--mount", "--propagation", "private", "--",
+                    "/bin/sh", "-c", PRIVSEP_SCRIPT, "sshd", parent, self.privsep_dir,
+                    *argv]
+        return argv
 
     @property
     def restart_argv(self) -> tuple[str, ...]:
@@ -99,7 +123,8 @@ class Sshd:
             err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) \
                 else (exc.stderr or "")
             raise ServiceError(argv, None, err) from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: an argument with a NUL byte, which no exec can carry.
             raise ServiceError(argv, 127, str(exc)) from None
         res = Result(tuple(argv), p.returncode, p.stdout, p.stderr)
         if check and p.returncode != 0:
@@ -108,15 +133,15 @@ class Sshd:
 
     def test(self, config: Path | str) -> None:
         """`sshd -t -f CONFIG`: raises ServiceError (with sshd's complaint) if rejected."""
-        self._run([*self.sshd, "-t", "-f", os.fspath(config)])
+        self._run(self._sshd_argv("-t", "-f", os.fspath(config)))
 
     def effective(self, config: Path | str,
                   context: Mapping[str, str] | None = None) -> dict[str, str]:
         """`sshd -T -f CONFIG [-C user=..,host=..,addr=..]` parsed."""
-        argv = [*self.sshd, "-T", "-f", os.fspath(config)]
+        args = ["-T", "-f", os.fspath(config)]
         if context:
-            argv += ["-C", ",".join(f"{k}={v}" for k, v in context.items())]
-        return parse_sshd_T(self._run(argv).stdout)
+            args += ["-C", ",".join(f"{k}={v}" for k, v in context.items())]
+        return parse_sshd_T(self._run(self._sshd_argv(*args)).stdout)
 
     def restart(self) -> None:
         self._run(self.restart_argv)

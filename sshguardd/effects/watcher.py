@@ -5,6 +5,12 @@ writing a temporary one and renaming it over the old name, which a watch on the 
 would never see. Every create, write-close, rename (both names) and delete in a watched
 directory counts; a burst (sed -i: create, modify, close, move) is delivered once, after
 `debounce` seconds of quiet, as one FileChanged per path.
+
+What to watch arrives as an immutable contracts.WatchSet (directories, exact paths, Include
+patterns) that the watcher filters with on its own threads; it never calls into the drift
+guard. A watched directory that is renamed over or removed (a swapped drop-in directory)
+is reported like a file and its watch is dropped and made again on the path at once: an
+inotify watch follows the old inode, which no longer has that name.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from watchdog.events import (
     FileClosedEvent,
@@ -27,7 +33,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from sshguardd.contracts import FileChanged
+from sshguardd.contracts import FileChanged, WatchSet
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +49,36 @@ class _Handler(FileSystemEventHandler):
         self.owner = owner
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("opened", "closed_no_write"):
+        if event.event_type in ("opened", "closed_no_write"):
             return
-        self.owner._note(os.fsdecode(event.src_path))
+        paths = [os.fsdecode(event.src_path)]
         dest = getattr(event, "dest_path", "")
         if dest:
-            self.owner._note(os.fsdecode(dest))
+            paths.append(os.fsdecode(dest))
+        for path in paths:
+            if event.is_directory:
+                self.owner._dir_event(path)
+            else:
+                self.owner._note(path)
 
 
 class Watcher:
-    """`Watcher(paths, callback, debounce=0.1, relevant=None)`; `start()`, `stop()`.
+    """`Watcher(watch, callback, debounce=0.1)`; `start()`, `stop()`, `update(watch)`.
 
-    paths are directories (non-recursive). callback receives contracts.FileChanged on the
-    watcher's own delivery thread (the daemon puts it on its queue). relevant(path) filters
-    before debouncing, so /etc's unrelated churn costs nothing downstream. clock stamps
-    FileChanged.time.
+    watch is a contracts.WatchSet (or, for tools, plain directories with an optional
+    relevant(path) filter). Directories are watched non-recursively. callback receives
+    contracts.FileChanged on the watcher's own delivery thread (the daemon puts it on its
+    queue). The filter runs before debouncing, so /etc's unrelated churn costs nothing
+    downstream. clock stamps FileChanged.time.
     """
 
-    def __init__(self, paths: Iterable[Path | str], callback: Callable[[FileChanged], None],
-                 *, debounce: float = 0.1, relevant: Callable[[str], bool] | None = None,
+    def __init__(self, watch: WatchSet | Iterable[Path | str],
+                 callback: Callable[[FileChanged], None], *, debounce: float = 0.1,
+                 relevant: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time):
-        self.paths = [Path(p) for p in dict.fromkeys(os.fspath(p) for p in paths)]
         self.callback = callback
         self.debounce = debounce
-        self.relevant = relevant
+        self._set_watch(watch, relevant)
         self.clock = clock
         self._pending: dict[str, float] = {}   # path -> monotonic time of last event
         self._first = 0.0                       # first event of the pending burst
@@ -76,6 +88,21 @@ class Watcher:
         self._watches: dict[str, object] = {}
         self._handler = _Handler(self)
         self._thread: threading.Thread | None = None
+        self._rewatch: set[str] = set()
+        # _watches is changed by update() (loop thread) and a re-watch (delivery thread).
+        self._sched = threading.Lock()
+
+    def _set_watch(self, watch: WatchSet | Iterable[Path | str],
+                   relevant: Callable[[str], bool] | None = None) -> None:
+        if isinstance(watch, WatchSet):
+            self.watch: WatchSet | None = watch
+            dirs: Iterable[str] = watch.dirs
+            relevant = watch.relevant
+        else:
+            self.watch = None
+            dirs = (os.fspath(p) for p in watch)
+        self.paths = [Path(p) for p in dict.fromkeys(dirs)]
+        self.relevant = relevant
 
     def start(self) -> None:
         observer = Observer()
@@ -89,20 +116,24 @@ class Watcher:
                                         daemon=True)
         self._thread.start()
 
-    def update(self, paths: Iterable[Path | str]) -> None:
-        """Watch exactly `paths` from now on (e.g. after an Include of a new directory was
-        added): new directories are added, dropped ones unwatched, the rest untouched."""
-        want = list(dict.fromkeys(os.fspath(p) for p in paths))
-        self.paths = [Path(p) for p in want]
-        if self._observer is None:
+    def update(self, watch: WatchSet | Iterable[Path | str]) -> None:
+        """Watch exactly `watch` from now on (e.g. after an Include of a new directory was
+        added): new directories are added, dropped ones unwatched, the rest untouched.
+        Called on the loop's thread; the snapshot is swapped in one assignment."""
+        with self._cond:
+            self._set_watch(watch, None if isinstance(watch, WatchSet) else self.relevant)
+        want = [os.fspath(p) for p in self.paths]
+        observer = self._observer
+        if observer is None:
             return
-        for p in list(self._watches):
-            if p not in want:
-                self._observer.unschedule(self._watches.pop(p))
-        for p in want:
-            if p not in self._watches and os.path.isdir(p):
-                self._watches[p] = self._observer.schedule(
-                    self._handler, p, recursive=False, event_filter=EVENTS)
+        with self._sched:
+            for p in list(self._watches):
+                if p not in want:
+                    observer.unschedule(self._watches.pop(p))
+            for p in want:
+                if p not in self._watches and os.path.isdir(p):
+                    self._watches[p] = observer.schedule(
+                        self._handler, p, recursive=False, event_filter=EVENTS)
 
     def stop(self) -> None:
         with self._cond:
@@ -123,6 +154,40 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _dir_event(self, path: str) -> None:
+        """A directory was created, renamed or removed: if it is one we watch, its watch
+        is stale (or missing) and its contents may all be different."""
+        if path not in {os.fspath(p) for p in self.paths}:
+            return
+        with self._cond:
+            self._rewatch.add(path)
+        self._note(path)
+
+    def _rewatch_dirs(self) -> None:
+        with self._cond:
+            todo, self._rewatch = self._rewatch, set()
+        observer = self._observer
+        if observer is None:
+            return
+        with self._sched:
+            for p in todo:
+                self._watch_again(observer, p)
+
+    def _watch_again(self, observer: Any, p: str) -> None:
+        old = self._watches.pop(p, None)
+        if old is not None:
+            try:
+                observer.unschedule(old)
+            except (KeyError, OSError):
+                pass
+        if os.path.isdir(p):
+            try:
+                self._watches[p] = observer.schedule(
+                    self._handler, p, recursive=False, event_filter=EVENTS)
+                log.info("watching %s again: it was swapped", p)
+            except OSError as exc:
+                log.warning("cannot watch %s again: %s", p, exc)
 
     def _note(self, path: str) -> None:
         if self.relevant is not None and not self.relevant(path):
@@ -154,6 +219,7 @@ class Watcher:
                     return
                 batch = list(self._pending)
                 self._pending.clear()
+            self._rewatch_dirs()
             now = self.clock()
             log.debug("delivering %d changed paths", len(batch))
             for path in batch:
