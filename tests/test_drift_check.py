@@ -21,8 +21,8 @@ def test_check_command_table_and_exit_codes(box: Box, capsys):
     assert rc == 0, out
     lines = out.splitlines()
     assert lines[0].split() == ["ITEM", "VALUE", "SOURCE", "RESULT"]
-    assert any(l.split()[:4] == ["permitrootlogin", "no", f"{box.main}:8", "pass"]
-               for l in lines)
+    assert any(ln.split()[:4] == ["permitrootlogin", "no", f"{box.main}:8", "pass"]
+               for ln in lines)
     dropin = box.ssh / "sshd_config.d" / "50-cloud-init.conf"
     dropin.write_text("PasswordAuthentication yes\n")
     before = {p: p.read_bytes() for p in (box.main, dropin, box.shadow)}
@@ -40,8 +40,8 @@ def test_check_reports_config_sshd_rejects(box: Box, capsys):
     box.main.write_text(box.main.read_text() + "Bogus yes\n")
     rc, out = box.check(capsys)
     assert rc == 1
-    assert any(l.startswith("sshd accepts its config") and "FAIL" in l
-               for l in out.splitlines())
+    assert any(ln.startswith("sshd accepts its config") and "FAIL" in ln
+               for ln in out.splitlines())
 
 
 def test_check_lists_match_blocks_with_sshd_probe(box: Box, capsys):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd import contracts
 from drift_helpers import HASH, Box, actions
+from sshguardd import contracts
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from drift_helpers import HASH, Box, actions, sshd
 from sshguardd import contracts
 from sshguardd.effects import sshd as service
-from drift_helpers import HASH, Box, actions, sshd
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sshguardd.demo.sandbox import wait_for
 from sshguardd.drift import shadow_rules as shadow
 from sshguardd.effects.shadow_file import ShadowFile, ShadowLockError
-from sshguardd.demo.sandbox import wait_for
 
 HASH = "$y$j9T$abcdefghijklmnopqrstu.$ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg"
 ROOT_OPEN = f"root:{HASH}:19700:0:99999:7:::\n"
@@ -92,8 +92,8 @@ def test_writer_waits_for_lckpwdf_holder(etc: Path):
     lock = etc / ".pwd.lock"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT, 0o600);"
-         "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         ("import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_WRONLY|os.O_CREAT, 0o600);"
+          "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"),
          str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
@@ -137,9 +137,9 @@ def test_writer_interoperates_with_shadow_utils_lock(etc: Path):
     try:
         out = subprocess.run(
             [sys.executable, "-c",
-             "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_WRONLY)\n"
-             "try: fcntl.lockf(fd, fcntl.LOCK_EX|fcntl.LOCK_NB); print('free')\n"
-             "except OSError: print('held')", str(etc / ".pwd.lock")],
+             ("import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_WRONLY)\n"
+              "try: fcntl.lockf(fd, fcntl.LOCK_EX|fcntl.LOCK_NB); print('free')\n"
+              "except OSError: print('held')"), str(etc / ".pwd.lock")],
             capture_output=True, text=True, check=True).stdout
         assert out.strip() == "held"
     finally:
@@ -204,7 +204,7 @@ def test_relock_touches_nothing_but_the_first_roots_password(before, after, root
     assert shadow.judge(out).root_locked
     old_lines, new_lines = text.split("\n"), out.split("\n")
     assert len(old_lines) == len(new_lines)
-    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
     assert changed in ([], [len(before)])
     for i in changed:
         a, b = old_lines[i].split(":"), new_lines[i].split(":")

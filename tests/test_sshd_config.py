@@ -251,13 +251,15 @@ def test_repair_always_complies_and_touches_at_most_one_line_per_item(lines):
     out = repaired(files, policy)["/etc/ssh/sshd_config"]
     assert all(f.compliant for f in sj.judge(model_of({"/etc/ssh/sshd_config": out}), policy))
     before, after = text.splitlines(), out.splitlines()
-    changed = sum(1 for a, b in zip(before, after) if a != b) if len(before) == len(after) \
-        else len(after) - len(before)
+    if len(before) == len(after):
+        changed = sum(1 for a, b in zip(before, after, strict=True) if a != b)
+    else:
+        changed = len(after) - len(before)
     bad = [f for f in sj.judge(model_of(files), policy) if not f.compliant]
     assert changed <= len(bad)
     # Nothing but the edited lines differs.
     if len(before) == len(after):
-        for a, b in zip(before, after):
+        for a, b in zip(before, after, strict=True):
             assert a == b or a.split()[0].split("=")[0] == b.split()[0].split("=")[0]
 
 
@@ -290,5 +292,5 @@ def test_multi_valued_keywords_are_not_judged_but_named():
     m = model_of({"/etc/ssh/sshd_config": "AllowUsers bob\nAllowUsers alice\n"})
     assert [f.keyword for f in sj.judge(m, policy)] == ["permitrootlogin"]
     assert sj.policy_problems(policy) == [
-        "allowusers: its lines accumulate in sshd_config, so no single line decides it; "
-        "not enforced"]
+        ("allowusers: its lines accumulate in sshd_config, so no single line decides it; "
+         "not enforced")]

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshguardd.effects import sshd as service
-from sshguardd.effects import sshd_files
 from sshguardd.drift import sshd_edits as se
 from sshguardd.drift import sshd_judge as sj
 from sshguardd.drift import sshd_model as sc
+from sshguardd.effects import sshd as service
+from sshguardd.effects import sshd_files
 
 DATA = Path(__file__).parent / "data"
 USERS = ("alice", "bob")
@@ -46,7 +46,7 @@ def setting(draw) -> str:
 @st.composite
 def block(draw) -> str:
     lines = draw(st.lists(setting(), max_size=3))
-    return f"Match User {draw(st.sampled_from(USERS))}\n" + "".join("  " + l for l in lines)
+    return f"Match User {draw(st.sampled_from(USERS))}\n" + "".join("  " + ln for ln in lines)
 
 
 @st.composite

@@ -32,15 +32,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sshguardd import config, contracts
 from sshguardd.daemon.drift_report import Outcome, Report
 from sshguardd.daemon.shadow_repair import ShadowRepair
 from sshguardd.daemon.sshd_repair import SshdRepair, digest
-from sshguardd.drift import lockout, revert_war, sshd_judge
-from sshguardd.drift import sshd_model
+from sshguardd.drift import lockout, revert_war, sshd_judge, sshd_model
 from sshguardd.drift.sshd_judge import Finding
 from sshguardd.effects import sshd_files, swap
 from sshguardd.effects.shadow_file import ShadowFile

@@ -24,9 +24,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from sshguardd.drift import sshd_edits, sshd_judge
 from sshguardd.drift.sshd_judge import Finding
@@ -147,8 +147,8 @@ class SshdRepair:
             if restarted and written:
                 try:
                     self.runner.restart()  # back onto the files it ran with before
-                except Exception as again:
-                    log.error("sshd restart after restoring failed too: %s", again)
+                except Exception:  # rolling back: report and go on, whatever it was
+                    log.exception("sshd restart after restoring failed too")
             return Result(False, step, detail, argv, written=restored)
 
     def _sshd(self, step: str, fn: Callable[..., object], *args: str) -> None:

@@ -19,8 +19,9 @@ and from shadow otherwise (the pre-shadow form `pwunconv` writes): both are judg
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 LockForm = Literal["!", "*LOCK*", "*"]
 _ISSPACE = " \t\n\v\f\r"

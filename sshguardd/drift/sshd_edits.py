@@ -7,8 +7,8 @@ physical lines split at "\\n" only, as sshd's getline() reads them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from sshguardd.drift.sshd_judge import Finding
 from sshguardd.drift.sshd_model import (

@@ -7,8 +7,8 @@ wherever it is known: the model locates the line to repair, sshd decides what is
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from sshguardd.drift.sshd_model import (
     Location,

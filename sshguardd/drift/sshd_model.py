@@ -30,8 +30,8 @@ ones are in sshguardd.effects.sshd_files).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 SSH_DIR = "/etc/ssh"
 MAX_INCLUDE_DEPTH = 16  # READCONF_MAX_DEPTH in OpenSSH
@@ -251,12 +251,12 @@ def split_line(line: str) -> SplitLine | None:
     first = strdelim(s, 0)
     if first is None:
         return None
-    keyword, kstart, rest = first
+    keyword, _, rest = first
     if keyword == "" and rest is not None:  # "Ignore leading whitespace" ('=' first)
         again = strdelim(s, rest)
         if again is None:
             return None
-        keyword, kstart, rest = again
+        keyword, _, rest = again
     if not keyword or keyword.startswith("#"):
         return None
     if s[:rest if rest is not None else len(s)].find('"') >= 0:

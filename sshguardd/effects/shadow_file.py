@@ -22,8 +22,8 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sshguardd.drift import shadow_rules as rules
 from sshguardd.effects import swap

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Sshd:
 
     def _run(self, argv: Sequence[str], check: bool = True) -> Result:
         try:
-            p = subprocess.run(list(argv), capture_output=True, text=True,
+            p = subprocess.run(list(argv), check=False, capture_output=True, text=True,
                                stdin=subprocess.DEVNULL, timeout=self.timeout,
                                env=self.env, errors="replace")
         except subprocess.TimeoutExpired as exc:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sshguardd.effects import files
 
@@ -58,7 +58,9 @@ def replace_if_unchanged(path: Path | str, expected: bytes, data: bytes, *,
     holds `expected`; raise Conflict otherwise. Owner, mode and SELinux label are kept
     (files.write_temp). before_swap runs between the temp write and the swap: tests put
     an admin's edit there, the worst moment for it."""
-    target = Path(os.path.realpath(path))
+    # Through root-owned directories only (files.resolve_trusted): never a path a user
+    # could redirect between our checks.
+    target = Path(files.resolve_trusted(path))
     if tmp is not None:
         tmp = target.parent / Path(tmp).name  # rename(2) works within one directory
     t = files.write_temp(target, data, tmp=tmp)

@@ -19,8 +19,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
 
 from watchdog.events import (
     FileClosedEvent,
@@ -32,6 +32,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from sshguardd.contracts import FileChanged, WatchSet
 
@@ -84,8 +85,8 @@ class Watcher:
         self._first = 0.0                       # first event of the pending burst
         self._cond = threading.Condition()
         self._stopping = False
-        self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._watches: dict[str, object] = {}
+        self._observer: BaseObserver | None = None
+        self._watches: dict[str, ObservedWatch] = {}
         self._handler = _Handler(self)
         self._thread: threading.Thread | None = None
         self._rewatch: set[str] = set()
@@ -174,7 +175,7 @@ class Watcher:
             for p in todo:
                 self._watch_again(observer, p)
 
-    def _watch_again(self, observer: Any, p: str) -> None:
+    def _watch_again(self, observer: BaseObserver, p: str) -> None:
         old = self._watches.pop(p, None)
         if old is not None:
             try:
