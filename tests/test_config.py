@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,14 @@ import pydantic
 import pytest
 
 from sshguardd import config
+from sshguardd.effects import config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_example_loads_and_equals_defaults():
     # The example documents every key with its default: loading it must give the defaults.
-    cfg = config.load(ROOT / "config.example.toml")
+    cfg = config_file.load(ROOT / "config.example.toml")
     assert cfg == config.Config()
 
 
@@ -39,7 +41,7 @@ def test_example_lists_every_key():
 
 def test_missing_default_file_means_defaults(monkeypatch, tmp_path):
     monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
-    assert config.load() == config.Config()
+    assert config_file.load() == config.Config()
 
 
 @pytest.mark.parametrize("text,key,reason", [
@@ -104,3 +106,25 @@ def test_help_lists_verbs():
     assert r.returncode == 0
     for verb in ("check-config",):
         assert verb in r.stdout
+
+
+def test_config_file_is_read_like_a_root_daemon_reads_files(tmp_path):
+    # A FIFO (or a device) at the config path must not hang the start: read_text() would
+    # wait for a writer forever. Regular files only, and at most 1 MiB.
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(config.ConfigError) as err:
+        config_file.load(fifo)
+    assert err.value.problems[0][0] == "(file)" and "fifo" in err.value.problems[0][1].lower()
+    big = tmp_path / "big.toml"
+    big.write_text("# x\n" * 300_000)
+    with pytest.raises(config.ConfigError, match="larger than"):
+        config_file.load(big)
+    link = tmp_path / "link.toml"
+    link.symlink_to(ROOT / "config.example.toml")  # configuration management's habit
+    assert config_file.load(link) == config.Config()
+    with pytest.raises(config.ConfigError, match="no such file"):
+        config_file.load(tmp_path / "absent.toml")
+    (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
+    with pytest.raises(config.ConfigError, match="not UTF-8"):
+        config_file.load(tmp_path / "latin1.toml")

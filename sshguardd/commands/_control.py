@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Any
 
-from sshguardd import cli, config
+from sshguardd import cli
+from sshguardd.effects import config_file
 from sshguardd.effects import control_socket as control
 
 
@@ -22,7 +23,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 def call(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
     """Send request; returns (exit code, answer). Prints the error itself when the daemon
     is unreachable (exit 69) or refuses (exit 1)."""
-    path = args.socket or config.load(args.config).control.socket
+    path = args.socket or config_file.load(args.config).control.socket
     try:
         answer = control.request(path, request)
     except control.ControlUnavailable as exc:
