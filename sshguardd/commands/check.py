@@ -26,6 +26,7 @@ from sshguardd import cli, config
 from sshguardd.commands import _control
 from sshguardd.drift import lockout
 from sshguardd.drift import shadow_rules as shadow
+from sshguardd.drift import sshd_edits
 from sshguardd.drift import sshd_judge as sshd_config
 from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
 from sshguardd.effects import sshd_files
@@ -155,19 +156,21 @@ class Plan:
 
 
 def plan(cfg: config.Config, runner: Sshd | None = None,
-         shadow_file: shadow.ShadowFile | None = None,
+         shadow_file: ShadowFile | None = None,
          passwd: Path = Path("/etc/passwd")) -> Plan:
-    """The edits and locks an enforcing daemon would make at start-up, judged exactly as
-    the drift guard judges (the model cross-checked with `sshd -T`, the lockout guard)."""
+    """The edits and locks an enforcing daemon would make at start-up, judged as the drift
+    guard judges (the model with `sshd -T`'s answers, the lockout guard, the same planner:
+    sshguardd.drift.sshd_edits)."""
     dc = cfg.drift
     runner = runner or Sshd(dc.sshd)
-    shadow_file = shadow_file or shadow.ShadowFile(dc.shadow)
+    shadow_file = shadow_file or ShadowFile(dc.shadow, passwd=passwd)
     policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
-    notes: list[str] = [p for p in sshd_config.policy_problems(policy)]
+    notes: list[str] = list(sshd_config.policy_problems(policy))
     try:
         shadow_text = shadow_file.read()
+        passwd_text = shadow_file.read_passwd()
     except OSError as exc:
-        shadow_text = ""
+        shadow_text, passwd_text = "", None
         notes.append(f"cannot read {dc.shadow}: {exc}")
     sshd_t: dict[str, str] | None = None
     sshd_error = ""
@@ -178,16 +181,16 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     diff, edits, held = "", [], []
     if dc.enabled:
         try:
-            model, texts = sshd_config.load_with_texts(dc.sshd_config)
-        except (OSError, sshd_config.ConfigSyntaxError) as exc:
+            loaded = sshd_files.load(dc.sshd_config)
+        except (OSError, ConfigSyntaxError) as exc:
             notes.append(f"cannot read {dc.sshd_config}: {exc}")
         else:
+            model, texts = loaded.model, loaded.texts
             todo = []
+            for loc, why in model.unsure:
+                notes.append(f"{loc}: not read as sure as sshd reads it ({why}): the "
+                             "daemon alerts and leaves it to you")
             for f in sshd_config.judge(model, policy, sshd_t):
-                real = (sshd_t or {}).get(f.keyword)
-                if not f.match and real is not None and sshd_config.normalise_value(
-                        f.keyword, real) != sshd_config.normalise_value(f.keyword, f.actual):
-                    f = sshd_config.Finding(f.keyword, f.expected, real, f.source, f.match)
                 if f.compliant:
                     continue
                 file = str(f.source.file) if f.source else str(dc.sshd_config)
@@ -197,15 +200,19 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
                         held.append({"item": f.item, "file": file, "reason": why})
                         continue
                 todo.append(f)
-            planned = sshd_config.plan(model, todo, texts)
-            for path, file_edits in sshd_config.edits_by_file(planned).items():
-                new = sshd_config.apply_edits(texts[path], file_edits)
+            try:
+                planned = sshd_edits.plan(model, todo, texts)
+            except sshd_edits.Unplannable as exc:
+                planned = []
+                notes.append(f"no edit can fix this, the daemon alerts instead: {exc}")
+            for path, file_edits in sshd_edits.edits_by_file(planned).items():
+                new = sshd_edits.apply_edits(texts[path], file_edits)
                 diff += "".join(difflib.unified_diff(
                     texts[path].splitlines(keepends=True), new.splitlines(keepends=True),
                     fromfile=path, tofile=f"{path} (after sshguardd)"))
             edits = [{"file": e.file, "line": e.line, "old": e.old, "new": e.new,
                       "reason": e.reason} for e in planned]
-    st = shadow.judge(shadow_text) if shadow_text else None
+    st = shadow.judge(shadow_text, passwd_text) if shadow_text else None
     if not (dc.enabled and dc.shadow_policy.lock_root):
         root = "not managed"
     elif st is None:
@@ -213,7 +220,7 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     elif not st.root_present:
         root = "no root entry"
     else:
-        root = "locked" if st.root_locked else "lock"
+        root = "locked" if st.root_locked and st.shadow_root_locked else "lock"
     if cfg.firewall.ports:
         ports, ports_from = list(cfg.firewall.ports), "firewall.ports"
     else:
