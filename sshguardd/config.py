@@ -182,6 +182,14 @@ class ControlConfig(_Section):
     socket: Path = Path("/run/sshguardd/control.sock")
 
 
+class AccessConfig(_Section):
+    """Allow-only mode: new SSH connections only from these networks (loopback always).
+    Empty (the default): off. The lockout guard refuses networks that would shut out a
+    current session or a recent admin login."""
+
+    sources: tuple[Network, ...] = ()
+
+
 class UpdatesConfig(_Section):
     """The update watch: is openssh-server current, does the running sshd run it?"""
 
@@ -204,6 +212,7 @@ class Config(_Section):
     drift: DriftConfig = DriftConfig()
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
+    access: AccessConfig = AccessConfig()
     updates: UpdatesConfig = UpdatesConfig()
 
 

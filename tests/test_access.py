@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from sshguardd import config
 from sshguardd.bans import access, nftjson
+from sshguardd.commands.check import host_rows
 from sshguardd.demo.sandbox import Sandbox
 
 PORT = 2022
@@ -175,6 +177,12 @@ def test_ssh_peers_are_read_from_the_kernel(box: Sandbox) -> None:
         assert DST4 not in peers  # the server side of each connection is not a peer
         assert ssh_peers([PORT + 1], proc) == []
         assert access.uncovered(["198.18.7.0/24", "2001:db8:7::/48"], peers) == [OUTSIDE4]
+        # `sshguardd check` says the same before the mode is switched on
+        cfg = config.Config.model_validate({
+            "access": {"sources": ["198.18.7.0/24", "2001:db8:7::/48"]},
+            "updates": {"enabled": False}, "firewall": {"ports": [PORT]}})
+        [row] = host_rows(cfg, proc=proc)
+        assert not row.ok and row.value == OUTSIDE4, row
         a.close()
         b.close()
     finally:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sshguardd import cli, config
 
+from sshguardd.bans import access
 from sshguardd.commands import _control
 from sshguardd.drift import lockout
 from sshguardd.drift import shadow_rules as shadow
@@ -30,6 +31,8 @@ from sshguardd.drift import sshd_edits
 from sshguardd.drift import sshd_judge as sshd_config
 from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
 from sshguardd.effects import sshd_files
+from sshguardd.effects.packages import PackageProbe
+from sshguardd.effects.sessions import ssh_peers
 from sshguardd.effects.shadow_file import ShadowFile
 from sshguardd.effects.sshd import ServiceError, Sshd
 
@@ -116,6 +119,41 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         empty = [a for a in st.empty_password_accounts if a != "root"]
         rows.append(Row("empty passwords", "none", ", ".join(empty) or "none",
                         str(dc.shadow), not empty))
+    return rows
+
+
+def host_rows(cfg: config.Config, probe: PackageProbe | None = None,
+              proc: str = "/proc") -> list[Row]:
+    """The rest of the hardening advice: an up-to-date sshd, and SSH only from trusted
+    sources (when allow-only mode is configured) without cutting a current session."""
+    rows: list[Row] = []
+    up = cfg.updates
+    if up.enabled:
+        probe = probe or PackageProbe(up.package, up.backend,
+                                      dnf_releasever=up.dnf_releasever)
+        s = probe.collect()
+        if s.error is not None:
+            rows.append(Row(f"{up.package} up to date", "no security update pending",
+                            "unknown", s.backend, False, s.error))
+        else:
+            note = (f"update to {s.candidate} available (not a security update)"
+                    if s.pending and not s.security else ", ".join(s.advisories))
+            rows.append(Row(f"{up.package} up to date", "no security update pending",
+                            s.installed or "not installed",
+                            f"{s.backend} (candidate {s.candidate or 'none'})",
+                            not s.security, note))
+            rows.append(Row("sshd runs the installed binary", "yes",
+                            "no" if s.stale else "yes", "/proc", not s.stale,
+                            "; ".join(s.stale_reasons[:3]) + (
+                                " (restart sshd)" if s.stale else "")))
+    sources = cfg.access.sources
+    if sources:
+        ports = cfg.firewall.ports or (22,)
+        cut = access.uncovered(sources, ssh_peers(ports, proc))
+        rows.append(Row("access sources cover current SSH sessions", "all covered",
+                        ", ".join(cut) or "all covered", "/proc/net/tcp", not cut,
+                        "allow-only mode stays off until [access] sources cover these "
+                        "peers (add their networks, or connect from inside)" if cut else ""))
     return rows
 
 
@@ -299,7 +337,7 @@ def run(args) -> int:
         else:
             print_plan(p, cfg, args.config or "/etc/sshguardd/config.toml")
         return cli.EX_FINDING if p.changes else cli.EX_OK
-    rows = audit(cfg)
+    rows = audit(cfg) + host_rows(cfg)
     compliant = all(r.ok for r in rows)
     if args.json:
         print(json.dumps({"compliant": compliant, "mode": cfg.drift.mode,
