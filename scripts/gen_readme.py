@@ -67,21 +67,31 @@ quick = quick.replace("## Quick start", "## See it work first: the demo")
 quick = re.sub(r"On a Debian[^\n]*checkout:\n\n", "", quick)
 rest = "## Install" + demo[1]
 
+# One row per verb (Markdown table rows cannot wrap; the Python lines can).
+VERBS = [
+    ("sshguardd run", "the daemon, in the foreground (the unit runs it)"),
+    ("sshguardd status [--json]", "what the running daemon reads, bans and repairs"),
+    ("sshguardd bans [--json]", "active bans: network, remaining time, strikes, reason"),
+    ("sshguardd ban ADDR [--for DURATION]", "ban an address or network now"),
+    ("sshguardd unban ADDR", "lift a ban (and forget the offender's count)"),
+    ("sshguardd check [--json]",
+     "one-shot audit of the drift policy: exit 0 compliant, 1 drift"),
+    ("sshguardd check --diff [--json]",
+     ("what the daemon would change here: sshd_config edits as a diff, root's lock, "
+      "what the lockout guard holds back, ports")),
+    ("sshguardd scan FILE... [--summary] [--journal-dir DIR]",
+     "offline analysis of logs and journals"),
+    ("sshguardd check-config [--config PATH]",
+     "validate the config; exit 78, `FILE: KEY: REASON`"),
+    ("sshguardd demo [--non-interactive]", "the real daemon at work in a throwaway sandbox"),
+]
+
 cli = """## Command line
 
 | verb | what it does |
 |---|---|
-| `sshguardd run` | the daemon, in the foreground (the unit runs it) |
-| `sshguardd status [--json]` | what the running daemon reads, bans and repairs |
-| `sshguardd bans [--json]` | active bans: network, remaining time, strikes, reason |
-| `sshguardd ban ADDR [--for DURATION]` | ban an address or network now |
-| `sshguardd unban ADDR` | lift a ban (and forget the offender's count) |
-| `sshguardd check [--json]` | one-shot audit of the drift policy: exit 0 compliant, 1 drift |
-| `sshguardd check --diff [--json]` | what the daemon would change here: sshd_config edits as a diff, root's lock, what the lockout guard holds back, ports |
-| `sshguardd scan FILE... [--summary] [--journal-dir DIR]` | offline analysis of logs and journals |
-| `sshguardd check-config [--config PATH]` | validate the config; exit 78, `FILE: KEY: REASON` |
-| `sshguardd demo [--non-interactive]` | the real daemon at work in a throwaway sandbox |
-
+""" + "".join(
+    f"| `{verb}` | {what} |\n" for verb, what in VERBS) + """
 Every verb takes `--config PATH` where it reads the config, and `--json` where it prints
 results. Exit status: 0 success; 1 a finding; 2 usage; 69 the daemon, firewall or another
 needed service unavailable; 70 internal error; 77 the verb needs root (one line says why,
