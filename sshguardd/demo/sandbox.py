@@ -34,7 +34,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import json
-import logging
 import os
 import shutil
 import signal
@@ -49,8 +48,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sshguardd.demo import holder as holder_script
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -226,11 +223,6 @@ class Sandbox:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-    @property
-    def log_text(self) -> str:
-        """The holder's stderr (setup errors, journald's own complaints)."""
-        return self._holder_log()
 
     # -- running things inside ---------------------------------------------------------
 

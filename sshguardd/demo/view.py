@@ -19,6 +19,9 @@ _COLORS = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", 
 
 
 class View:
+    """Where the demo says what happens. `check()` records each check as passed or failed
+    (`passes`, `failures`), which decides the demo's result; the rest only prints."""
+
     def __init__(self, out: TextIO | None = None, *, live: bool | None = None,
                  color: bool | None = None) -> None:
         self.out = out or sys.stdout
