@@ -14,15 +14,16 @@ PACKAGES=(
   systemd systemd-journal-remote systemd-container debootstrap
   fail2ban python3-systemd sshguard prometheus rpm
   rpm2cpio man-db passwd coreutils shellcheck apt-utils dpkg-dev
-  time
+  time redis-server redis-tools
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  # Peers installed only for comparison (fail2ban, sshguard, prometheus) must not start on
-  # the host: a policy-rc.d that says "no" keeps invoke-rc.d from starting any service.
+  # Peers installed only for comparison (fail2ban, sshguard, prometheus) and redis-server
+  # (the fleet tests start their own) must not start on the host: a policy-rc.d that
+  # says "no" keeps invoke-rc.d from starting any service.
   created_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
@@ -32,13 +33,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now fail2ban.service sshguard.service prometheus.service 2>/dev/null || true
+    systemctl disable --now fail2ban.service sshguard.service prometheus.service \
+      redis-server.service 2>/dev/null || true
   fi
 fi
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test,fleet]'
 
 # tests/test_container.py boots Debian in systemd-nspawn from a cached root filesystem; make
 # it here, while the Debian mirror is reachable (once, about 1.5 minutes; reused afterwards).

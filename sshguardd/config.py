@@ -204,6 +204,36 @@ class UpdatesConfig(_Section):
     dnf_releasever: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,32}$")
 
 
+class FleetConfig(_Section):
+    """[fleet]: bans shared with other hosts through Valkey/Redis streams (docs/fleet.md).
+    Off by default; host empty means this machine's hostname; username empty means host."""
+
+    enabled: bool = False
+    url: str = Field("rediss://localhost:6379/0", pattern=r"^(rediss?|unix)://\S+$")
+    host: str = Field("", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$|^$")
+    hashtag: str = Field("fleet", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    username: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,64}$")
+    password_file: Path | None = None  # must be a root-owned file no one else can read
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    cluster: bool = False
+    quorum: int = Field(1, ge=1, le=1000)
+    max_bans_per_publisher: int = Field(600, ge=1, le=10_000_000)
+    rate_window: Duration = 60.0
+    quarantine_time: Duration = 3600.0
+    never_ban: tuple[Network, ...] = ()
+    ipv4_min_prefix: int = Field(24, ge=0, le=32)
+    ipv6_min_prefix: int = Field(48, ge=0, le=128)
+    retention: Duration = 3600.0
+    snapshot_interval: Duration = 30.0
+    status_interval: Duration = 15.0
+    discovery_interval: Duration = 10.0
+    outbox_max: int = Field(100_000, ge=10, le=10_000_000)
+    reconnect_max: Duration = 30.0
+    outage_alert_after: Duration = 30.0
+
+
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     source: SourceConfig = SourceConfig()
@@ -214,6 +244,7 @@ class Config(_Section):
     control: ControlConfig = ControlConfig()
     access: AccessConfig = AccessConfig()
     updates: UpdatesConfig = UpdatesConfig()
+    fleet: FleetConfig = FleetConfig()
 
 
 class ConfigError(Exception):

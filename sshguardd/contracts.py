@@ -160,3 +160,68 @@ def glob_match(pattern: str, path: str) -> bool:
         return False
     return all(fnmatchcase(g, w) and (not g.startswith(".") or w.startswith("."))
                for w, g in zip(want, got))
+
+
+# -- fleet mode: what the fleet stage's threads hand the daemon loop ------------------------
+
+@dataclass(frozen=True, slots=True)
+class FleetEntry:
+    """One ban or unban as it travels in a host's fleet stream.
+
+    op is "ban" or "unban"; until is absolute (seconds since the epoch) and 0 for an
+    unban; kind and count say what decided it ("bad_password", 5) so a receiver can
+    judge and show it; publisher is what the entry claims, which a receiver checks
+    against the stream it came from; seq counts the publisher's entries from 1 without
+    gaps, so a receiver that sees seq jump knows it missed some.
+    """
+
+    op: str
+    network: str
+    until: float
+    kind: str
+    count: float
+    publisher: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRead:
+    """Entries read from one peer's stream, oldest first, as (stream id, entry) pairs.
+
+    peer is the host named by the stream's key (the server's ACL lets only that host
+    write it); entry is None for an entry that did not parse (counted, skipped).
+    """
+
+    peer: str
+    entries: tuple[tuple[str, FleetEntry | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """A peer's active bans as of its entry (entry_id, seq), read to resync after a gap.
+
+    bans holds one "ban" FleetEntry per network; the receiver replaces everything it
+    holds from this peer with them and reads the stream on from entry_id.
+    """
+
+    peer: str
+    entry_id: str
+    seq: int
+    bans: tuple[FleetEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPublished:
+    """The writer put every outbox entry up to and including seq into our stream."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetLink:
+    """The engine became reachable (connected) or not for one part of the stage ("reader"
+    or "writer"); detail says why when not."""
+
+    connected: bool
+    part: str
+    detail: str = ""

@@ -61,6 +61,12 @@ CALLS: dict[str, tuple[tuple[Any, ...], dict[str, str]]] = {
                        "REASON": "DSA-9999-1", "PRIORITY": "4"}),
     "log_suppressed": (("ssh.service", 31999),
                        {"UNIT": "ssh.service", "DROPPED": "31999", "PRIORITY": "3"}),
+    "fleet_quarantine": (("web-7", "412 bans within 1m (limit 400)", 3600),
+                         {"PUBLISHER": "web-7", "QUARANTINE_DURATION": "3600",
+                          "PRIORITY": "3"}),
+    "fleet_outage": (("redis://10.0.0.5:6379", "Connection refused", 45),
+                     {"ENGINE": "redis://10.0.0.5:6379", "OUTAGE_SECONDS": "45",
+                      "PRIORITY": "3"}),
 }
 
 

@@ -16,6 +16,8 @@ that fits it, and fields a router can match on without parsing MESSAGE:
   lockout_guard    9c40f62eef344412b47cf9d3de98422e  3 err       REASON [SETTING FILE]
   startup_problem  13c13104e8b84661851ee6e5321966ae  3 err       WHAT DETAIL
   log_suppressed   c7b0da2d346c433ea282ba803366138f  3 err       UNIT DROPPED
+  fleet_quarantine c965f43112a249519ad0116a9e461609  3 err       PUBLISHER REASON QUARANTINE_DURATION
+  fleet_outage     890de3e6ecb54dc39f3441220b5dabc5  3 err       ENGINE DETAIL OUTAGE_SECONDS
 
 Every entry also carries SYSLOG_IDENTIFIER=sshguardd and SSHGUARDD_ALERT=<type>.
 packaging/systemd/sshguardd.catalog explains each MESSAGE_ID for `journalctl -x`.
@@ -59,6 +61,8 @@ ALERT_TYPES: dict[str, AlertType] = {t.name: t for t in (
     AlertType("startup_problem", "13c13104e8b84661851ee6e5321966ae", 3),
     AlertType("sshd_outdated", "a79a2e70ee2d485397db0b937b106218", 4),
     AlertType("log_suppressed", "c7b0da2d346c433ea282ba803366138f", 3),
+    AlertType("fleet_quarantine", "c965f43112a249519ad0116a9e461609", 3),
+    AlertType("fleet_outage", "890de3e6ecb54dc39f3441220b5dabc5", 3),
 )}
 
 _LOG_LEVEL = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL,
@@ -195,6 +199,18 @@ class Alerts:
         logins in them were not counted (journald's own notice, matched by the follower)."""
         self._emit("log_suppressed", f"journald dropped {dropped} messages from {unit}: "
                    "failed logins in them were not seen", UNIT=unit, DROPPED=dropped)
+
+    def fleet_quarantine(self, publisher: str, reason: str, duration: float) -> None:
+        """A fleet peer's entries are ignored for duration seconds (docs/fleet.md)."""
+        self._emit("fleet_quarantine", f"fleet peer {publisher} quarantined for "
+                   f"{_duration(duration)}: {reason}", PUBLISHER=publisher, REASON=reason,
+                   QUARANTINE_DURATION=int(round(duration)))
+
+    def fleet_outage(self, engine: str, detail: str, seconds: float) -> None:
+        """The fleet engine has been unreachable for seconds; bans stay as they are."""
+        self._emit("fleet_outage", f"fleet engine {engine} unreachable for "
+                   f"{int(seconds)}s: {_one_line(scrub(detail))[:300]}", ENGINE=engine,
+                   DETAIL=detail, OUTAGE_SECONDS=int(seconds))
 
     def _emit(self, kind: str, message: str, **fields: Any) -> None:
         t = ALERT_TYPES[kind]

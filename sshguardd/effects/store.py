@@ -117,6 +117,12 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database, for stages that keep tables of their own in it (the fleet
+        stage's outbox and cursors) and must commit them inside `batch()`."""
+        return self._db
+
     def __enter__(self) -> Store:
         return self
 

@@ -1,0 +1,310 @@
+"""The local veto over bans that other hosts publish. Pure: no clock, no I/O.
+
+A peer in a fleet may be compromised (THREATS.md, adversary 5) and publish anything its
+ACL lets it write into its own stream. So nothing a peer says reaches this host's kernel
+before it passed, in this order:
+
+* well-formed: a parseable network, op "ban" or "unban", a finite expiry, and the
+  publisher it claims is the stream it came from (the server's ACL ties each stream to one
+  host's user, the entry's own field is just text);
+* not quarantined: a publisher that published more than `max_bans_per_publisher` bans
+  within `rate_window` (or a snapshot of more than `max_snapshot_bans`) is ignored for
+  `quarantine_time`, and what it contributed so far is withdrawn;
+* loopback: never (127.0.0.0/8, ::1, ::, and their IPv4-mapped forms);
+* prefix: never wider than ipv4_min_prefix / ipv6_min_prefix (a /8 from a peer is a
+  denial of service, not a ban);
+* allow: never a network that overlaps the local ban.allow list;
+* never_ban: never one that overlaps fleet.never_ban (the VPC's CIDRs, EC2 Instance
+  Connect's published prefixes);
+* admin: never one that overlaps an address that logged in here successfully within
+  ban.protect_logged_in (the same admin protection local bans get).
+
+What passes is a *contribution* of that publisher: network -> until, capped at
+now + ban.max_ban_time. A network is banned by the fleet while at least `quorum` distinct
+publishers hold a live contribution for it, until the quorum-th latest of their expiries
+(so k hosts agree on every second of it). An unban from a publisher removes only that
+publisher's contribution: one host cannot lift what others decided.
+
+Time arrives as `now` (the daemon's wall clock when the entry was read), never from the
+entry: a peer's clock is the peer's word.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sshguardd.config import BanConfig, FleetConfig
+from sshguardd.contracts import FleetEntry
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK: tuple[Net, ...] = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "::1/128", "::/128", "::ffff:127.0.0.0/104", "0.0.0.0/32"))
+
+# Stable veto reasons: metric label values and the words in `fleet status`.
+REASONS = ("malformed", "publisher", "quarantined", "loopback", "prefix", "allow",
+           "never_ban", "admin", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The fleet's ban of network now ends at until (None: the fleet no longer bans it);
+    old is when it ended before (None: the fleet did not ban it)."""
+
+    network: str
+    until: float | None
+    old: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What one entry (or snapshot) did: kernel changes, the veto reason if refused, and
+    whether it put its publisher into quarantine."""
+
+    changes: tuple[Change, ...] = ()
+    veto: str | None = None
+    quarantined: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """A row of the contributions table: None until deletes it."""
+
+    network: str
+    publisher: str
+    until: float | None
+
+
+@dataclass
+class _Publisher:
+    recent: deque[float] = field(default_factory=deque)
+    quarantined_until: float = 0.0
+
+
+def _parse(network: str) -> Net | None:
+    try:
+        return ipaddress.ip_network(network, strict=False)
+    except (ValueError, TypeError):
+        return None
+
+
+def _overlaps(a: Net, b: Net) -> bool:
+    return a.version == b.version and (a.subnet_of(b) or b.subnet_of(a))  # type: ignore[arg-type]
+
+
+class FleetVeto:
+    """Judges peers' entries for this host and keeps the fleet's contributions.
+
+    contributions: the rows kept in the state store, to start where the last run ended.
+    logged_in: network -> time of its latest successful login here (Store.logins).
+    Callers persist `drain()` in the same transaction as the kernel changes returned.
+    """
+
+    def __init__(self, fleet: FleetConfig, ban: BanConfig, *,
+                 contributions: Iterable[tuple[str, str, float]] = (),
+                 logged_in: Mapping[str, float] | None = None) -> None:
+        self.fleet = fleet
+        self.ban = ban
+        self._allow = [n for n in (_parse(a) for a in ban.allow) if n is not None]
+        self._never = [n for n in (_parse(a) for a in fleet.never_ban) if n is not None]
+        self._logins: dict[str, float] = {}
+        self._login_lengths: set[tuple[int, int]] = set()
+        for net, when in (logged_in or {}).items():
+            self.login(net, when)
+        self._contrib: dict[str, dict[str, float]] = {}
+        self._applied: dict[str, float] = {}
+        self._publishers: dict[str, _Publisher] = {}
+        self._writes: list[Contribution] = []
+        for network, publisher, until in contributions:
+            self._contrib.setdefault(network, {})[publisher] = until
+        # What the kernel holds for the fleet after a restart: recomputed, not trusted.
+        for network in list(self._contrib):
+            eff = self._effective(network, -math.inf)
+            if eff is not None:
+                self._applied[network] = eff
+
+    # -- inputs besides entries ----------------------------------------------------------
+    def login(self, network: str, when: float) -> None:
+        """A successful login here from network (admin protection)."""
+        net = _parse(network)
+        if net is None:
+            return
+        key = str(net)
+        self._logins[key] = max(when, self._logins.get(key, when))
+        self._login_lengths.add((net.version, net.prefixlen))
+
+    @property
+    def applied(self) -> Mapping[str, float]:
+        """network -> until of every ban the fleet holds in this host's kernel."""
+        return self._applied
+
+    def quarantined(self, now: float) -> dict[str, float]:
+        """publisher -> end of its quarantine, for those quarantined at now."""
+        return {p: s.quarantined_until for p, s in self._publishers.items()
+                if s.quarantined_until > now}
+
+    def contributions(self, network: str) -> dict[str, float]:
+        return dict(self._contrib.get(network, {}))
+
+    def drain(self) -> list[Contribution]:
+        """The contribution rows changed since the last drain, in order."""
+        out, self._writes = self._writes, []
+        return out
+
+    # -- the static veto -----------------------------------------------------------------
+    def veto(self, net: Net, now: float) -> str | None:
+        """Why this host refuses a fleet ban of net, or None."""
+        if any(_overlaps(net, lo) for lo in LOOPBACK):
+            return "loopback"
+        if net.prefixlen < (self.fleet.ipv4_min_prefix if net.version == 4
+                            else self.fleet.ipv6_min_prefix):
+            return "prefix"
+        if any(_overlaps(net, a) for a in self._allow):
+            return "allow"
+        if any(_overlaps(net, n) for n in self._never):
+            return "never_ban"
+        if self.ban.protect_logged_in > 0 and self._logged_in_overlap(net, now):
+            return "admin"
+        return None
+
+    def _logged_in_overlap(self, net: Net, now: float) -> bool:
+        horizon = now - self.ban.protect_logged_in
+        for version, length in self._login_lengths:
+            if version != net.version:
+                continue
+            if length <= net.prefixlen:
+                when = self._logins.get(str(net.supernet(new_prefix=length)))
+                if when is not None and when >= horizon:
+                    return True
+            else:  # logins narrower than the ban: only for wide bans, so a scan is fine
+                for key, when in self._logins.items():
+                    other = ipaddress.ip_network(key)
+                    if when >= horizon and other.version == net.version \
+                            and other.subnet_of(net):  # type: ignore[arg-type]
+                        return True
+        return False
+
+    # -- entries -------------------------------------------------------------------------
+    def judge(self, peer: str, entry: FleetEntry | None, now: float) -> Judgement:
+        """One entry read from peer's stream at now."""
+        if entry is None or entry.op not in ("ban", "unban"):
+            return Judgement(veto="malformed")
+        net = _parse(entry.network)
+        if net is None or not math.isfinite(entry.until):
+            return Judgement(veto="malformed")
+        if entry.publisher != peer:
+            return Judgement(veto="publisher")
+        pub = self._publishers.setdefault(peer, _Publisher())
+        if pub.quarantined_until > now:
+            return Judgement(veto="quarantined")
+        network = str(net)
+        if entry.op == "unban":
+            return Judgement(changes=self._set(network, peer, None, now))
+        # Counted before the static veto: a host flooding vetoed bans is as suspect.
+        window = pub.recent
+        window.append(now)
+        while window and window[0] <= now - self.fleet.rate_window:
+            window.popleft()
+        if len(window) > self.fleet.max_bans_per_publisher:
+            return Judgement(changes=self._quarantine(peer, now), veto="quarantined",
+                             quarantined=True)
+        reason = self.veto(net, now)
+        if reason is not None:
+            return Judgement(veto=reason)
+        until = min(entry.until, now + self.ban.max_ban_time)
+        if until <= now:
+            return Judgement(veto="expired")
+        return Judgement(changes=self._set(network, peer, until, now))
+
+    def resync(self, peer: str, bans: Iterable[FleetEntry], now: float,
+               max_bans: int = 100_000) -> tuple[Judgement, dict[str, int]]:
+        """Replace everything peer contributed by its snapshot. Returns the judgement and
+        how many snapshot bans were vetoed, by reason."""
+        pub = self._publishers.setdefault(peer, _Publisher())
+        if pub.quarantined_until > now:
+            return Judgement(veto="quarantined"), {}
+        wanted: dict[str, float] = {}
+        vetoed: dict[str, int] = {}
+        items = list(bans)
+        if len(items) > max_bans:
+            return Judgement(changes=self._quarantine(peer, now), veto="quarantined",
+                             quarantined=True), {}
+        for entry in items:
+            net = _parse(entry.network)
+            if entry.op != "ban" or net is None or not math.isfinite(entry.until):
+                reason: str | None = "malformed"
+            elif entry.publisher != peer:
+                reason = "publisher"
+            else:
+                reason = self.veto(net, now)
+            if reason is None:
+                until = min(entry.until, now + self.ban.max_ban_time)
+                if until > now:
+                    wanted[str(net)] = max(until, wanted.get(str(net), until))
+                    continue
+                reason = "expired"
+            vetoed[reason] = vetoed.get(reason, 0) + 1
+        changes: list[Change] = []
+        held = [n for n, pubs in self._contrib.items() if peer in pubs and n not in wanted]
+        for network in held:
+            changes.extend(self._set(network, peer, None, now))
+        for network, until in wanted.items():
+            changes.extend(self._set(network, peer, until, now))
+        return Judgement(changes=tuple(changes)), vetoed
+
+    def expire(self, now: float) -> None:
+        """Forget expired contributions (the kernel expires the bans by itself)."""
+        for network in [n for n, u in self._applied.items() if u <= now]:
+            del self._applied[network]
+        for network, pubs in list(self._contrib.items()):
+            for p in [p for p, u in pubs.items() if u <= now]:
+                del pubs[p]
+                self._writes.append(Contribution(network, p, None))
+            if not pubs:
+                del self._contrib[network]
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _quarantine(self, peer: str, now: float) -> tuple[Change, ...]:
+        pub = self._publishers[peer]
+        pub.quarantined_until = now + self.fleet.quarantine_time
+        pub.recent.clear()
+        changes: list[Change] = []
+        for network in [n for n, pubs in self._contrib.items() if peer in pubs]:
+            changes.extend(self._set(network, peer, None, now))
+        return tuple(changes)
+
+    def _set(self, network: str, peer: str, until: float | None,
+             now: float) -> tuple[Change, ...]:
+        pubs = self._contrib.get(network)
+        if until is None:
+            if pubs is None or peer not in pubs:
+                return ()
+            del pubs[peer]
+            if not pubs:
+                del self._contrib[network]
+        else:
+            pubs = self._contrib.setdefault(network, {})
+            if pubs.get(peer) == until:
+                return ()
+            pubs[peer] = until
+        self._writes.append(Contribution(network, peer, until))
+        eff = self._effective(network, now)
+        old = self._applied.get(network)
+        if eff == old:
+            # Same expiry, other holders: worth a row update (the reason names them).
+            return () if eff is None else (Change(network, eff, old),)
+        if eff is None:
+            del self._applied[network]
+        else:
+            self._applied[network] = eff
+        return (Change(network, eff, old),)
+
+    def _effective(self, network: str, now: float) -> float | None:
+        live = sorted((u for u in self._contrib.get(network, {}).values() if u > now),
+                      reverse=True)
+        k = self.fleet.quorum
+        return live[k - 1] if len(live) >= k else None
