@@ -84,6 +84,7 @@ VERBS = [
     ("sshguardd check-config [--config PATH]",
      "validate the config; exit 78, `FILE: KEY: REASON`"),
     ("sshguardd demo [--non-interactive]", "the real daemon at work in a throwaway sandbox"),
+    ("sshguardd fleet status [--json]", "fleet mode: every host sharing bans, stale ones marked"),
 ]
 
 cli = """## Command line
@@ -139,7 +140,7 @@ parts = [
 [Failure detection](#failure-detection) · [Ban engine](#ban-engine) ·
 [Drift guard](#drift-guard) · [Running and controlling it](#running-and-controlling-it) ·
 [Command line](#command-line) · [Configuration](#configuration) ·
-[Operations](#operations) · [Install](#install) · [Uninstall](#uninstall) ·
+[Operations](#operations) · [Fleet mode](#fleet-mode) · [Install](#install) · [Uninstall](#uninstall) ·
 [Troubleshooting](#troubleshooting) · [How it is built](#how-it-is-built) ·
 [Development](#development)
 """,
@@ -150,6 +151,7 @@ parts = [
     section("running.md", title="Running and controlling it"),
     cli,
     section("operations.md", title="Operations"),
+    section("fleet.md"),
     rest,
     section("architecture.md"),
     dev,

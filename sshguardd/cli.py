@@ -46,6 +46,7 @@ VERB_MODULES = (
     "scan",
     "check_config",
     "demo",
+    "fleet",
 )
 
 

@@ -14,7 +14,7 @@ import redis
 
 from fleet_helpers import RedisServer
 from sshguardd.contracts import FleetEntry
-from sshguardd.effects.fleet_transport import FleetUnavailable, read_secret
+from sshguardd.effects.fleet_transport import FleetUnavailable, acl_rule, read_secret
 
 HOSTS = ("h1", "h2", "h3")
 
@@ -154,3 +154,8 @@ def test_password_file_must_be_private(tmp_path: Path) -> None:
     os.chmod(big, 0o600)
     with pytest.raises(FleetUnavailable, match="larger than 4 KiB"):
         read_secret(big)
+
+
+def test_the_documented_acl_line_is_the_one_tested_here() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
+    assert "ACL SETUSER " + acl_rule("web-1") in doc

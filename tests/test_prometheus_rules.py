@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from sshguardd.effects.fleet_metrics import FleetMetrics
 from sshguardd.effects.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,9 @@ def exported_names() -> set[str]:
     """Every sample name the exposition can contain, including labelled metrics that have
     no series until their first event."""
     names = set()
-    for fam in Metrics().registry.collect():
+    metrics = Metrics()
+    FleetMetrics(metrics.registry)  # registered beside them in fleet mode
+    for fam in metrics.registry.collect():
         names.update(fam.name + suffix for suffix in SUFFIXES[fam.type])
     # Cross-check with a real exposition: the families above are what gets served.
     text = generate_latest(Metrics().registry).decode()

@@ -299,3 +299,26 @@ def acl_rule(host: str, hashtag: str = "fleet", password: str | None = None) -> 
     return (f"{host} on >{password if password is not None else 'PASSWORD'} resetkeys "
             f"%R~{p}* %W~{p}ev:{host} %W~{p}snap:{host} %W~{p}status:{host} "
             f"resetchannels -@all {cmds}")
+
+
+def host_name(configured: str) -> str:
+    """The fleet.host setting, or this machine's short hostname when it is empty."""
+    import socket
+
+    return configured or socket.gethostname().split(".", 1)[0]
+
+
+def from_config(fleet: Any) -> FleetTransport:
+    """The production transport for a config.FleetConfig (password read as read_secret
+    demands). Raises FleetUnavailable when the redis package or the password is missing."""
+    try:
+        import redis  # noqa: F401  (the optional extra)
+    except ImportError as exc:
+        raise FleetUnavailable("fleet mode needs the redis client: pip install "
+                               "'sshguardd[fleet]'") from exc
+    host = host_name(fleet.host)
+    password = read_secret(fleet.password_file) if fleet.password_file else None
+    return FleetTransport(fleet.url, host, hashtag=fleet.hashtag,
+                          username=fleet.username or host, password=password,
+                          tls_ca_file=fleet.tls_ca_file, tls_cert_file=fleet.tls_cert_file,
+                          tls_key_file=fleet.tls_key_file, cluster=fleet.cluster)
