@@ -17,6 +17,7 @@ import pytest
 
 from sshguardd.effects import control_socket as control
 from sshguardd.effects.control_socket import ControlServer, ControlUnavailable
+from sshguardd.demo.sandbox import wait_for
 
 
 @pytest.fixture
@@ -169,3 +170,101 @@ def test_stop_leaves_no_thread(sockdir: Path) -> None:
     srv.start()
     srv.stop()
     assert set(threading.enumerate()) == before
+
+
+def thread_cpu_ticks(stat_fd: int) -> int:
+    """utime + stime of a thread, from its /proc/self/task/TID/stat opened beforehand
+    (re-read with pread: no new descriptor needed)."""
+    fields = os.pread(stat_fd, 4096, 0).decode().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_dribbling_client_gets_one_deadline_and_others_are_served_meanwhile(
+        server: ControlServer) -> None:
+    # Issue 10: one slow client held the old one-at-a-time server for as long as it kept
+    # sending a byte within each fresh 3 s recv() timeout.
+    stop = threading.Event()
+    answers: list[bytes] = []
+
+    def dribble() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(server.path))
+            s.settimeout(0.05)
+            for byte in b'{"cmd": "status", "pad": "' + b"x" * 400:
+                if stop.is_set():
+                    break
+                try:
+                    s.send(bytes([byte]))
+                    answers.append(s.recv(4096))
+                    return
+                except TimeoutError:
+                    continue  # 0.05 s between bytes, each well inside any per-recv timeout
+                except OSError:
+                    return
+
+    t = threading.Thread(target=dribble)
+    t.start()
+    try:
+        wait_for(lambda: server.connections == 1, 5, what="the dribbler to connect")
+        # served at once, while the dribbler still holds its connection
+        assert control.request(server.path, {"cmd": "next"}, timeout=0.4)["ok"] is True
+        wait_for(lambda: answers, 5, what="the dribbler's answer")
+        assert json.loads(answers[0]) == {"ok": False, "error": "request timed out"}
+    finally:
+        stop.set()
+        t.join(10)
+    assert server.timed_out == 1
+
+
+@pytest.mark.parametrize("number", [b"Infinity", b"-Infinity", b"NaN", b"1e999", b"-1e400"])
+def test_non_finite_numbers_are_refused(sockdir: Path, number: bytes) -> None:
+    # Issue 11: {"duration": Infinity} left a network "banned until inf" in memory.
+    seen: list[dict[str, Any]] = []
+    srv = ControlServer(sockdir / "c.sock", lambda r: seen.append(r) or {"ok": True})
+    srv.start()
+    try:
+        answer = raw(srv.path, b'{"cmd": "ban", "address": "192.0.2.1", "duration": '
+                     + number + b"}\n")
+        assert answer["ok"] is False and "malformed request" in answer["error"]
+        assert seen == []
+        assert raw(srv.path, b'{"cmd": "ban", "duration": 600.5}\n')["ok"] is True
+    finally:
+        srv.stop()
+
+
+def test_accept_out_of_descriptors_pauses_instead_of_spinning(server: ControlServer) -> None:
+    # Issue 10: the control thread spun at 50-100 % CPU on accept() EMFILE.
+    import resource
+
+    clients = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3)]
+    tid = server._thread.native_id  # type: ignore[union-attr]
+    stat_fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2,
+                                                    hard))
+        try:
+            while True:
+                filler.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        for c in clients:
+            c.connect(str(server.path))  # needs no new descriptor here; accept() does
+        wait_for(lambda: server.problem, 5, what="the exhaustion to be reported")
+        ticks, errors = thread_cpu_ticks(stat_fd), server.accept_errors
+        wait_for(lambda: server.accept_errors >= errors + 2, 5, what="two more tries")
+        # two paused retries (>= 1 s apart) cost almost no CPU; a spin costs 100 %
+        assert thread_cpu_ticks(stat_fd) - ticks < 20
+        assert "out of file descriptors" in (server.problem or "")
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        os.close(stat_fd)
+    for c in clients:
+        c.sendall(b'{"cmd": "back"}\n')
+        c.settimeout(5)
+        assert json.loads(c.recv(4096))["ok"] is True
+        c.close()
+    assert server.problem is None

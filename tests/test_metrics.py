@@ -193,3 +193,79 @@ def test_ipv6_listener() -> None:
                                      ("::1", "ipv6"), ("2001:db8::/64", "ipv6")])
 def test_family_of(net: str, fam: str) -> None:
     assert family_of(net) == fam
+
+
+# A local user's idle sockets (issue 10): 1,100 connections that never send a byte.
+IDLER = r"""
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for _ in range(n):
+    s = socket.socket()
+    s.connect((host, port))
+    held.append(s)
+print(len(held), flush=True)
+sys.stdin.read()
+"""
+
+
+def idle_connections(port: int, n: int = 1100) -> subprocess.Popen[str]:
+    """Another process holding n idle connections to 127.0.0.1:port (once it printed n)."""
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-I", "-c", IDLER, "127.0.0.1", str(port), str(n)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == str(n)
+    return p
+
+
+def own_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_1100_idle_connections_cost_no_threads_and_bounded_descriptors(
+        metrics: Metrics, server: MetricsServer) -> None:
+    # The old prometheus_client server ran a thread per connection with no timeout: 1,100
+    # idle sockets took 1,100 threads and every one of the daemon's 1,024 descriptors.
+    import threading
+
+    from sshguardd.demo.sandbox import wait_for
+
+    fds, threads = own_fds(), threading.active_count()
+    idler = idle_connections(server.port)
+    try:
+        assert server.connections <= server.max_connections
+        # + the two pipes to the idler, the server thread's epoll descriptor (it may not
+        # exist yet at the first count) and listdir's own descriptor
+        assert own_fds() <= fds + server.max_connections + 4
+        assert threading.active_count() == threads
+        wait_for(lambda: server.evicted >= 1100 - server.max_connections, 10,
+                 what="the backlog to be accepted")
+        assert "sshguardd_bans_total" in scrape(server)  # a scrape still gets through
+        assert server.problem is None
+    finally:
+        assert idler.stdin is not None and idler.stdout is not None
+        idler.stdin.close()
+        idler.wait(10)
+        idler.stdout.close()
+
+
+def test_a_silent_connection_is_closed_at_its_deadline(metrics: Metrics) -> None:
+    import socket
+
+    from sshguardd.demo.sandbox import wait_for
+
+    srv = metrics.serve("127.0.0.1", 0, request_timeout=0.3)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the blank line
+            s.settimeout(5)
+            assert s.recv(100) == b""  # closed by the server
+        wait_for(lambda: srv.connections == 0, 5, what="the connection to be gone")
+        assert srv.timed_out == 1
+    finally:
+        srv.stop()

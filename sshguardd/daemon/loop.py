@@ -550,7 +550,10 @@ class Daemon:
         follower_ok = bool(getattr(self.follower, "alive", True))
         control_ok = self.control is None or getattr(self.control, "_thread", None) is None \
             or self.control._thread.is_alive()
-        return follower_ok and control_ok
+        # The servers' own verdict: thread dead, or accept() out of descriptors.
+        servers_ok = not any(getattr(s, "problem", None)
+                             for s in (self.control, self.metrics_server) if s is not None)
+        return follower_ok and control_ok and servers_ok
 
     def _status(self) -> str:
         # Counting active bans is a query: do it at most every 10 s (or after a change),

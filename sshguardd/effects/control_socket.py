@@ -8,9 +8,10 @@ shutting down its write side), and reads one JSON object back, newline-terminate
     {"cmd": "ban", "address": "ADDR", "duration": 600} -> {"ok": true, "ban": {...}}
     {"cmd": "unban", "address": "ADDR"}                -> {"ok": true, "removed": [...]}
 
-Errors are {"ok": false, "error": "..."}. Requests are capped at MAX_REQUEST bytes and
-must arrive within a few seconds; anything else is answered with an error and dropped, and
-never reaches the daemon's state. Peers are checked with SO_PEERCRED (root only by default)
+Errors are {"ok": false, "error": "..."}. Requests are capped at MAX_REQUEST bytes, must
+arrive whole within CLIENT_TIMEOUT seconds of connecting (one deadline, not one per
+recv()), and may not hold non-finite numbers; anything else is answered with an error and
+dropped, and never reaches the daemon's state. Clients are served concurrently. Peers are checked with SO_PEERCRED (root only by default)
 on top of the socket file's 0600 mode, so a mistake in directory permissions alone does
 not open it.
 """
@@ -19,13 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from sshguardd.effects.selector_server import Conn, SelectorServer
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +44,29 @@ class ControlUnavailable(Exception):
     """The daemon is not reachable on its control socket."""
 
 
-class ControlServer:
-    """Accepts connections on `path` on a thread of its own and answers each request with
-    `handler(request) -> response` (called on that thread; the daemon's handler hands the
-    request to its main loop and waits for the reply)."""
+class ControlServer(SelectorServer):
+    """Accepts connections on `path` and answers each request with
+    `handler(request) -> response`, called on one of `workers` threads (the daemon's
+    handler hands the request to its main loop and waits for the reply).
+
+    Reading happens on the selector loop (selector_server.py), so a slow or silent client
+    holds one connection slot, never the server: `client_timeout` is the deadline for the
+    whole request, up to `max_connections` clients are served at once."""
+
+    name = "control"
 
     def __init__(self, path: Path | str, handler: Handler, *,
                  allowed_uids: Iterable[int] = (0,), max_request: int = MAX_REQUEST,
-                 client_timeout: float = CLIENT_TIMEOUT) -> None:
+                 client_timeout: float = CLIENT_TIMEOUT, max_connections: int = 16,
+                 workers: int = 4, answer_timeout: float = 60.0) -> None:
+        super().__init__(max_connections=max_connections, request_timeout=client_timeout,
+                         max_request=max_request, answer_timeout=answer_timeout)
         self.path = Path(path)
         self.handler = handler
         self.allowed_uids = frozenset(allowed_uids)
-        self.max_request = max_request
         self.client_timeout = client_timeout
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_r, self._stop_w = -1, -1
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
         self.rejected = 0
 
     def start(self) -> None:
@@ -72,94 +83,97 @@ class ControlServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
         sock.listen(16)
-        self._sock = sock
-        self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
-        self._thread.start()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="control")
+        self._start(sock)
 
-    def _serve(self) -> None:
-        import select
-
-        assert self._sock is not None
-        while True:
-            ready, _, _ = select.select([self._sock, self._stop_r], [], [])
-            if self._stop_r in ready:
-                return
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            with conn:
-                try:
-                    self._one(conn)
-                except OSError as exc:  # the client went away: its problem, not ours
-                    log.debug("control client: %s", exc)
-                except Exception:
-                    log.exception("control request failed")
-
-    def _one(self, conn: socket.socket) -> None:
-        conn.settimeout(self.client_timeout)
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    def _accepted(self, conn: Conn) -> bytes | None:
+        creds = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                     struct.calcsize("3i"))
         pid, uid, _gid = struct.unpack("3i", creds)
+        conn.peer = (pid, uid)
         if uid not in self.allowed_uids:
             self.rejected += 1
             log.warning("control: refused peer pid %d uid %d", pid, uid)
-            _send(conn, {"ok": False, "error": "permission denied"})
-            return
+            return _encode({"ok": False, "error": "permission denied"})
+        return None
+
+    def _complete(self, buf: bytes, eof: bool) -> bool:
+        return b"\n" in buf or eof
+
+    def _too_large(self) -> bytes:
+        self.rejected += 1
+        return _encode({"ok": False, "error": f"request larger than {self.max_request} bytes"})
+
+    def _timeout_answer(self) -> bytes:
+        self.rejected += 1
+        return _encode({"ok": False, "error": "request timed out"})
+
+    def _answer(self, conn: Conn, request: bytes) -> bytes | None:
         try:
-            request = self._read(conn)
+            parsed = parse_request(request.split(b"\n", 1)[0], self.max_request)
         except ValueError as exc:
             self.rejected += 1
-            _send(conn, {"ok": False, "error": str(exc)})
-            return
+            return _encode({"ok": False, "error": str(exc)})
+        assert self._pool is not None
+        self._pool.submit(self._handle, conn, parsed)
+        return None
+
+    def _handle(self, conn: Conn, request: dict[str, Any]) -> None:
         try:
             response = self.handler(request)
         except Exception as exc:  # a bug in a handler must not kill the server
             log.exception("control handler failed on %r", request.get("cmd"))
             response = {"ok": False, "error": f"internal error: {exc}"}
-        _send(conn, response)
-
-    def _read(self, conn: socket.socket) -> dict[str, Any]:
-        buf = bytearray()
-        while b"\n" not in buf:
-            try:
-                chunk = conn.recv(4096)
-            except TimeoutError:
-                raise ValueError("request timed out") from None
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > self.max_request:
-                raise ValueError(f"request larger than {self.max_request} bytes")
-        line = bytes(buf).split(b"\n", 1)[0]
-        if len(line) > self.max_request:
-            raise ValueError(f"request larger than {self.max_request} bytes")
         try:
-            request = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"malformed request: {exc}") from None
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            raise ValueError('malformed request: expected {"cmd": "..."}')
-        return request
+            data = _encode(response)
+        except (TypeError, ValueError) as exc:
+            log.error("control answer to %r not encodable: %s", request.get("cmd"), exc)
+            data = _encode({"ok": False, "error": "internal error: bad answer"})
+        self.reply(conn, data)
 
     def stop(self) -> None:
-        if self._thread is not None:
-            os.write(self._stop_w, b"x")
-            self._thread.join(10)
-            self._thread = None
-            os.close(self._stop_r)
-            os.close(self._stop_w)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        was_listening = self._sock is not None
+        self._stop_thread()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if was_listening:
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
 
 
-def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"malformed request: {name} is not a number sshguardd accepts")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf
+        raise ValueError(f"malformed request: {text} is out of range")
+    return value
+
+
+def parse_request(line: bytes, max_request: int = MAX_REQUEST) -> dict[str, Any]:
+    """One request line -> its JSON object. Raises ValueError (its text is the answer)
+    for oversized, non-UTF-8, non-JSON, non-object, or non-finite numbers (Infinity,
+    NaN, 1e999: issue 11, a ban "until inf")."""
+    if len(line) > max_request:
+        raise ValueError(f"request larger than {max_request} bytes")
+    try:
+        request = json.loads(line.decode("utf-8"), parse_constant=_reject_constant,
+                             parse_float=_finite_float)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed request: {exc}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        raise ValueError('malformed request: expected {"cmd": "..."}')
+    return request
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    # allow_nan=False: an answer never carries a value the client would choke on.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
 def _answers(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 `Metrics(registry)` owns every metric object (client_python style: the registry arrives
 through the constructor; by default a private one carrying the process, platform and GC
-collectors, so two instances never collide). `serve(address, port)` exposes it over HTTP.
+collectors, so two instances never collide). `serve(address, port)` exposes it over HTTP
+(MetricsServer: one thread, bounded connections and deadlines, never a thread per socket).
 
 Metric names (prefix ``sshguardd_``; labels in braces, all with bounded value sets; an
 address or network is never a label, a brute-force run would explode the series count):
@@ -49,9 +50,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import platform
-import threading
+import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -62,8 +62,10 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
+from prometheus_client.exposition import choose_encoder
+
+from sshguardd.effects.selector_server import Conn, SelectorServer
 
 from sshguardd import __version__
 from sshguardd.contracts import Kind
@@ -238,33 +240,87 @@ class Metrics:
             self.offender_evictions.inc(delta)
         self._evictions_seen = evictions
 
-    def serve(self, address: str = "127.0.0.1", port: int = 9822) -> "MetricsServer":
-        """Serve /metrics on address:port in a daemon thread (port 0: any free port)."""
-        httpd, thread = start_http_server(port, addr=address, registry=self.registry)
-        server = MetricsServer(httpd, thread)
+    def serve(self, address: str = "127.0.0.1", port: int = 9822, *,
+              max_connections: int = 32, request_timeout: float = 5.0) -> MetricsServer:
+        """Serve /metrics on address:port on a thread of its own (port 0: any free port)."""
+        server = MetricsServer(self.registry, address, port,
+                               max_connections=max_connections,
+                               request_timeout=request_timeout)
+        server.start()
         log.info("metrics on http://%s:%d/metrics", server.address, server.port)
         return server
 
 
-@dataclass
-class MetricsServer:
-    """A running metrics endpoint. stop() closes the socket and joins its thread."""
+class MetricsServer(SelectorServer):
+    """HTTP/1.0 GET of the registry (text or OpenMetrics, as the Accept header asks), one
+    request per connection, on the bounded selector loop (selector_server.py).
 
-    httpd: object
-    thread: threading.Thread
+    max_connections bounds descriptors (32: a Prometheus pair and a few curls need far
+    fewer); request_timeout bounds a whole request and, separately, the answer's write."""
 
-    @property
-    def address(self) -> str:
-        return self.httpd.server_address[0]  # type: ignore[attr-defined]
+    name = "metrics"
+    MAX_REQUEST = 8192  # a scrape's request line and headers are ~300 bytes
 
-    @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]  # type: ignore[attr-defined]
+    def __init__(self, registry: CollectorRegistry, address: str = "127.0.0.1",
+                 port: int = 9822, *, max_connections: int = 32,
+                 request_timeout: float = 5.0) -> None:
+        super().__init__(max_connections=max_connections, request_timeout=request_timeout,
+                         max_request=self.MAX_REQUEST)
+        self.registry = registry
+        self._bind = (address, port)
+        self.address, self.port = address, port
+        self.scrapes = 0
+
+    def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self._bind)
+            sock.listen(256)  # a burst of connects waits here instead of SYN retries
+        except BaseException:
+            sock.close()
+            raise
+        self.address, self.port = sock.getsockname()[:2]
+        self._start(sock)
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.httpd.shutdown()  # type: ignore[attr-defined]
-        self.httpd.server_close()  # type: ignore[attr-defined]
-        self.thread.join(timeout)
+        self._stop_thread(timeout)
+
+    def _complete(self, buf: bytes, eof: bool) -> bool:
+        return b"\r\n\r\n" in buf or b"\n\n" in buf or eof
+
+    def _too_large(self) -> bytes:
+        return _http(431, "text/plain", b"request too large\n")
+
+    def _answer(self, conn: Conn, request: bytes) -> bytes:
+        head = request.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+        lines = head.decode("latin-1").splitlines()
+        parts = lines[0].split() if lines else []
+        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            return _http(405, "text/plain", b"only GET\n")
+        accept = ""
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "accept":
+                accept = value.strip()
+        if parts[1].split("?", 1)[0] == "/favicon.ico":
+            return _http(404, "text/plain", b"not found\n")
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(self.registry)
+        self.scrapes += 1
+        return _http(200, content_type, b"" if parts[0] == "HEAD" else body, len(body))
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large"}
+
+
+def _http(status: int, content_type: str, body: bytes, length: int | None = None) -> bytes:
+    head = (f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode("latin-1") + body
 
 
 def counts_by_family(networks: Iterable[str]) -> Mapping[str, int]:
