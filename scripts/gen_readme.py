@@ -140,7 +140,8 @@ parts = [
 [Failure detection](#failure-detection) · [Ban engine](#ban-engine) ·
 [Drift guard](#drift-guard) · [Running and controlling it](#running-and-controlling-it) ·
 [Command line](#command-line) · [Configuration](#configuration) ·
-[Operations](#operations) · [Fleet mode](#fleet-mode) · [Install](#install) · [Uninstall](#uninstall) ·
+[Operations](#operations) · [Fleet mode](#fleet-mode) · [Install](#install) ·
+[Uninstall](#uninstall) ·
 [Troubleshooting](#troubleshooting) · [How it is built](#how-it-is-built) ·
 [Development](#development)
 """,

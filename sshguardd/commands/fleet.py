@@ -26,7 +26,12 @@ def register(sub: cli.Subparsers) -> None:
     cli.add_config_arg(s)
     cli.add_json_arg(s)
     s.set_defaults(func=run_status, verb="fleet status")
-    p.set_defaults(func=lambda args: (p.print_help(), cli.EX_USAGE)[1])
+    p.set_defaults(func=lambda args: _usage(p))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return cli.EX_USAGE
 
 
 def run_status(args: argparse.Namespace) -> int:
