@@ -172,17 +172,62 @@ LINES = [
     "garbage",
 ]
 
+# Near misses of the ISO 8601 prefix (rsyslog's RSYSLOG_FileFormat) and its skip pattern.
+ISO_LINES = [
+    "2025-13-01T00:00:00.1+00:00 h sshd[5]: Invalid user a from {a} port 1",
+    "0000-06-10T08:00:00Z h sshd[5]: Invalid user a from {a} port 1",
+    "2025-00-10T08:00:00 h sshd[5]: Invalid user a from {a} port 1",
+    "2025-02-30T08:00:00Z h sshd[8]: Invalid user g from {a} port 1",
+    "2025-06-10T08:00:00 h sshd[5]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00+0100 h sshd[6]: Failed password for root from {a} port 2 ssh2",
+    "2025-06-10T08:00:00-07:00 h sshd[6]: Failed password for root from {a} port 2 ssh2",
+    "2025-06-10T08:00:00.5Z h sshd[7]: Connection closed by {a} port 3 [preauth]",
+    "2025-06-10T08:00:00.999999999999+05:30 h sshd-session[8]: Failed password for x from {a} "
+    "port 1 ssh2",
+    "2025-06-10T08:00:00+01 h sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10 08:00:00.5Z h sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00.5Z h\tx sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00.5Z h\u00a0x sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00.5Z  h sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00.5Z h  sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00.5Z h auth.info sshd[7]: Invalid user b from {a} port 1",
+    "2025-06-10T08:00:00.5Z h sshd: Invalid user c from {a}",
+    "2025-06-10T08:00:00.5Z h:1 sshd[7]: Invalid user a from {a} port 1",
+    "2025-06-10T08:00:00.5Z sshd[9]: Invalid user e from {a} port 1",
+    "2025-06-10T08:00:00.5Z sshd: Invalid user e from {a} port 1",
+    "2025-06-10T08:00:00.5Z h postfix/smtpd[9]: connect from unknown[{a}]",
+    "2025-06-10T08:00:00.5Z h sshd.x[9]: Invalid user d from {a} port 1",
+    "2025-06-10T08:00:00.5Z h sshdx: Invalid user d from {a} port 1",
+    "2025-06-10T08:00:00.5Z h sshd-session: Invalid user d from {a} port 1",
+    "2025-06-10T08:00:00.5Z h CRON[1]: Invalid user f from {a} port 1",
+    "2025-06-10T08:00:00.5Z h kernel: [ 1.0] Failed password for root from {a} port 1 ssh2",
+    "2025-06-10T08:00:00.5Z h [sshd] Invalid user q from {a} port 1",
+    "2025-06-10T08:00:00.5Z h x y: Invalid user q from {a} port 1",
+    "2025-06-10T08:00:00.5Z h sshd[7]: error: kex_exchange_identification: Connection closed "
+    "by remote host",
+    "2025-06-10T08:00:00.5Z h sshd[7]: pam_unix(sshd:auth): authentication failure; rhost={a}",
+    "2025-06-10T08:00:00.5Z h sshd[7]:Invalid user q from {a} port 1",
+    "2025-06-10T08:00:00.5Z",
+]
 
-def _log(tmp_path: Path, lines: int, seed: int) -> Path:
-    """A prefix of the benchmark log (gen_authlog with its default attackers and seed),
-    with MESSAGES and LINES mixed in."""
+
+def _log(tmp_path: Path, lines: int, seed: int, generator: str = "gen_authlog",
+         stamp: str = "classic") -> Path:
+    """A prefix of a benchmark log (gen_authlog with its default attackers and seed, or
+    gen_authlog2 with its ISO or classic stamps), with MESSAGES and LINES mixed in."""
     sys.path.insert(0, str(BENCH))
     try:
         import gen_authlog
+        import gen_authlog2
     finally:
         sys.path.pop(0)
     base = tmp_path / "bench.log"
-    gen_authlog.generate(str(base), lines=lines, attackers=40_000, seed=1)
+    if generator == "gen_authlog":
+        gen_authlog.generate(str(base), lines=lines, attackers=40_000, seed=1)
+    else:
+        gen_authlog2.generate(str(base), lines, seed=seed, stamp=stamp, attackers=5000,
+                              users=5000)
+    extra = LINES + ISO_LINES
     rng = random.Random(seed)
     out = []
     address = "192.0.2.200"
@@ -198,7 +243,7 @@ def _log(tmp_path: Path, lines: int, seed: int) -> Path:
             head = line[: line.index("]: ") + 3]
             out.append(head + rng.choice(MESSAGES).format(a=address))
         elif roll < 0.09:
-            out.append(rng.choice(LINES).format(a=address))
+            out.append(rng.choice(extra).format(a=address))
     path = tmp_path / "mixed.log"
     path.write_bytes(("\n".join(out) + "\n").encode("utf-8", "surrogatepass"))
     return path
@@ -257,6 +302,20 @@ def test_chunk_scanner_equals_general_paths(tmp_path: Path, seed: int) -> None:
     seen = {names.get(m.lastindex) for m in CHUNK.finditer(text)}
     assert seen >= {"fp", "cl", "iu", "ac", "rd", "en", "kx", "mx", "dc", "un", "bn", "msg",
                     "other"}
+
+
+@pytest.mark.parametrize("stamp", ["iso", "classic"])
+def test_chunk_scanner_equals_reference_on_the_second_generator(tmp_path: Path,
+                                                                stamp: str) -> None:
+    """The independent generator's log (interleaved connections, long-tail users, IPv6,
+    other programs' lines; ISO 8601 or classic stamps), with every near miss mixed in."""
+    path = _log(tmp_path, 30_000, 4, "gen_authlog2", stamp)
+    assert len(_equal_on(path)) > 8_000
+    with open(path, "rb") as f:
+        text = "".join(chunks(f))
+    names = {v: k for k, v in CHUNK.groupindex.items()}
+    seen = {names.get(m.lastindex) for m in CHUNK.finditer(text)}
+    assert seen >= {"fp", "cl", "iu", "rd", "en", "kx", "mx", "dc", "un", "bn", "msg", "other"}
 
 
 def test_printed_output_is_the_same(tmp_path: Path) -> None:

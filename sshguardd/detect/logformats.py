@@ -30,6 +30,7 @@ __all__ = [
     "SSHD_PROGRAMS",
     "classic_minute",
     "is_sshd_entry",
+    "iso_seconds",
     "parse_syslog_line",
     "read_export",
     "record_from_journal",
@@ -69,6 +70,31 @@ def _iso_time(m: re.Match[str], local: bool = True) -> float:
         digits = tz[1:].replace(":", "")
         offset = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return calendar.timegm((year, mon, day, hh, mm, ss, 0, 0, 0)) - offset + frac
+
+
+_iso_cache: dict[str, float | None] = {}
+
+
+def iso_seconds(stamp: str) -> float | None:
+    """Epoch of "YYYY-MM-DDTHH:MM:SS[Z|+hh:mm]" (no fraction) exactly as parse_syslog_line
+    computes an ISO 8601 timestamp (local time without a zone), or None where it rejects
+    the line for its timestamp. Memoised (bounded): scan's chunk scanner calls it per line
+    and adds the fraction itself."""
+    try:
+        return _iso_cache[stamp]
+    except KeyError:
+        pass
+    m = _ISO.match(stamp + " ")
+    result = None
+    if m is not None and m.end() == len(stamp) + 1:
+        try:
+            result = _iso_time(m)
+        except (OverflowError, ValueError):
+            result = None
+    if len(_iso_cache) >= 4096:
+        _iso_cache.clear()
+    _iso_cache[stamp] = result
+    return result
 
 
 def _local(year: int, mon: int, day: int, hh: int, mm: int, ss: int) -> float:

@@ -23,7 +23,12 @@ from sshguardd.detect import (
     parse_host,
     split_prefixes,
 )
-from sshguardd.detect.logformats import SSHD_PROGRAMS, classic_minute, parse_syslog_line
+from sshguardd.detect.logformats import (
+    SSHD_PROGRAMS,
+    classic_minute,
+    iso_seconds,
+    parse_syslog_line,
+)
 from sshguardd.scan.textio import Years
 
 __all__ = ["CHUNK", "Emit", "scan_text"]
@@ -51,6 +56,10 @@ _A = r"[^ \n]{1,256}"  # an address token (validated by parse_host)
 _P = r"[0-9]{1,5}"
 _SSHD = r"(?:sshd|sshd-session|sshd-auth)"
 _STAMP = r"[A-Z][a-z][a-z] [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+# rsyslog's RSYSLOG_FileFormat (Debian 12+): "2025-06-10T08:00:00.123456+00:00". Narrower
+# than logformats._ISO (only "T", ASCII digits, one space after it), which reads the rest.
+_ISO_STAMP = (r"[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+              r"(?:\.[0-9]+)?(?:Z|[+-][0-9][0-9]:?[0-9][0-9])?")
 # The reference path looks at a classic sshd message only when it starts with a prefix
 # strip_prefixes removes (first letters e f k [ P) or when its first word is a family's or
 # the correlator's, so a message whose first letter is none of these is skipped (PAM's
@@ -63,7 +72,14 @@ _SKIP_MSG = r"(?:pam_|(?!" + _LOOKED_AT + r"))[^\n]*\n"
 # any "[") not sshd's, exactly the reference path's test (line[9], [12], [15], etc.), with
 # its newline.
 _OTHER_SKIP = (r"(?=[^\n]{21})[^\n]{9}:[^\n]{2}:[^\n]{2} [^ \[\n]+ (?!" + _SSHD
-               + r"(?:\[|: ))[^ /\n]*: [^\n]*\n")
+               + r"(?:\[|: ))[^ /\n]*: [^\n]*\n"
+               # Another program's ISO line: "STAMP HOST TAG[...": HOST without white space,
+               # brackets or colons and TAG without white space up to its "[" or ":" (so no
+               # facility field), TAG's program not sshd's. parse_syslog_line returns None
+               # for such a line: _TAG_HOST takes HOST and TAG's program, _TAG_BARE fails
+               # on HOST.
+               r"|" + _ISO_STAMP + r" [^\s\[\]:]+ (?!" + _SSHD
+               + r"[\[:])[^\s\[:]*[\[:][^\n]*\n")
 _HOT = (
     # _auth_log: rest has no spaces but sshd's, so its last " from " is before the address;
     # the user after an optional "invalid user "/"illegal user ".
@@ -116,7 +132,10 @@ CHUNK = re.compile(
     # syslog line is not parsed again) and that the loop did stop at a message, not at
     # the start of a line it could not skip (that one is then taken as OTHER).
     r"\n(?:" + _OTHER_SKIP + r")*+"
-    r"(?:(?:(?<=\n)(" + _STAMP + r") ([^ \[\]:\n]+) " + _SSHD + r"\[([0-9]{1,10})\]: "
+    # An ISO stamp's host must have no white space at all (_TAG_HOST's [^\s\[\]]), a
+    # classic one no space (the classic fast path splits at the first space).
+    r"(?:(?:(?<=\n)(" + _STAMP + r"|" + _ISO_STAMP + r"(?= [^\s\[\]:]+ )) ([^ \[\]:\n]+) "
+    + _SSHD + r"\[([0-9]{1,10})\]: "
     r"(?:" + _SKIP_MSG + r"(?:" + _OTHER_SKIP + r")*+|))*+"
     r"(?<=\]: )(?:" + _HOT + r"|(?P<msg>[^\n]*))|(?P<other>[^\n]*))", re.M)
 _G = CHUNK.groupindex
@@ -138,6 +157,18 @@ for _group, _kind, _ending in ((_FP, Kind.BAD_PASSWORD, False), (_IU, Kind.INVAL
 _HOT_KIND_NAME = [k.value if k is not None else None for k in _HOT_KIND]
 
 
+def _iso_when(stamp: str) -> float | None:
+    """parse_syslog_line's time of a line with this _ISO_STAMP, None where it rejects the
+    line: the whole second is memoised by logformats.iso_seconds, the fraction added here
+    (as logformats does: the seconds' value, then + the fraction)."""
+    if len(stamp) > 19 and stamp[19] == ".":
+        rest = stamp[20:]
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        base = iso_seconds(stamp[:19] + rest[digits:])
+        return None if base is None else base + float(stamp[19:20 + digits])
+    return iso_seconds(stamp)
+
+
 def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit: Emit,
               first_line: int = 1) -> None:
     """Failures in syslog text given as chunks (see textio.chunks), each passed to emit() (or,
@@ -151,7 +182,7 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
     by_month, default = years.by_month, years.year
     families, correlated = PARSERS, CORRELATED_WORDS
     correlate, feed, minute = correlator.correlate, correlator.feed_raw, classic_minute
-    settle, close = correlator.settle, correlator.close
+    settle, close, iso = correlator.settle, correlator.close, _iso_when
     split, limit = split_prefixes, MAX_MESSAGE
     endings, ending_prefixes, host_of = ENDING_WORDS, ENDINGS, parse_host
     en, kx, other = _EN, _KX, _OTHER
@@ -184,15 +215,20 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
             elif alt == en:
                 # Correlator.correlate for a closing line without a verdict: with nothing
                 # pending, the connection (if known) is simply forgotten.
-                machine, pid_text = m.group(2, 3)
+                stamp, machine, pid_text = m.group(1, 2, 3)
+                if stamp != last_stamp:
+                    last_stamp, when_json = stamp, None
+                    if stamp[4] == "-":
+                        when = iso(stamp)
+                    else:
+                        base = minute(by_month.get(stamp[:3], default), stamp[:12])
+                        when = base + int(stamp[13:15]) if base is not None else None
+                if when is None and stamp[4] == "-":
+                    continue  # parse_syslog_line rejects the line for its timestamp
                 pid = int(pid_text)
                 if close(machine, pid):
                     continue
-                stamp, msg = m.group(1, en)
-                if stamp != last_stamp:
-                    last_stamp, when_json = stamp, None
-                    base = minute(by_month.get(stamp[:3], default), stamp[:12])
-                    when = base + int(stamp[13:15]) if base is not None else None
+                msg = m.group(en)
                 for ev in correlate(msg, msg[:msg.find(" ")], None, pid, machine, when):
                     emit(ev, when, pid, machine, number, None)
                 continue
@@ -215,10 +251,15 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
             else:  # MSG or KX: the message only
                 stamp, machine, pid_text, msg = m.group(1, 2, 3, alt)
                 token = None
-            if stamp != last_stamp:  # consecutive lines mostly share their second
+            if stamp != last_stamp:  # consecutive classic lines mostly share their second
                 last_stamp, when_json = stamp, None
-                base = minute(by_month.get(stamp[:3], default), stamp[:12])
-                when = base + int(stamp[13:15]) if base is not None else None
+                if stamp[4] == "-":
+                    when = iso(stamp)
+                else:
+                    base = minute(by_month.get(stamp[:3], default), stamp[:12])
+                    when = base + int(stamp[13:15]) if base is not None else None
+            if when is None and stamp[4] == "-":
+                continue  # parse_syslog_line rejects the line for its timestamp
             if token is not None:
                 host = host_of(token)
                 port = int(port_text)
