@@ -305,3 +305,31 @@ def test_overlong_lines_crlf_and_bad_bytes(tmp_path: Path, capsys) -> None:
     assert [(r["line"], r["host"]) for r in rows] == [
         (1, "192.0.2.1"), (2, "192.0.2.2"), (4, "192.0.2.4")]
     assert rows[1]["user"] == "\ufffd\ufffd"
+
+
+def test_iso_utc_is_datetimes_isoformat() -> None:
+    """scan's printer formats times with report.iso_utc instead of datetime (ISO 8601 logs
+    give every line its own microsecond); the two must agree to the character, rounding
+    of halves and carries into the next second included."""
+    import datetime as dt
+    import random
+
+    from sshguardd.scan.report import iso_utc
+
+    rng = random.Random(16)
+    cases = [0.0, -0.5, 0.5e-6, 1.5e-6, 2.5e-6, -1e-7, 1749542400.0000005, 1749542400.9999995,
+             253402300799.9999994, -62135596800.0, 1749542400.003275]
+    for _ in range(20_000):
+        base = rng.choice((rng.uniform(-6e10, 2.5e11), float(rng.randrange(-10**9, 10**10))))
+        cases += [base, base + rng.randrange(-4, 5) * 0.5e-6, int(base) + rng.random()]
+    for t in cases:
+        try:
+            want: object = dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+        except (ValueError, OverflowError) as exc:
+            want = type(exc)
+        try:
+            got: object = iso_utc(t)
+        except (ValueError, OverflowError) as exc:
+            got = type(exc)
+        assert got == want, t
+    print(f"{len(cases)} timestamps compared")
