@@ -91,3 +91,24 @@ def test_no_module_is_too_long_to_read_in_one_sitting() -> None:
         print("short enough now, remove from LARGE:", ", ".join(stale))
     new = {p: n for p, n in long.items() if p not in LARGE}
     assert not new, f"modules over {MAX_LINES} lines (split them by concern): {new}"
+
+
+def test_no_docstring_is_lost_after_a_statement() -> None:
+    """A class or function whose first statement is not its docstring, but which holds a
+    string statement later, lost that docstring (`__doc__` is None): JournalFollower's
+    once sat below a class attribute."""
+    import ast
+
+    lost = []
+    for path in sorted((ROOT / "sshguardd").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if ast.get_docstring(node) is not None:
+                continue
+            for stmt in node.body[1:3]:  # a docstring slipped below one or two statements
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
+                        and isinstance(stmt.value.value, str):
+                    lost.append(f"{path.relative_to(ROOT)}:{stmt.lineno} {node.name}")
+    assert not lost, "docstrings Python does not see (move them first):\n" + "\n".join(lost)

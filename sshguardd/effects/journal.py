@@ -67,14 +67,14 @@ def sd_booted(run: Path | str = "/run/systemd/system") -> bool:
 
 
 class JournalFollower(FollowThread):
-    _thread_name = "journal-follower"
-
     """Reads sshd's entries from the system journal (or a directory of journal files).
 
-    Usage: `open()`, optionally `backlog(since)`, then either `read()` / `wait()` from one
-    thread, or `start(emit)` to run the loop on a thread of its own, and `close()`.
+    Usage: `open()`, optionally `backlog(since)`, then either `read()` from one thread, or
+    `start(emit)` to run the loop on a thread of its own, and `close()`.
     The reader is used only by the thread that reads; nothing here is shared.
     """
+
+    _thread_name = "journal-follower"
 
     def __init__(
         self,
@@ -142,8 +142,7 @@ class JournalFollower(FollowThread):
             reader.add_match("_TRANSPORT=driver")
 
     def _position(self) -> None:
-        reader = self._reader
-        assert reader is not None
+        reader = self._open_reader()
         self._pending = False
         if self.cursor:
             try:
@@ -171,8 +170,7 @@ class JournalFollower(FollowThread):
     # -- reading -----------------------------------------------------------------------
 
     def _record(self) -> LogRecord:
-        reader = self._reader
-        assert reader is not None
+        reader = self._open_reader()
         try:
             raw = reader._get("MESSAGE")
         except KeyError:
@@ -283,19 +281,15 @@ class JournalFollower(FollowThread):
         self._position()
         return out
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the journal changes or `timeout` seconds pass. True on a change
-        (new entries, or files added or removed by rotation and vacuuming)."""
-        reader = self._reader
-        if reader is None:
-            raise RuntimeError("JournalFollower.wait() before open()")
-        return reader.wait(-1 if timeout is None else timeout) != journal.NOP
+    def _open_reader(self) -> journal.Reader:
+        if self._reader is None:
+            raise RuntimeError("JournalFollower.open() was not called")
+        return self._reader
 
     # -- the thread ----------------------------------------------------------------------
 
     def _loop(self, emit: Callable[[LogBatch], None]) -> None:
-        reader = self._reader
-        assert reader is not None
+        reader = self._open_reader()
         poller = select.poll()
         poller.register(self._stop_r, select.POLLIN)
         jfd = reader.fileno()

@@ -20,10 +20,11 @@ import select
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from sshguardd.contracts import LogBatch, LogRecord
-from sshguardd.effects.follow_thread import FollowThread
 from sshguardd.detect.logformats import parse_syslog_line
+from sshguardd.effects.follow_thread import FollowThread
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,9 @@ class FileFollower(FollowThread):
         self.poll_interval = poll_interval
         self.clock = clock
         self.path: Path | None = None
-        self._fh = None
+        self._fh: BinaryIO | None = None
         self._inode = 0
         self._offset = 0
-        self._partial = b""
         self.entries_read = 0
 
     def open(self) -> None:
@@ -59,7 +59,8 @@ class FileFollower(FollowThread):
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        assert self.path is not None
+        if self.path is None:
+            raise RuntimeError("FileFollower.open() was not called")
         try:
             self._fh = open(self.path, "rb")  # noqa: SIM115 (kept open while following)
         except FileNotFoundError:
@@ -69,10 +70,10 @@ class FileFollower(FollowThread):
         self._inode = st.st_ino
         self._offset = st.st_size if start_at_end else 0
         self._fh.seek(self._offset)
-        self._partial = b""
 
     def _rotated(self) -> bool:
-        assert self.path is not None
+        if self.path is None:
+            return False
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -85,7 +86,7 @@ class FileFollower(FollowThread):
     def read(self, limit: int | None = None) -> LogBatch | None:
         if self._fh is None or self._rotated():
             # Finish the old file first, then switch to the new one from its start.
-            old = self._read_lines(limit) if self._fh is not None else []
+            old: list[LogRecord] = self._read_lines(limit) if self._fh is not None else []
             if old:
                 return self._batch(old)
             self._reopen()
@@ -94,7 +95,8 @@ class FileFollower(FollowThread):
         return self._batch(self._read_lines(limit))
 
     def _read_lines(self, limit: int | None) -> list[LogRecord]:
-        assert self._fh is not None
+        if self._fh is None:
+            return []
         limit = limit or self.batch_size
         out: list[LogRecord] = []
         year = self._year()
@@ -121,11 +123,11 @@ class FileFollower(FollowThread):
 
     def backlog(self, window: float) -> list[LogRecord]:
         """sshd's lines of the last `window` seconds before the resumed offset."""
-        if self._fh is None or self._offset == 0:
+        if self._fh is None or self._offset == 0 or self.path is None:
             return []
         keep: list[LogRecord] = []
         year = self._year()
-        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+        with open(self.path, "rb") as fh:
             data = fh.read(self._offset)
         for raw in data.splitlines():
             rec = parse_syslog_line(raw.decode("utf-8", "replace"), year)

@@ -52,23 +52,23 @@ import logging
 import platform
 import socket
 from collections.abc import Iterable, Mapping
+from typing import TypedDict
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
-    GCCollector,
     PlatformCollector,
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
 
-from sshguardd.effects.selector_server import Conn, SelectorServer
-
 from sshguardd import __version__
 from sshguardd.contracts import Kind
+from sshguardd.effects.selector_server import Conn, SelectorServer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ def family_of(network: str) -> str:
     return "ipv6" if ipaddress.ip_network(network, strict=False).version == 6 else "ipv4"
 
 
+
+class _Common(TypedDict):
+    """What every metric of ours is made with (typed, so mypy checks the ** below)."""
+
+    namespace: str
+    registry: CollectorRegistry
+
 class Metrics:
     """Every sshguardd metric, as attributes named after the metric without its prefix.
 
@@ -104,7 +111,7 @@ class Metrics:
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
         self.registry = registry
-        r = dict(namespace=NAMESPACE, registry=registry)
+        r: _Common = {"namespace": NAMESPACE, "registry": registry}
 
         self.log_lines_read = Counter(
             "log_lines_read", "sshd messages read from the log source.", **r)
@@ -188,8 +195,8 @@ class Metrics:
             self.bans.labels(family=fam)
             self.bans_active.labels(family=fam)
             self.unbans.labels(family=fam)
-        for kind in ("any", "security"):
-            self.openssh_update_pending.labels(kind=kind)
+        for update in ("any", "security"):
+            self.openssh_update_pending.labels(kind=update)
         for op in FIREWALL_OPERATIONS:
             self.ban_errors.labels(operation=op)
         for result in RESULTS:
