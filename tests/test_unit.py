@@ -121,3 +121,23 @@ def test_check_config_verb_exists() -> None:
                         "check-config", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_resource_limits_are_set() -> None:
+    # Issue 10: no LimitNOFILE, so 1,100 idle metrics connections took every descriptor.
+    svc = unit_options(UNIT.read_text())["Service"]
+    assert int(svc["LimitNOFILE"][0]) >= 1024 * 2
+    assert int(svc["TasksMax"][0]) >= 32
+    size = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    high, top = (int(v[0][:-1]) * size[v[0][-1]] for v in (svc["MemoryHigh"],
+                                                            svc["MemoryMax"]))
+    assert 256 << 20 <= high < top
+
+
+def test_rate_limit_drop_in_for_sshd() -> None:
+    # Issue 10: journald's default per-unit limit dropped sshd's lines after ~32k in 30 s.
+    opts = unit_options((UNIT.parent / "50-sshguardd-ratelimit.conf").read_text())
+    svc = opts["Service"]
+    assert svc["LogRateLimitIntervalSec"] == ["30s"]
+    assert int(svc["LogRateLimitBurst"][0]) >= 100_000
+    assert set(opts) == {"Service"}

@@ -38,8 +38,11 @@ class FollowThread:
         self._thread.start()
 
     def _stopping(self) -> bool:
-        r, _, _ = select.select([self._stop_r], [], [], 0)
-        return bool(r)
+        # poll, not select: select(2) cannot take a descriptor above 1023, and the unit
+        # allows more (LimitNOFILE=).
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
+        return bool(poller.poll(0))
 
     @property
     def alive(self) -> bool:

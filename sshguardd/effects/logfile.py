@@ -139,12 +139,14 @@ class FileFollower(FollowThread):
         return [r for r in keep if r.time is None or r.time >= since]
 
     def _loop(self, emit: Callable[[LogBatch], None]) -> None:
+        # poll, not select: select(2) cannot take a descriptor above 1023.
+        poller = select.poll()
+        poller.register(self._stop_r, select.POLLIN)
         try:
             while True:
                 while (batch := self.read()) is not None:
                     emit(batch)
-                ready, _, _ = select.select([self._stop_r], [], [], self.poll_interval)
-                if ready:
+                if poller.poll(self.poll_interval * 1000):
                     return
         except Exception:
             log.exception("file follower failed")
