@@ -13,6 +13,12 @@
     which is how fail2ban re-bans from its database at start.
 (e) peak RSS of a process holding a BanPolicy that has seen M distinct offenders (90%
     IPv4, 10% IPv6 in distinct /64s), with max_tracked raised to M and with the default cap.
+(f) the daemon's cost per banning batch with N bans already active: the ban engine
+    (daemon.ban_engine) takes a batch of 25 failed-password lines from 5 new addresses
+    through the policy, the store and a real nft commit. "now" keeps active-ban counts as
+    counters; "before" adds what the loop did after every banning batch until the daemon
+    split (re-read every active ban from the store and recount them by family for the
+    bans_active gauge), re-enacted on the same engine.
 
 Everything with nft runs in a private network namespace: the script re-executes itself
 under `unshare --net` (run as root). Full sizes by default; use small ones while developing:
@@ -36,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sshguardd.contracts import Ban  # noqa: E402
+from sshguardd.effects.metrics import counts_by_family  # noqa: E402
 from sshguardd.effects.nft_runner import NftFirewall  # noqa: E402
 from sshguardd.effects.store import Store  # noqa: E402
 
@@ -191,6 +198,52 @@ def policy_rss(m: int, cap: int) -> dict:
     return json.loads(out.stdout)
 
 
+# -- (f) ---------------------------------------------------------------------------------------
+
+def batch_cost(n: int, batches: int = 5) -> tuple[float, float]:
+    """Median seconds per banning batch at n active bans: (counters, re-read as before)."""
+    from prometheus_client import CollectorRegistry
+
+    from sshguardd import config
+    from sshguardd.contracts import LogBatch, LogRecord
+    from sshguardd.daemon.ban_engine import BanEngine
+    from sshguardd.effects.alerts import Alerts
+    from sshguardd.effects.metrics import Metrics
+
+    results = []
+    for reread in (False, True):
+        fw = fresh_firewall()
+        with tempfile.TemporaryDirectory() as d:
+            store = Store(Path(d) / "state.db")
+            now = time.time()
+            store.add_bans([Ban(f"{a}/32", 3600, now + 3600, 1, "bench")
+                            for a in addresses(n)])
+            metrics = Metrics(CollectorRegistry())
+            engine = BanEngine(config.Config(), store, fw, metrics,
+                               Alerts(send=lambda *a, **k: None, echo=False))
+            engine.restore(now)
+            engine.rebuild([], now)
+            times = []
+            for k in range(batches):
+                recs = tuple(
+                    LogRecord(f"Failed password for root from 12.{reread:d}.{k}.{j} port "
+                              f"{4000 + i} ssh2", now + j, 100 + 10 * k + j, "h", f"c{k}{j}{i}")
+                    for j in range(5) for i in range(5))
+                t = time.perf_counter()
+                result = engine.on_batch(LogBatch(recs, f"pos{k}"), time.time())
+                if reread:
+                    active = store.active_bans(time.time())
+                    for fam, c in counts_by_family(b.network for b in active).items():
+                        metrics.bans_active.labels(family=fam).set(c)
+                times.append(time.perf_counter() - t)
+                assert len(result.bans) == 5, result
+            assert engine.active_total == n + 5 * batches
+            store.close()
+        fw.delete_table()
+        results.append(statistics.median(times))
+    return results[0], results[1]
+
+
 # -- main --------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -199,6 +252,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=2000, help="bans timed one process each")
     ap.add_argument("--restart", type=int, default=100000, help="active bans for (d)")
     ap.add_argument("--offenders", type=int, default=1000000, help="offenders for (e)")
+    ap.add_argument("--batch-sizes", default="100000,300000",
+                    help="active bans for (f)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of (c) and (d); the median is shown (the CPUs may be shared)")
     args = ap.parse_args()
@@ -209,7 +264,7 @@ def main() -> int:
           "private network namespace")
 
     per_ban = per_process_ban_cost(args.sample)
-    print(f"\n(c) bans applied per second (distinct IPv4 addresses, kernel timeouts for sshguardd)")
+    print("\n(c) bans applied per second (distinct IPv4 addresses, kernel timeouts for sshguardd)")
     print(f"{'bans':>9} | {'sshguardd, nft batches':>23} | {'+ store commit':>18} | "
           f"{'one nft process per ban':>33}")
     best = []
@@ -253,6 +308,13 @@ def main() -> int:
         print(f"  {name:<31} peak {r['peak']:7.1f} MB (interpreter+imports {r['base']:.1f} MB), "
               f"tracked {r['tracked']:,}, evictions {r['evictions']:,}, {r['rate']:,.0f} events/s")
     print("  Target: < 200 MB at 1M offenders.")
+
+    print("\n(f) cost of one banning batch (25 lines, 5 new bans, store + nft commit) with N "
+          "bans already active; median of 5 batches")
+    print(f"{'active bans':>12} | {'now: counters':>14} | {'before: re-read the store':>26}")
+    for n in (int(x) for x in args.batch_sizes.split(",")):
+        now_cost, before_cost = batch_cost(n)
+        print(f"{n:>12,} | {now_cost:>12.3f} s | {before_cost:>24.3f} s")
     return 0
 
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sshguardd.effects import control_socket as control
 from sshguardd.demo.sandbox import Sandbox, wait_for
+from sshguardd.effects import control_socket as control
 
 CONFIG = "/etc/sshguardd/config.toml"
 SOCKET = "/run/sshguardd/control.sock"
@@ -33,8 +33,9 @@ class DaemonProc:
     """One `sshguardd run` inside `sb`. Its stderr goes to `log_path` (outside)."""
 
     def __init__(self, sb: Sandbox, log_path: Path, notify_socket: Path | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
         self.sb = sb
+        self.args = args
         self.log_path = log_path
         self.notify_socket = notify_socket
         self.extra_env = env or {}
@@ -46,7 +47,7 @@ class DaemonProc:
             env["NOTIFY_SOCKET"] = str(self.notify_socket)
         env.update(self.extra_env)
         argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                sys.executable, "-m", "sshguardd", "run", "--config", CONFIG]
+                sys.executable, "-m", "sshguardd", "run", "--config", CONFIG, *self.args]
         with open(self.log_path, "ab") as log:
             self.proc = self.sb.popen(argv, stdout=subprocess.DEVNULL, stderr=log)
         if wait:
@@ -297,3 +298,60 @@ def caught_up(d: DaemonProc, sb: Sandbox) -> bool:
     """The daemon has processed every sshd entry in the journal so far."""
     cur = latest_sshd_cursor(sb)
     return cur is not None and d.status().get("position") == cur
+
+
+def in_process_parts(tmp_path: Path, *, firewall: Any = None, drift: Any = None,
+                     clock: Any = None, notifier: Any = None,
+                     alerts_sent: list[Any] | None = None) -> Any:
+    """daemon.parts.Parts for a Daemon run in this process: a real Store in tmp_path, a
+    real Metrics on a private registry, real Alerts whose journal sends land in
+    `alerts_sent`, the dry-run firewall unless one is given, and no producers (tests put
+    items on the daemon's queue themselves). `drift` is a guard object (or None)."""
+    import time as _time
+
+    from prometheus_client import CollectorRegistry
+
+    from sshguardd.daemon import parts
+    from sshguardd.daemon.notify import Notifier
+    from sshguardd.effects.alerts import Alerts
+    from sshguardd.effects.metrics import Metrics
+    from sshguardd.effects.nft_dryrun import DryRunFirewall
+    from sshguardd.effects.store import Store
+
+    sent = alerts_sent if alerts_sent is not None else []
+
+    def no_producer(*_: Any) -> Any:
+        raise AssertionError("no producer in an in-process daemon")
+
+    return parts.Parts(
+        store=lambda: Store(tmp_path / "state.db"),
+        firewall=firewall if firewall is not None else DryRunFirewall(),
+        metrics=Metrics(CollectorRegistry()),
+        alerts=Alerts(send=lambda *a, **k: sent.append((a, k)), echo=False),
+        notifier=notifier if notifier is not None else Notifier(environ={}),
+        follower=no_producer,
+        drift=lambda cfg: drift,
+        watcher=no_producer,
+        control=no_producer,
+        clock=clock if clock is not None else _time.time,
+        serve_metrics=False,
+    )
+
+
+def in_process_daemon(tmp_path: Path, cfg: Any = None, **kw: Any) -> Any:
+    """A Daemon (see in_process_parts) whose store, engine and firewall are up, with no
+    follower, control server or watcher: ready for on_batch(), _timers() and loop()."""
+    from sshguardd import config
+    from sshguardd.daemon.ban_engine import BanEngine
+    from sshguardd.daemon.firewall_upkeep import FirewallUpkeep
+    from sshguardd.daemon.loop import Daemon
+
+    d = Daemon(cfg or config.Config(), in_process_parts(tmp_path, **kw),
+               install_signals=False)
+    d.store = d.parts.store()
+    d.engine = BanEngine(d.cfg, d.store, d.firewall, d.metrics, d.alerts)
+    d.engine.restore(d.clock())
+    d.engine.rebuild([], d.clock())
+    d.upkeep = FirewallUpkeep(d.engine, d.firewall, d.store, None, float("inf"), d.clock)
+    d._host_drift(d.cfg)   # no watcher: tests hand FileChanged to the loop themselves
+    return d

@@ -352,19 +352,21 @@ def test_file_backend_bans_from_auth_log(box: Sandbox, tmp_path: Path) -> None:
         d.stop()
 
 
-def test_default_ports_come_from_sshd_T(tmp_path: Path) -> None:
-    from sshguardd.daemon.loop import sshd_ports
+def test_sshd_T_ports_prefer_listenaddress_ports(tmp_path: Path) -> None:
+    from sshguardd.effects.sshd_ports import sshd_T_ports
 
     fake = tmp_path / "sshd"
+    # What OpenSSH 9.2 prints for `Port 22` + `ListenAddress 127.0.0.1:2222`: sshd
+    # binds 2222 only, though `port 22` is printed too.
     fake.write_text("#!/bin/sh\n[ \"$1\" = -T ] || exit 2\n"
-                    "printf 'port 2222\\nlistenaddress 0.0.0.0:2222\\nport 22\\nport 2222\\n'\n")
+                    "printf 'port 22\\nlistenaddress 127.0.0.1:2222\\nlistenaddress [::1]:2222\\n'\n")
     fake.chmod(0o755)
-    assert sshd_ports(fake) == (2222, 22)
+    assert sshd_T_ports(fake) == (2222,)
     broken = tmp_path / "broken"
     broken.write_text("#!/bin/sh\necho 'no hostkeys available' >&2\nexit 255\n")
     broken.chmod(0o755)
-    assert sshd_ports(broken) == (22,)
-    assert sshd_ports(tmp_path / "missing") == (22,)
+    assert sshd_T_ports(broken) == ()
+    assert sshd_T_ports(tmp_path / "missing") == ()
 
 
 def test_bans_read_together_go_in_one_nft_transaction(box: Sandbox, daemon: DaemonProc,

@@ -27,10 +27,11 @@ from daemon_helpers import (
     banned,
     caught_up,
     failed,
+    in_process_daemon,
     write_config,
 )
 from sshguardd import config
-from sshguardd.contracts import LogBatch, LogRecord
+from sshguardd.contracts import LogBatch, LogRecord, WatchSet
 from sshguardd.demo.sandbox import Sandbox, wait_for
 
 BASE = """
@@ -350,7 +351,10 @@ class _Recorder:
     def next_wakeup(self) -> float | None:
         return self.wakeup
 
-    def watch_paths(self) -> list[Path]:
+    def watch_set(self) -> WatchSet:
+        return WatchSet(())
+
+    def handle(self, changed: Any) -> list[Any]:
         return []
 
 
@@ -362,24 +366,6 @@ class _Clock:
         return self.now
 
 
-def _in_process_daemon(tmp_path: Path, **kw: Any) -> Any:
-    """A Daemon with a real Store and BanPolicy and no producers, ready for its loop."""
-    from prometheus_client import CollectorRegistry
-
-    from sshguardd.effects.alerts import Alerts
-    from sshguardd.daemon.loop import Daemon
-    from sshguardd.effects.metrics import Metrics
-    from sshguardd.effects.store import Store
-
-    sent: list[Any] = []
-    d = Daemon(config.Config(), metrics=Metrics(CollectorRegistry()),
-               alerts=Alerts(send=lambda *a, **k: sent.append((a, k)), echo=False),
-               store=Store(tmp_path / "state.db"), install_signals=False, **kw)
-    d.policy = d._make_policy([])
-    d._next_fw_check = float("inf")  # no firewall here
-    return d
-
-
 # -- 7. the reason given for scheduled drift checks --------------------------------------
 
 def test_scheduled_drift_checks_say_why(tmp_path: Path) -> None:
@@ -388,10 +374,10 @@ def test_scheduled_drift_checks_say_why(tmp_path: Path) -> None:
 
     clock = _Clock(1000.0)
     drift = _Recorder()
-    d = _in_process_daemon(tmp_path, drift=drift, clock=clock,
-                           notifier=Notifier(environ={}))
+    d = in_process_daemon(tmp_path, drift=drift, clock=clock,
+                          notifier=Notifier(environ={}))
     try:
-        d._drift_check("start")
+        d.drift.check("start")
         drift.wakeup = 1000.0 + 60  # a revert war's pause ends first
         clock.now = 1000.0 + 60
         d._timers()
@@ -412,7 +398,7 @@ def test_watchdog_keeps_pinging_under_a_flood(tmp_path: Path) -> None:
 
     sock = tmp_path / "notify.sock"
     with NotifyCollector(sock) as notify:
-        d = _in_process_daemon(tmp_path, notifier=Notifier(
+        d = in_process_daemon(tmp_path, notifier=Notifier(
             str(sock), environ={"WATCHDOG_USEC": "300000"}))  # tick 0.1 s
         stop = threading.Event()
         record = LogRecord(message="Server listening on 0.0.0.0 port 22.", time=1000.0,
@@ -452,4 +438,4 @@ def test_watchdog_keeps_pinging_under_a_flood(tmp_path: Path) -> None:
                 watcher.join(15)
             d.shutdown()
         assert pinged == [True], "no WATCHDOG=1 while the queue stayed full"
-        assert d.batches > 0
+        assert d._engine().batches > 0

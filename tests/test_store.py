@@ -24,22 +24,24 @@ def ban(network: str, start: float = T0, duration: float = 600, strikes: int = 1
                reason="5 failed attempts")
 
 
-def test_bans_history_cursor_round_trip_across_reopen(tmp_path: Path):
+def test_bans_history_position_round_trip_across_reopen(tmp_path: Path):
     path = tmp_path / "state" / "state.db"
     with Store(path) as store:
-        assert store.cursor() is None and store.active_bans(T0) == []
+        assert store.position() is None and store.active_bans(T0) == []
         store.add_bans([ban("192.0.2.1/32"), ban("2001:db8::/64", duration=3600, strikes=2)])
-        store.save_cursor("s=abc;i=1")
-        store.save_cursor("s=abc;i=2")
+        store.save_position("s=abc;i=1")
+        store.save_position("s=abc;i=2")
     with Store(path) as store:
-        assert store.cursor() == "s=abc;i=2"
+        assert store.position() == "s=abc;i=2"
         active = store.active_bans(T0 + 1)
         assert [b.network for b in active] == ["192.0.2.1/32", "2001:db8::/64"]  # soonest first
         assert active[1] == ban("2001:db8::/64", duration=3600, strikes=2)
         assert [b.network for b in store.active_bans(T0 + 601)] == ["2001:db8::/64"]
         assert store.history(T0 - 1) == {"192.0.2.1/32": [T0], "2001:db8::/64": [T0]}
-        assert store.ban("192.0.2.1/32") == ban("192.0.2.1/32")
-        assert store.ban("192.0.2.9/32") is None
+        assert store.active_among(["192.0.2.1/32", "192.0.2.9/32"], T0 + 1) == {"192.0.2.1/32"}
+        assert store.active_among(["192.0.2.1/32"], T0 + 601) == set()
+        assert store.count_active(T0 + 1) == {"ipv4": 1, "ipv6": 1}
+        assert store.count_active(T0 + 601) == {"ipv4": 0, "ipv6": 1}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     db = sqlite3.connect(path)
@@ -77,18 +79,18 @@ def test_batch_is_one_transaction_and_rolls_back_on_error(tmp_path: Path):
         with pytest.raises(RuntimeError):
             with store.batch():
                 store.add_bans([ban("192.0.2.1/32")])
-                store.save_cursor("lost")
+                store.save_position("lost")
                 raise RuntimeError("crash inside the batch")
-        assert store.active_bans(T0) == [] and store.cursor() is None
+        assert store.active_bans(T0) == [] and store.position() is None
         with store.batch():
             store.add_bans([ban("192.0.2.2/32")])
             with store.batch():  # nested joins the outer transaction
-                store.save_cursor("kept")
+                store.save_position("kept")
             # another connection sees nothing until the outer batch commits
             other = sqlite3.connect(path)
             assert other.execute("SELECT count(*) FROM bans").fetchone()[0] == 0
             other.close()
-        assert store.cursor() == "kept"
+        assert store.position() == "kept"
         assert [b.network for b in store.active_bans(T0)] == ["192.0.2.2/32"]
 
 
@@ -105,11 +107,11 @@ def test_a_failing_statement_rolls_back_the_whole_batch(tmp_path: Path):
         store.add_bans([ban("192.0.2.1/32")])
         with pytest.raises(sqlite3.IntegrityError):
             with store.batch():
-                store.save_cursor("c1")
+                store.save_position("c1")
                 store._db.execute("INSERT INTO bans VALUES ('192.0.2.1/32', 0, 0, 0, 1, 'x')")
-        assert store.cursor() is None and not store._db.in_transaction
-        store.save_cursor("c2")
-        assert store.cursor() == "c2"
+        assert store.position() is None and not store._db.in_transaction
+        store.save_position("c2")
+        assert store.position() == "c2"
 
 
 WRITER = textwrap.dedent("""
@@ -122,7 +124,7 @@ WRITER = textwrap.dedent("""
         with store.batch():
             store.add_bans([Ban(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32", 600,
                                 1e10, 1, "r")])
-            store.save_cursor(f"cursor-{i}")
+            store.save_position(f"cursor-{i}")
         sys.stdout.write(f"{i}\\n")  # only after COMMIT returned
         sys.stdout.flush()
         i += 1
@@ -150,7 +152,7 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path, commits: int):
     assert proc.returncode == -signal.SIGKILL
     assert last + 1 == commits
     with Store(path) as store:
-        cursor = store.cursor()
+        cursor = store.position()
         assert cursor is not None
         n = int(cursor.removeprefix("cursor-"))
         assert n >= last  # the acknowledged commit, or one that committed after it

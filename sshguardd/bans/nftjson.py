@@ -349,3 +349,49 @@ def batch(*cmds: Iterable[dict]) -> dict:
     for group in cmds:
         out.extend(group)
     return {"nftables": out}
+
+
+def element_text(net: Network, layout: Layout) -> str:
+    """How `nft get element` names the element of a ban ('192.0.2.7', '10.0.0.0/8')."""
+    if layout.set_for(net).startswith("addr"):
+        return str(net.network_address)
+    return f"{net.network_address}/{net.prefixlen}"
+
+
+def _normal(expr: object) -> object:
+    """A listed rule expression without its live parts (counter values)."""
+    if isinstance(expr, dict):
+        return {k: None if k == "counter" else _normal(v) for k, v in expr.items()}
+    if isinstance(expr, list):
+        return [_normal(e) for e in expr]
+    return expr
+
+
+def check_listing(layout: Layout, listing: dict) -> str | None:
+    """Judge `nft -j -t list table` output against what setup() builds: None when every
+    set, the hooked chain and exactly our drop rules (in order) are there, else what is
+    missing or different. Catches `nft flush table`/`flush chain` (no rules left), a rule
+    deleted or edited, and a chain unhooked."""
+    sets: set[str] = set()
+    chain: dict | None = None
+    rules: list[object] = []
+    for item in listing.get("nftables", []):
+        if not isinstance(item, dict):
+            continue
+        if "set" in item and item["set"].get("table") == layout.table:
+            sets.add(str(item["set"].get("name")))
+        elif "chain" in item and item["chain"].get("name") == CHAIN:
+            chain = item["chain"]
+        elif "rule" in item and item["rule"].get("chain") == CHAIN:
+            rules.append(_normal(item["rule"].get("expr")))
+    missing = [s for s in layout.sets if s not in sets]
+    if missing:
+        return f"set(s) {', '.join(missing)} missing"
+    if chain is None:
+        return f"chain {CHAIN} missing"
+    if chain.get("hook") != "input" or chain.get("prio") != CHAIN_PRIORITY:
+        return f"chain {CHAIN} is not hooked at input priority {CHAIN_PRIORITY}"
+    want = [_normal(_rule(layout, name)["expr"]) for name in layout.sets]
+    if rules != want:
+        return f"chain {CHAIN} holds {len(rules)} rule(s), not our {len(want)} drop rules"
+    return None

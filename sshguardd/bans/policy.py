@@ -38,7 +38,8 @@ Other rules
 -----------
 * Offenders are networks: IPv4 aggregated to ipv4_prefix (/32), IPv6 to ipv6_prefix (/64,
   one host or site typically owns a /64, so banning /128s is useless).
-* Allow-listed networks (loopback by default) and non-IP hosts (UseDNS names) never count.
+* Allow-listed networks (loopback by default), IPv6 link-local addresses (fe80::/10) and
+  non-IP hosts (UseDNS names) never count.
   A prefix that contains an allow-listed address is never banned whole: its other
   addresses are counted and banned one by one (/32, /128).
 * Admin protection: a network with a successful login within protect_logged_in is not
@@ -86,6 +87,10 @@ _EPSILON = 1e-5  # float32 sums vs max_retry
 _VALUE = (1 << 128) - 1
 _V6 = 1 << 128
 _FULL = 1 << 129
+# fe80::/10: an address that means something only with its interface, which sshd does not
+# log; a /64 ban would drop every link-local peer on every link. Never counted nor banned
+# (docs/bans.md, "Link-local offenders").
+_LINK_LOCAL = 0xFE80 >> 6
 
 
 class BanPolicy:
@@ -122,6 +127,11 @@ class BanPolicy:
         for ban in active:
             self._mark_banned(ban.network, ban.until)
 
+    def note_banned(self, network: str, until: float) -> None:
+        """Remember that `network` is banned until `until` (the store said so): lines
+        from it neither ban nor escalate it again."""
+        self._mark_banned(network, until)
+
     def _mark_banned(self, network: str, until: float) -> None:
         try:
             net = ipaddress.ip_network(network, strict=False)
@@ -147,7 +157,7 @@ class BanPolicy:
         if parsed is None:
             return None
         version, value = parsed
-        if self._allowed(version, value):
+        if self._allowed(version, value) or (version == 6 and value >> 118 == _LINK_LOCAL):
             return None
         bits = 32 if version == 4 else 128
         shift = bits - (self.cfg.ipv4_prefix if version == 4 else self.cfg.ipv6_prefix)
@@ -323,6 +333,9 @@ class BanPolicy:
         if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped:
             net = ipaddress.ip_network(f"{net.network_address.ipv4_mapped}/"
                                        f"{max(0, net.prefixlen - 96)}")
+        if net.version == 6 and net.overlaps(ipaddress.ip_network("fe80::/10")):
+            raise ValueError(f"{net} is link-local: sshguardd does not ban link-local "
+                             "addresses (they mean nothing without their interface)")
         for allowed in self._allow:
             if allowed.version == net.version and allowed.overlaps(net):
                 raise ValueError(f"{net} overlaps the allow-list entry {allowed}")
@@ -355,6 +368,12 @@ class BanPolicy:
             ban = self._ban(network, None, now, duration, "manual")
             self._wide.append((ipaddress.ip_network(network), ban.until))
         return ban
+
+    def shift_bans(self, delta: float) -> None:
+        """The wall clock stepped by `delta`: active bans end that much later (or earlier)
+        in log time, since the kernel's timeouts are relative and ran on unchanged."""
+        self._banned = {k: u + delta for k, u in self._banned.items()}
+        self._wide = [(n, u + delta) for n, u in self._wide]
 
     def forget(self, network: str) -> None:
         """Unban: drop what the policy remembers of this network's current ban and

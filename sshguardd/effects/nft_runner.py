@@ -7,6 +7,7 @@ carrying the exact argv, JSON payload and nft's stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -38,11 +39,46 @@ class FirewallError(Exception):
         super().__init__(f"nft failed: argv={self.argv!r} stderr={stderr.strip()!r} payload={shown}")
 
 
+class Staged:
+    """The add/commit buffer of a firewall backend: bans decided but not yet in the
+    kernel, and networks to lift. The daemon stages a batch's bans and commits once; what
+    a failed commit did not apply stays here for the next commit (its retry)."""
+
+    def __init__(self) -> None:
+        self.adds: dict[str, Ban] = {}
+        self.replaces: dict[str, Ban] = {}
+        self.removes: set[str] = set()
+
+    def stage(self, add: Sequence[Ban] = (), remove: Sequence[str] = (), *,
+              replace: bool = False) -> None:
+        for network in remove:
+            self.adds.pop(network, None)
+            self.replaces.pop(network, None)
+            self.removes.add(network)
+        for ban in add:
+            self.removes.discard(ban.network)
+            if replace or ban.network in self.replaces:
+                self.adds.pop(ban.network, None)
+                self.replaces[ban.network] = ban
+            else:
+                self.adds[ban.network] = ban
+
+    def clear(self) -> None:
+        self.adds.clear()
+        self.replaces.clear()
+        self.removes.clear()
+
+    def __len__(self) -> int:
+        return len(self.adds) + len(self.replaces) + len(self.removes)
+
+
 class NftFirewall:
     """sshguardd's table in the kernel.
 
     nft is the nft binary or an argv prefix that runs it (tests pass
     ["nsenter", "-t", PID, "-n", "/usr/sbin/nft"] to work in a private net namespace).
+    The daemon uses it through daemon.parts.Firewall (stage/commit/restore/check/setup/
+    set_ports); add/replace/remove/exists/expires are the immediate operations beneath.
     """
 
     def __init__(self, table: str = "sshguardd", ports: Sequence[int] = (22,),
@@ -56,6 +92,15 @@ class NftFirewall:
         self.timeout = timeout
         self.calls = 0       # nft processes run
         self.failures = 0    # of which failed
+        self._staged = Staged()
+
+    @property
+    def name(self) -> str:
+        return f"{self.layout.family} {self.layout.table}"
+
+    @property
+    def pending(self) -> int:
+        return len(self._staged)
 
     # -- running nft ---------------------------------------------------------------------
     def _start(self, args: Sequence[str], payload: str) -> tuple[subprocess.Popen, list[str], str]:
@@ -134,6 +179,67 @@ class NftFirewall:
                         self.layout.family, self.layout.table, exc.stderr.strip())
             self.apply(nftjson.recreate(self.layout))
 
+    def set_ports(self, ports: Sequence[int]) -> bool:
+        """Protect `ports` from the next setup() on; True if they differ from before."""
+        new = tuple(dict.fromkeys(ports)) or (22,)
+        if tuple(sorted(new)) == tuple(sorted(self.layout.ports)):
+            return False
+        self.layout = dataclasses.replace(self.layout, ports=new)
+        return True
+
+    def stage(self, add: Sequence[Ban] = (), remove: Sequence[str] = (), *,
+              replace: bool = False) -> None:
+        self._staged.stage(add, remove, replace=replace)
+
+    def commit(self, now: float) -> None:
+        """Apply what is staged: lifts and replacements in one transaction, then the adds
+        (one transaction per CHUNK). A failed step keeps its changes staged and raises."""
+        st = self._staged
+        if st.removes or st.replaces:
+            live = [b for b in st.replaces.values() if b.until > now]
+            cmds = nftjson.delete_elements(self.layout, sorted(st.removes)) + \
+                nftjson.replace_elements(self.layout, live, now)
+            if cmds:
+                self.apply(nftjson.batch(cmds))
+            st.removes.clear()
+            st.replaces.clear()
+        if st.adds:
+            self.add([b for b in st.adds.values() if b.until > now], now)
+            st.adds.clear()
+
+    def check(self, sample: Sequence[str]) -> str | None:
+        """None when our table, sets and drop rules are as setup() makes them and every
+        network of `sample` (a few active bans from the store) is in its set; else what
+        is wrong. Two small nft calls: the table without its elements (`-t`), and one
+        `get element` per sampled network; the sets are never listed (a million elements
+        take ~50 s)."""
+        try:
+            out = self._run(["-j", "-t", "list", "table", self.layout.family,
+                             self.layout.table])
+        except FirewallError as exc:
+            if "No such file or directory" in exc.stderr:
+                self.failures -= 1
+                return "the table is gone"
+            raise
+        problem = nftjson.check_listing(self.layout, json.loads(out))
+        if problem is not None or not sample:
+            return problem
+        for network in sample:
+            try:
+                net = nftjson.parse_network(network)
+            except ValueError:
+                continue
+            args = ["get", "element", self.layout.family, self.layout.table,
+                    self.layout.set_for(net), "{ " + nftjson.element_text(net, self.layout) + " }"]
+            try:
+                self._run(args)
+            except FirewallError as exc:
+                if "No such file or directory" in exc.stderr:
+                    self.failures -= 1
+                    return f"{network} is missing from set {self.layout.set_for(net)}"
+                raise
+        return None
+
     def add(self, bans: Sequence[Ban], now: float) -> None:
         """Add bans with kernel timeouts = remaining time at `now` (expired ones skipped)."""
         self._apply_payloads(nftjson.add_payloads(self.layout, bans, now, self.chunk))
@@ -154,7 +260,8 @@ class NftFirewall:
         """Make the kernel's sets hold exactly the active bans (from the store), each with
         its remaining time. The flush and the first chunk are one transaction, so there is
         no moment without bans when they fit in one chunk. The sets are never read back:
-        listing 1M elements as JSON takes ~50 s."""
+        listing 1M elements as JSON takes ~50 s. Whatever was staged is settled by it."""
+        self._staged.clear()
         invalid: list[Ban] = []
         self._apply_payloads(nftjson.add_payloads(self.layout, bans, now, self.chunk,
                                                   first=nftjson.flush_sets(self.layout),

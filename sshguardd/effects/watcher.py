@@ -117,6 +117,11 @@ class Watcher:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """The delivery thread runs (False before start() and after it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def update(self, watch: WatchSet | Iterable[Path | str]) -> None:
         """Watch exactly `watch` from now on (e.g. after an Include of a new directory was
         added): new directories are added, dropped ones unwatched, the rest untouched.
