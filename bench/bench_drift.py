@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_helpers import DaemonProc, write_config  # noqa: E402
-
 from sshguardd.demo.sandbox import Sandbox, wait_for  # noqa: E402
 from sshguardd.effects.watcher import EVENTS  # noqa: E402
 
@@ -105,7 +104,7 @@ def measure(sb: Sandbox, path: str, setting: str, bad: str, good: str,
                 raise RuntimeError(f"{path} was not repaired within 10 s (run {i})")
             out.append(seen.at - t0)
             # Let the daemon finish this repair (restart, alert) before the next drift.
-            wait_for(lambda: repairs(sb, setting) >= before + i + 1, 10,
+            wait_for(lambda i=i: repairs(sb, setting) >= before + i + 1, 10,
                      what="the repair to complete")
     finally:
         obs.stop()
@@ -148,7 +147,7 @@ def main() -> int:
             sshd_lat = measure(sb, "/etc/ssh/sshd_config", "permitrootlogin", bad, good,
                                args.runs)
             shadow_good = sb.path("/etc/shadow").read_text()
-            root = next(l for l in shadow_good.splitlines() if l.startswith("root:"))
+            root = next(ln for ln in shadow_good.splitlines() if ln.startswith("root:"))
             fields = root.split(":")
             fields[1] = HASH
             shadow_bad = shadow_good.replace(root, ":".join(fields))

@@ -38,8 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sshguardd.effects.journal import JournalFollower, follow_matches  # noqa: E402
 from sshguardd.demo.sandbox import Sandbox, wait_for  # noqa: E402
+from sshguardd.effects.journal import JournalFollower, follow_matches  # noqa: E402
 
 UNITS = ("ssh.service", "sshd.service")
 COMMANDS = ("sshd", "sshd-session")
@@ -430,7 +430,7 @@ def main() -> int:
     header = ("benchmark", "sshguardd", "peer", "peer is")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for r in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

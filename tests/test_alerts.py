@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from sshguardd.effects.alerts import ALERT_TYPES, Alerts, scrub, stderr_is_journal
 from sshguardd.demo.sandbox import Sandbox, wait_for
+from sshguardd.effects.alerts import ALERT_TYPES, Alerts, scrub, stderr_is_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "packaging" / "systemd" / "sshguardd.catalog"
@@ -166,7 +166,7 @@ def test_scrub_caps_length() -> None:
 def parse_catalog(text: str) -> dict[str, tuple[dict[str, str], str]]:
     entries: dict[str, tuple[dict[str, str], str]] = {}
     blocks = re.split(r"^-- ([0-9a-f]{32})\n", text, flags=re.M)
-    for mid, body in zip(blocks[1::2], blocks[2::2]):
+    for mid, body in zip(blocks[1::2], blocks[2::2], strict=True):
         head, _, prose = body.partition("\n\n")
         headers = dict(line.split(": ", 1) for line in head.splitlines())
         assert mid not in entries, f"duplicate catalog entry {mid}"
@@ -220,7 +220,7 @@ def test_real_journal_and_catalog(box: Sandbox) -> None:
 
     for kind, (_, expected) in CALLS.items():
         mid = ALERT_TYPES[kind].message_id
-        [entry] = wait_for(lambda: journal_entries(box, mid), timeout=10,
+        [entry] = wait_for(lambda mid=mid: journal_entries(box, mid), timeout=10,
                            what=f"the {kind} alert in the journal")
         for key, value in expected.items():
             assert entry[key] == value, (kind, key)

@@ -17,6 +17,6 @@ def test_bench_drift_runs_tiny():
                           "--runs", "2"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert any(l.strip().startswith("sshguardd: sshd_config") and "p99" in l for l in lines)
-    assert any("`sshd -t` alone" in l for l in lines)
+    assert any(ln.strip().startswith("sshguardd: sshd_config") and "p99" in ln for ln in lines)
+    assert any("`sshd -t` alone" in ln for ln in lines)
     assert lines[-1].startswith("target: p99 < 250 ms")

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from systemd import journal
 
-from sshguardd.detect import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
 from sshguardd.contracts import Event, Kind
-from sshguardd.detect.logformats import record_from_journal
 from sshguardd.demo.sandbox import Sandbox, wait_for
+from sshguardd.detect import MAX_MESSAGE, Correlator, classify, orphan_kind, parse_host
+from sshguardd.detect.logformats import record_from_journal
 
 GOLDEN = Path(__file__).parent / "data" / "sshd_golden.jsonl"
 
@@ -211,8 +211,8 @@ def test_ipv4_fast_path_agrees_with_ipaddress(token: str) -> None:
     ("PAM: Authentication failure for root from 192.0.2.80", True),
     ("fatal: PAM: Authentication failure for root from 192.0.2.80", True),
     ("[ID 800047 auth.info] PAM: Authentication failure for root from 192.0.2.80", True),
-    ("error: PAM: User not known to the underlying authentication module for illegal user x "
-     "from 192.0.2.80", True),
+    (("error: PAM: User not known to the underlying authentication module for illegal user x "
+      "from 192.0.2.80"), True),
     ("Authentication failure for root from 192.0.2.80", False),
     # A user name cannot make its own failure look like PAM's relay.
     ("Failed password for invalid user PAM: from 192.0.2.80 port 4 ssh2", False),

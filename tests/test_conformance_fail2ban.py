@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from sshguardd.detect import Correlator
 from sshguardd.contracts import Event, Kind
+from sshguardd.detect import Correlator
 from sshguardd.detect.logformats import parse_syslog_line
 
 CORPUS = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
@@ -39,29 +39,29 @@ CONSTRAINTS = {
 # "none" = no failure event on that line; an address = the failure is blamed on it.
 DIFFERENCES: list[tuple[str, str, str]] = [
     ("192.030.0.6", "none",
-     "a leading-zero octet is not an IPv4 literal: inet_aton would read it as octal "
-     "(192.24.0.6), ipaddress rejects it, and sshd's getnameinfo never prints one"),
+     ("a leading-zero octet is not an IPv4 literal: inet_aton would read it as octal "
+     "(192.24.0.6), ipaddress rejects it, and sshd's getnameinfo never prints one")),
     ("port 20000 ssh1: ruser from 1.2.3.4", "1.2.3.4",
-     "sshd appends ': info' only to publickey/hostbased results, so after a password "
+     ("sshd appends ': info' only to publickey/hostbased results, so after a password "
      "failure that text can only be part of the user name; the address sshd wrote is the "
-     "one at the end"),
+     "one at the end")),
     ("port 20000 ssh1: ruser XXXX", "1.2.3.4", "same: end-anchored address of a password failure"),
     ("port 58946 ssh2: from 10.10.1.2 port 55555 ssh2", "10.10.1.2",
      "same: ': from 10.10.1.2 ...' after a password failure is user-name text"),
     ("Accepted password for known from 192.0.2.114", "none",
-     "fail2ban's heuristic turns a success after failures for other users into a failure; "
+     ("fail2ban's heuristic turns a success after failures for other users into a failure; "
      "we report it as Kind.ACCEPTED and count the failures from sshd's own 'Failed "
-     "password' lines"),
+     "password' lines")),
     ("Accepted password for known from 192.0.2.116", "none", "same heuristic"),
     ("ruser=sudoer rhost=192.0.2.114", "none",
-     "pam_unix's 'authentication failure' duplicates sshd's 'Failed password' line for the "
+     ("pam_unix's 'authentication failure' duplicates sshd's 'Failed password' line for the "
      "same attempt (fail2ban also treats it as a no-fail helper; its match comes from the "
-     "multi-user heuristic)"),
+     "multi-user heuristic)")),
     ("Disconnected from authenticating user admin 192.0.2.6 port 33553 [preauth]",
      "192.0.2.6",
-     "a disconnect before authentication is always a (half-weight) preauth_disconnect for "
+     ("a disconnect before authentication is always a (half-weight) preauth_disconnect for "
      "us, as in fail2ban's own extra/aggressive modes for the same wording ('Nov 26 "
-     "16:47:51 ... root 192.0.2.6 ...' is annotated true there)"),
+     "16:47:51 ... root 192.0.2.6 ...' is annotated true there)")),
 ]
 
 # A refused public key is reported as Kind.BAD_KEY, whose default weight is 0 (clients

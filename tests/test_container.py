@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 
 from sshguardd import __version__
-from sshguardd.effects.alerts import ALERT_TYPES
 from sshguardd.demo.sandbox import wait_for
+from sshguardd.effects.alerts import ALERT_TYPES
 
 pytestmark = [pytest.mark.container, pytest.mark.e2e]
 
@@ -211,7 +211,8 @@ class Container:
         return None
 
     def run(self, argv: Sequence[str], *, check: bool = False, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+            input: str | None = None,  # noqa: A002 - named as subprocess.run names it
+            ) -> subprocess.CompletedProcess[str]:
         assert self.leader is not None
         r = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "--", *argv],
                            capture_output=True, text=True, env=ENV, timeout=timeout,
@@ -305,8 +306,8 @@ def journal(c: Container, *matches: str) -> list[dict[str, Any]]:
 
 
 def scrape(c: Container) -> str:
-    r = c.run(["python3", "-c", "import urllib.request,sys; sys.stdout.write(urllib.request"
-               ".urlopen('http://127.0.0.1:9822/metrics', timeout=5).read().decode())"])
+    r = c.run(["python3", "-c", ("import urllib.request,sys; sys.stdout.write(urllib.request"
+               ".urlopen('http://127.0.0.1:9822/metrics', timeout=5).read().decode())")])
     return r.stdout if r.returncode == 0 else ""
 
 
@@ -362,7 +363,7 @@ def test_enable_now_reaches_running_through_ready(container: Container) -> None:
     # The firewall table exists and metrics answer on loopback through IPAddressAllow=.
     c.run(["nft", "list", "table", "inet", "sshguardd"], check=True)
     text = wait_for(lambda: scrape(c), timeout=20, what="metrics on 127.0.0.1:9822")
-    assert re.search(r'^sshguardd_build_info\{.*version="%s"' % re.escape(__version__), text,
+    assert re.search(rf'^sshguardd_build_info\{{.*version="{re.escape(__version__)}"', text,
                      re.M), text
     # The hardening is in force on the running process, not just written in the unit.
     status = c.run(["cat", f"/proc/{s['MainPID']}/status"], check=True).stdout

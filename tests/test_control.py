@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from sshguardd.demo.sandbox import wait_for
 from sshguardd.effects import control_socket as control
 from sshguardd.effects.control_socket import ControlServer, ControlUnavailable
-from sshguardd.demo.sandbox import wait_for
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ import pytest
 
 from sshguardd import __version__
 from sshguardd.demo.sandbox import wait_for
-
-from test_container import Container, ensure_rootfs  # noqa: E402
+from test_container import Container, ensure_rootfs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.container, pytest.mark.e2e]

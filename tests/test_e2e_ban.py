@@ -9,7 +9,6 @@ in parallel and max_retry is small.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +79,7 @@ def attack(sb: Sandbox, plan: dict[str, tuple[int, str]]) -> None:
         try:
             for _ in range(n):
                 fail_password(sb, src, user)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the test thread re-raises it
             errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(src, n, user)) for src, (n, user)
@@ -97,11 +96,11 @@ def can_connect(sb: Sandbox, src: str, timeout: float = 2.0) -> bool:
     dst = "::1" if ":" in src else "127.0.0.1"
     try:
         s = sb.connect(src, dst, 22, timeout=timeout)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     try:
         return s.recv(64).startswith(b"SSH-2.0-")
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     finally:
         s.close()

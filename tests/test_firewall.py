@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 
 from sshguardd.contracts import Ban
-from sshguardd.effects.nft_runner import FirewallError, NftFirewall
 from sshguardd.demo.sandbox import wait_for
+from sshguardd.effects.nft_runner import FirewallError, NftFirewall
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -75,7 +75,7 @@ class NetNs:
                 finally:
                     os.close(fd)
                 box["value"] = fn()
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 box["error"] = exc
 
         thread = threading.Thread(target=target)

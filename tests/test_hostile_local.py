@@ -236,9 +236,9 @@ def test_planted_temp_name_in_a_user_directory_linked_into_etc_ssh(host: Host) -
     pid = host.daemon.status()["pid"]
     sb.run(["sh", "-c", "umask 077; echo secret > /root/victim"], check=True)
     sb.run([*["setpriv", "--reuid=app", "--regid=app", "--init-groups"], "sh", "-c",
-            "mkdir -p /home/app/conf && cd /home/app/conf && "
+            ("mkdir -p /home/app/conf && cd /home/app/conf && "
             f"ln -s /root/victim .50-app.conf.sshguardd-{pid} && "
-            "printf 'PasswordAuthentication yes\\n' > 50-app.conf"], check=True)
+            "printf 'PasswordAuthentication yes\\n' > 50-app.conf")], check=True)
     sb.run(["ln", "-s", "/home/app/conf/50-app.conf",
             "/etc/ssh/sshd_config.d/50-app.conf"], check=True)
     (alert, *_) = wait_for(lambda: [a for a in host.alerts("repair_failed")

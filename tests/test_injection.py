@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sshguardd.detect import Correlator, classify
 from sshguardd.contracts import Kind
+from sshguardd.detect import Correlator, classify
 
 REAL = "203.0.113.77"
 REAL6 = "2001:db8:77::1"

@@ -56,8 +56,8 @@ def test_diff_shows_the_plan_and_changes_nothing(box: Sandbox) -> None:
     assert "lockout guard holds back passwordauthentication" in out
     assert "+PasswordAuthentication no" not in out
     assert "root's password: will be locked (it is unlocked now)" in out
-    assert "guards port(s) 22 (from sshd -T): 5 failed logins within 10m ban an address " \
-           "for 10m" in out
+    assert ("guards port(s) 22 (from sshd -T): 5 failed logins within 10m ban an address "
+            "for 10m") in out
     assert "to only watch first: install.sh --audit" in out
     assert {p: box.path(p).read_bytes() for p in watched} == before
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from sshguardd.contracts import LogBatch
-from sshguardd.effects.journal import JournalFollower
 from sshguardd.demo.sandbox import Sandbox, wait_for
+from sshguardd.effects.journal import JournalFollower
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT = "0123456789abcdef0123456789abcdef"
@@ -313,11 +313,12 @@ def test_rotation_and_vacuum_keep_following_without_fd_leak(box: Sandbox, tools:
         for cycle in range(6):
             for i in range(3):
                 sender.say(f"cycle {cycle} line {i}")
-            wait_for(lambda: c.has(f"cycle {cycle} line 2"), 10, what=f"cycle {cycle}")
+            wait_for(lambda cycle=cycle: c.has(f"cycle {cycle} line 2"), 10, what=f"cycle {cycle}")
             box.run(["journalctl", "--rotate"], check=True)
             box.run(["journalctl", "--vacuum-files=1"], check=True)
             sender.say(f"after rotate {cycle}")
-            wait_for(lambda: c.has(f"after rotate {cycle}"), 10, what=f"after rotate {cycle}")
+            wait_for(lambda cycle=cycle: c.has(f"after rotate {cycle}"), 10,
+                     what=f"after rotate {cycle}")
             counts.append(fd_count())
         expected = []
         for cycle in range(6):

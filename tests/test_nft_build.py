@@ -68,11 +68,11 @@ def test_rules_drop_ssh_ports_and_mask_to_the_prefix():
     assert by_set["@addr6"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}},
                                       "ffff:ffff:ffff:ffff::"]}
     assert by_set["@net6"] == {"payload": {"protocol": "ip6", "field": "saddr"}}
-    one = [c for c in nft.setup(L)["nftables"] if "rule" in c.get("add", {})][0]
+    one = next(c for c in nft.setup(L)["nftables"] if "rule" in c.get("add", {}))
     assert one["add"]["rule"]["expr"][0]["match"]["right"] == 22
     v4_24 = nft.setup(nft.Layout(ipv4_prefix=24))["nftables"]
-    left = [c["add"]["rule"]["expr"][1]["match"]["left"] for c in v4_24
-            if "rule" in c.get("add", {})][0]
+    left = next(c["add"]["rule"]["expr"][1]["match"]["left"] for c in v4_24
+                if "rule" in c.get("add", {}))
     assert left["&"][1] == "255.255.255.0"
 
 

@@ -130,9 +130,9 @@ def test_installed_payload_runs_with_python311(rpm_file: Path, tmp_path: Path) -
             assert check.stdout.strip() == \
                 "/etc/sshguardd/config.toml: ok (drift guard: enforce, bans: on)"
             imports = sb.run(["/usr/bin/python3.11", "-I", "-c",
-                              "import sys; sys.path.insert(0, '/usr/lib64/sshguardd'); "
+                              ("import sys; sys.path.insert(0, '/usr/lib64/sshguardd'); "
                               "import systemd.journal, pydantic_core, watchdog.observers; "
-                              "print(systemd.journal.__file__)"], check=True).stdout
+                              "print(systemd.journal.__file__)")], check=True).stdout
             assert imports.startswith("/usr/lib64/sshguardd/systemd/")
     finally:
         archive.unlink(missing_ok=True)
