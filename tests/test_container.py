@@ -419,18 +419,18 @@ def test_drift_repair_restarts_ssh(container: Container) -> None:
         ["cat", "/etc/ssh/sshd_config"]).stdout
 
 
-def failed_login(c: Container) -> None:
+def failed_login(c: Container, src: str = ATTACKER) -> None:
     # `timeout` inside: once the ban lands mid-connection, the client waits for packets that
     # are now dropped (ConnectTimeout covers only the connect and the banner).
     c.run(["timeout", "10", "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3",
            "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null",
-           "-b", ATTACKER, f"nosuchuser@{TARGET}", "true"], timeout=30)
+           "-b", src, f"nosuchuser@{TARGET}", "true"], timeout=30)
 
 
-def banned(c: Container) -> bool:
+def banned(c: Container, addr: str = ATTACKER) -> bool:
     r = c.run(["nft", "-j", "list", "table", "inet", "sshguardd"])
-    return r.returncode == 0 and f'"{ATTACKER}"' in r.stdout
+    return r.returncode == 0 and f'"{addr}"' in r.stdout
 
 
 def test_failed_logins_from_the_journal_lead_to_a_ban(container: Container) -> None:
@@ -463,6 +463,70 @@ def test_failed_logins_from_the_journal_lead_to_a_ban(container: Container) -> N
     assert "open" in c.run(["python3", "-c", probe, "127.0.0.1"]).stdout
 
 
+# A local user's process in ssh.service's cgroup (what a session looks like without
+# pam_systemd), named sshd, logging through /dev/log: _SYSTEMD_UNIT=ssh.service and
+# _COMM=sshd, but _UID=65534. It must outlive its datagrams (journald reads the cgroup and
+# comm from /proc when each arrives), hence the pause before it exits.
+FORGER = r"""
+import ctypes, os, socket, sys, time
+for base in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup"):
+    procs = base + sys.argv[1] + "/cgroup.procs"
+    if os.path.exists(procs):
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+ctypes.CDLL(None).prctl(15, b"sshd", 0, 0, 0)  # PR_SET_NAME
+uid = int(sys.argv[2])
+os.setgroups([]); os.setgid(uid); os.setuid(uid)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.connect("/dev/log")
+for line in sys.stdin.read().splitlines():
+    s.send(f"<38>sshd[{os.getpid()}]: {line}".encode())
+time.sleep(1.5)
+"""
+
+
+def forge(c: Container, lines: Sequence[str], uid: int = 65534) -> None:
+    cg = c.show("ssh.service", "ControlGroup")["ControlGroup"]
+    c.run(["python3", "-c", FORGER, cg, str(uid)], input="\n".join(lines) + "\n",
+          check=True)
+
+
+def test_user_in_ssh_cgroup_neither_bans_nor_shields_and_floods_are_reported(
+        container: Container) -> None:
+    # Issue 10: entries were trusted on _SYSTEMD_UNIT alone.
+    c = container
+    victim, attacker = "192.0.2.9", "192.0.2.3"
+    c.sh(f"ip addr add {attacker}/32 dev lo")
+    forge(c, [f"Failed password for root from {victim} port {p} ssh2" for p in range(10)]
+          + [f"Accepted password for admin from {attacker} port 7 ssh2"])
+    forged = journal(c, "_SYSTEMD_UNIT=ssh.service", "_COMM=sshd", "_UID=65534")
+    assert sum(victim in e["MESSAGE"] for e in forged) == 10, forged  # the real forgery
+    for _ in range(4):  # real failures: the forged login must not shield the attacker
+        failed_login(c, attacker)
+        if banned(c, attacker):
+            break
+    wait_for(lambda: banned(c, attacker), timeout=30, interval=0.2, what="the attacker's ban")
+    assert not banned(c, victim)
+
+    # A flood past ssh.service's journald limit (lowered for the test): journald drops
+    # lines and, at the next line after the interval, says how many; we alert and count.
+    c.write("/etc/systemd/system/ssh.service.d/zz-test.conf",
+            "[Service]\nLogRateLimitIntervalSec=2s\nLogRateLimitBurst=10\n")
+    c.sh("systemctl daemon-reload && systemctl restart ssh.service")
+    forge(c, [f"Connection closed by 192.0.2.8 port {p} [preauth]" for p in range(300)])
+
+    def reported() -> list[dict[str, Any]]:
+        forge(c, ["Connection closed by 192.0.2.8 port 1 [preauth]"])
+        return journal(c, "SSHGUARDD_ALERT=log_suppressed")
+
+    [alert, *_] = wait_for(reported, timeout=30, interval=0.5, what="a log_suppressed alert")
+    assert alert["UNIT"] == "ssh.service" and int(alert["DROPPED"]) > 0
+    assert (metric(scrape(c), "sshguardd_log_messages_suppressed_total", unit="ssh.service")
+            or 0) >= int(alert["DROPPED"])
+    c.sh("rm /etc/systemd/system/ssh.service.d/zz-test.conf && systemctl daemon-reload "
+         "&& systemctl restart ssh.service")
+
+
 def test_bans_come_back_after_nftables_restart(container: Container) -> None:
     c = container
     assert banned(c)
@@ -480,7 +544,9 @@ def test_bans_come_back_after_nftables_restart(container: Container) -> None:
     # (ReloadPropagatedFrom= plus the daemon's periodic table check, every 30 s).
     c.run(["systemctl", "reload", "nftables.service"], check=True)
     wait_for(lambda: banned(c), timeout=60, interval=0.5, what="the ban after nft reload")
-    assert c.show("sshguardd", "ActiveState")["ActiveState"] == "active"
+    # The table is restored during the propagated reload, before READY=1 ends it.
+    wait_for(lambda: c.show("sshguardd", "ActiveState")["ActiveState"] == "active",
+             timeout=30, interval=0.2, what="the reload to finish")
 
 
 def test_reload_keeps_the_process(container: Container) -> None:
