@@ -11,9 +11,9 @@ shutting down its write side), and reads one JSON object back, newline-terminate
 Errors are {"ok": false, "error": "..."}. Requests are capped at MAX_REQUEST bytes, must
 arrive whole within CLIENT_TIMEOUT seconds of connecting (one deadline, not one per
 recv()), and may not hold non-finite numbers; anything else is answered with an error and
-dropped, and never reaches the daemon's state. Clients are served concurrently. Peers are checked with SO_PEERCRED (root only by default)
-on top of the socket file's 0600 mode, so a mistake in directory permissions alone does
-not open it.
+dropped, and never reaches the daemon's state. Clients are served concurrently. Peers
+are checked with SO_PEERCRED (root only by default) on top of the socket file's 0600 mode,
+so a mistake in directory permissions alone does not open it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class ControlServer(SelectorServer):
         except ValueError as exc:
             self.rejected += 1
             return _encode({"ok": False, "error": str(exc)})
-        assert self._pool is not None
+        if self._pool is None:  # stopping
+            return _encode({"ok": False, "error": "shutting down"})
         self._pool.submit(self._handle, conn, parsed)
         return None
 

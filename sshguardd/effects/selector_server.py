@@ -150,10 +150,11 @@ class SelectorServer:
     # -- the loop ----------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        sel = self._sel
-        assert self._sock is not None
+        sel, listener = self._sel, self._sock
+        if listener is None:
+            return
         listening = True
-        sel.register(self._sock, selectors.EVENT_READ, None)
+        sel.register(listener, selectors.EVENT_READ, None)
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         resume_at = 0.0
         try:
@@ -161,7 +162,7 @@ class SelectorServer:
                 now = self.clock()
                 if not listening and now >= resume_at:
                     if self._accept(sel):  # descriptors again (or nobody waiting)
-                        sel.register(self._sock, selectors.EVENT_READ, None)
+                        sel.register(listener, selectors.EVENT_READ, None)
                         listening = True
                     else:
                         resume_at = self.clock() + ACCEPT_PAUSE
@@ -171,9 +172,9 @@ class SelectorServer:
                     waits.append(resume_at)
                 timeout = max(0.0, min(waits) - now) if waits else None
                 for key, mask in sel.select(timeout):
-                    if key.fileobj is self._sock:
+                    if key.fileobj is listener:
                         if not self._accept(sel):
-                            sel.unregister(self._sock)
+                            sel.unregister(listener)
                             listening = False
                             resume_at = self.clock() + ACCEPT_PAUSE
                     elif key.fileobj == self._wake_r:
@@ -190,10 +191,12 @@ class SelectorServer:
 
     def _accept(self, sel: selectors.BaseSelector) -> bool:
         """Accept what is pending; False when out of descriptors (pause the listener)."""
-        assert self._sock is not None
+        listener = self._sock
+        if listener is None:
+            return True
         while True:
             try:
-                sock, _ = self._sock.accept()
+                sock, _ = listener.accept()
             except BlockingIOError:
                 self._starved_at = None
                 return True
