@@ -25,12 +25,14 @@ from sshguardd import cli, config
 
 from sshguardd.bans import access
 from sshguardd.commands import _control
+from sshguardd.daemon.lockout_guard import LockoutGuard
 from sshguardd.drift import lockout
 from sshguardd.drift import shadow_rules as shadow
 from sshguardd.drift import sshd_edits
 from sshguardd.drift import sshd_judge as sshd_config
 from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
 from sshguardd.effects import sshd_files
+from sshguardd.effects.accounts import Accounts
 from sshguardd.effects.packages import PackageProbe
 from sshguardd.effects.sessions import ssh_peers
 from sshguardd.effects.shadow_file import ShadowFile
@@ -225,6 +227,11 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
         else:
             model, texts = loaded.model, loaded.texts
             todo = []
+            guarded: list[sshd_config.Finding] = []
+            guard = LockoutGuard(Accounts(runner, passwd=passwd),
+                                 tmp_root=Path(cfg.daemon.state_dir) / "tmp",
+                                 lock_root=dc.shadow_policy.lock_root
+                                 and dc.mode == "enforce")
             for loc, why in model.unsure:
                 notes.append(f"{loc}: not read as sure as sshd reads it ({why}): the "
                              "daemon alerts and leaves it to you")
@@ -233,7 +240,9 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
                     continue
                 file = str(f.source.file) if f.source else str(dc.sshd_config)
                 if f.keyword in lockout.GUARDED_KEYWORDS and dc.lockout_guard:
-                    why = lockout.reason(model, policy, f.keyword, passwd, shadow_text)
+                    why = guard.refusal_for(model, texts, [*guarded, f], shadow_text)
+                    if not why:
+                        guarded.append(f)
                     if why:
                         held.append({"item": f.item, "file": file, "reason": why})
                         continue
@@ -292,6 +301,7 @@ def print_plan(p: Plan, cfg: config.Config, config_path: str) -> None:
         print("sshd_config: no change (every policy setting already holds)")
     for h in p.held_back:
         print(f"lockout guard holds back {h['item']} in {h['file']}: {h['reason']}")
+        print(f"  to let it through: {lockout.ADVICE}")
     if not p.held_back:
         print("lockout guard: holds nothing back")
     print({"lock": "root's password: will be locked (it is unlocked now)",
@@ -353,4 +363,8 @@ def run(args) -> int:
         for r in rows:
             if r.note:
                 print(f"note: {r.item}: {r.note}")
+        if not compliant and cfg.drift.lockout_guard:
+            for h in plan(cfg).held_back:
+                print(f"note: {h['item']}: the lockout guard will not repair it: "
+                      f"{h['reason']}; to let it through: {lockout.ADVICE}")
     return cli.EX_OK if compliant else cli.EX_FINDING

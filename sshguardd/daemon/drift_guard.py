@@ -38,11 +38,13 @@ from typing import Any
 
 from sshguardd import config, contracts
 from sshguardd.daemon.drift_report import Outcome, Report
+from sshguardd.daemon.lockout_guard import LockoutGuard
 from sshguardd.daemon.shadow_repair import ShadowRepair
 from sshguardd.daemon.sshd_repair import SshdRepair, digest
 from sshguardd.drift import lockout, revert_war, sshd_judge, sshd_model
 from sshguardd.drift.sshd_judge import Finding
 from sshguardd.effects import sshd_files, swap
+from sshguardd.effects.accounts import Accounts
 from sshguardd.effects.shadow_file import ShadowFile
 from sshguardd.effects.sshd import Sshd
 from sshguardd.effects.writer_hint import CONFIG_WRITERS, SHADOW_WRITERS, journal_writer, writer_of
@@ -93,6 +95,10 @@ class DriftGuard:
                                    Path(cfg.daemon.state_dir), clock=clock,
                                    before_swap=before_swap)
         self.shadow_repair = ShadowRepair(self.shadow)
+        self.lockout = LockoutGuard(
+            Accounts(self.runner, passwd=self.passwd),
+            tmp_root=Path(cfg.daemon.state_dir) / "tmp",
+            lock_root=self.dc.shadow_policy.lock_root and self.enforcing, clock=clock)
         self.policy = sshd_judge.policy_items(self.dc.sshd_settings.model_dump())
         for problem in sshd_judge.policy_problems(self.policy):
             alerts.startup_problem("drift policy", problem)
@@ -231,6 +237,7 @@ class DriftGuard:
                                      f"{loc} as sshd does ({why}); fix it by hand",
                                      action="drift", kind="unreadable_line")
         todo: list[Finding] = []
+        guarded: list[Finding] = []
         for f in findings:
             file = str(f.source.file) if f.source else main
             if f.compliant:
@@ -254,7 +261,10 @@ class DriftGuard:
                                          kind="sshd_only")
                 continue
             if f.keyword in lockout.GUARDED_KEYWORDS and self.dc.lockout_guard:
-                guard_reason = self._lockout_reason(model, f.keyword)
+                # Judged together with the guarded repairs already let through.
+                guard_reason = self._lockout_reason(model, texts, [*guarded, f])
+                if not guard_reason:
+                    guarded.append(f)
                 if guard_reason:
                     if self.report.new(("lockout", f.item, file), guard_reason):
                         self.alerts.lockout_guard(guard_reason, f.item, file)
@@ -326,12 +336,13 @@ class DriftGuard:
 
     # ------------------------------------------------------------------ lockout guard
 
-    def _lockout_reason(self, model: sshd_model.SshdConfig, keyword: str) -> str | None:
+    def _lockout_reason(self, model: sshd_model.SshdConfig, texts: dict[str, str],
+                        findings: list[Finding]) -> str | None:
         try:
             shadow_text = self.shadow.read()
         except OSError:
             shadow_text = ""
-        return lockout.reason(model, self.policy, keyword, self.passwd, shadow_text)
+        return self.lockout.refusal_for(model, texts, findings, shadow_text)
 
     # ------------------------------------------------------------------ shadow
 
