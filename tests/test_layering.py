@@ -76,8 +76,6 @@ CLOCK_METHODS = {"now", "utcnow", "today", "fromtimestamp"}
 KNOWN: dict[str, str] = {
     "sshguardd.config calls .read_text()": "gates (config file read moves to effects)",
     "sshguardd.detect.logformats imports time": "detect",
-    "sshguardd.drift.lockout calls .read_text()": "access",
-    "sshguardd.drift.lockout calls open()": "access",
 }
 
 
