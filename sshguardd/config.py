@@ -106,6 +106,10 @@ class BanConfig(_Section):
     # An address that logged in successfully within this time is not banned for mere
     # failures (the admin who mistyped a password). 0 disables the protection.
     protect_logged_in: Duration = 86400.0
+    # ... and only for failures against an account that logged in from there, while the
+    # network's score stays below this (so a shared NAT cannot guess the admin's password
+    # for ever). 0: a login protects nothing.
+    protect_max_failures: float = Field(20, ge=0, le=10_000)
     max_tracked: int = Field(100_000, ge=100, le=100_000_000)
     weights: WeightsConfig = WeightsConfig()
 

@@ -17,7 +17,6 @@ from sshguardd.drift import lockout_keys as keys
 from sshguardd.effects import accounts
 from sshguardd.effects.sshd import Sshd
 
-DATA = Path(__file__).parent / "data"
 # A syntactically valid ed25519 public key (the blob names its type).
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl "
        "someone@example")
@@ -194,15 +193,15 @@ def hostile_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_hostile_key_files_are_refused_quickly(tmp_path: Path):
     passwd, kinds = hostile_home(tmp_path)
-    src = accounts.Accounts(Sshd([str(DATA / "sshd-private-run")]), passwd=passwd)
+    src = accounts.Accounts(Sshd(), passwd=passwd)
     accs = {a.name: a for a in src.accounts("", today=20000, lock_root=False)}
     started = time.monotonic()
     got = {k: src.key_files(accs[k], [p])[0] for k, p in kinds.items()}
     assert time.monotonic() - started < 1.0
-    assert got["fifo"].problem == "not a regular file (not read)"
-    assert got["zero"].problem == got["shadowlink"].problem == "a symlink (not followed)"
-    assert got["huge"].problem.startswith("larger than")
-    assert got["socket"].problem == "a socket or device (not read)"
+    assert got["fifo"].problem == "is a FIFO (not read)"
+    assert got["zero"].problem == got["shadowlink"].problem == "is a symlink (not read)"
+    assert got["huge"].problem.startswith("is larger than")
+    assert got["socket"].problem == "is a socket (not read)"
     assert got["good"].text == KEY + "\n" and got["good"].stat is not None
     assert [p.path for p in got["good"].parents] == [str(tmp_path / "home/good/.ssh"),
                                                     str(tmp_path / "home/good")]
@@ -213,11 +212,11 @@ def test_a_stalled_read_is_abandoned_at_its_deadline(tmp_path: Path):
     reader, as a FUSE or NFS home would stall) costs its deadline, then nothing."""
     passwd, kinds = hostile_home(tmp_path)
     src = accounts.Accounts(Sshd(["true"]), passwd=passwd, read_timeout=0.2)
+    acc = src.accounts("", today=0, lock_root=False)[0]
     gate = threading.Event()
     real = accounts.read_regular
     try:
         accounts.read_regular = lambda path, cap: (gate.wait(), real(path, cap))[1]  # type: ignore[assignment]
-        acc = src.accounts("", today=0, lock_root=False)[0]
         for n in range(accounts.MAX_STUCK + 2):
             t = time.monotonic()
             (kf,) = src.key_files(acc, [kinds["good"]])
@@ -235,7 +234,7 @@ def test_sshd_is_asked_with_the_probe(tmp_path: Path):
     cfg = tmp_path / "sshd_config"
     cfg.write_text(f"HostKey {key}\nPasswordAuthentication no\nMatch User admin\n"
                    "  PasswordAuthentication yes\n  AuthenticationMethods publickey,password\n")
-    src = accounts.Accounts(Sshd([str(DATA / "sshd-private-run")]), passwd=tmp_path / "x")
+    src = accounts.Accounts(Sshd(), passwd=tmp_path / "x")
     eff = src.ask(str(cfg), ADMIN)
     assert eff["passwordauthentication"] == "yes"
     assert eff["authenticationmethods"] == "publickey,password"

@@ -34,8 +34,8 @@ def feed(policy: BanPolicy, message: str, *, t: float, pid: int | None) -> Ban |
 
 
 def obs(policy: BanPolicy, kind: Kind, host: str, *, t: float, pid: int | None = None,
-        message: str = "x") -> Ban | None:
-    return policy.observe(LogRecord(message, time=t, pid=pid), Event(kind, host))
+        message: str = "x", user: str | None = None) -> Ban | None:
+    return policy.observe(LogRecord(message, time=t, pid=pid), Event(kind, host, user))
 
 
 def pam_connection(policy: BanPolicy, addr: str, pid: int, t: float) -> list[Ban]:
@@ -339,21 +339,102 @@ def test_admin_who_logged_in_is_not_banned_for_mistyped_passwords():
     assert feed(policy, f"Accepted publickey for root from {admin} port 5 ssh2: ED25519 SHA256:x",
                 t=T0, pid=1) is None
     for pid in range(2, 12):
-        assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 60, pid=pid) is None
+        assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 60, pid=pid, user="root") is None
     assert policy.suppressed > 0
     # protection runs out: the next failures ban
-    assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 3700, pid=50) is None
-    assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 3701, pid=51) is not None
+    assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 3700, pid=50, user="root") is None
+    assert obs(policy, Kind.BAD_PASSWORD, admin, t=T0 + 3701, pid=51,
+               user="root") is not None
 
 
 def test_admin_protection_can_be_disabled_and_is_restored_from_the_store():
     off = BanPolicy(BanConfig(max_retry=1, protect_logged_in=0))
     obs(off, Kind.ACCEPTED, "192.0.2.101", t=T0, pid=1)
     assert obs(off, Kind.BAD_PASSWORD, "192.0.2.101", t=T0 + 1, pid=2) is not None
-    restored = BanPolicy(BanConfig(max_retry=1), logged_in={"192.0.2.101/32": T0})
-    assert obs(restored, Kind.BAD_PASSWORD, "192.0.2.101", t=T0 + 1, pid=2) is None
+    restored = BanPolicy(BanConfig(max_retry=1), logged_in={"192.0.2.101/32": T0},
+                         login_users={"192.0.2.101/32": ["admin"]})
+    assert obs(restored, Kind.BAD_PASSWORD, "192.0.2.101", t=T0 + 1, pid=2,
+               user="admin") is None
     # the protection is per offender network: the neighbour is not protected
-    assert obs(restored, Kind.BAD_PASSWORD, "192.0.2.102", t=T0 + 1, pid=3) is not None
+    assert obs(restored, Kind.BAD_PASSWORD, "192.0.2.102", t=T0 + 1, pid=3,
+               user="admin") is not None
+    # a login restored without its account (an older store) protects nothing
+    blind = BanPolicy(BanConfig(max_retry=1), logged_in={"192.0.2.101/32": T0})
+    assert obs(blind, Kind.BAD_PASSWORD, "192.0.2.101", t=T0 + 1, pid=2,
+               user="admin") is not None
+
+
+def guest_logs_in_then_guesses(policy: BanPolicy, addr: str, victims: list[str],
+                               t: float = T0) -> int | None:
+    """A guest logs in once from addr, then guesses each victim's password in turn (one
+    failed password per connection, as paramiko against the real sshd does); the number
+    of the guess that got banned, or None."""
+    assert feed(policy, f"Accepted password for guest from {addr} port 40000 ssh2",
+                t=t, pid=1) is None
+    for n in range(1, 26):
+        user = victims[(n - 1) % len(victims)]
+        ban = feed(policy, f"Failed password for {user} from {addr} port {40000 + n} ssh2",
+                   t=t + 10 + n, pid=100 + n)
+        if ban is not None:
+            return n
+    return None
+
+
+def test_a_guests_login_does_not_shield_guessing_other_accounts():
+    """Issue 10: one login shielded the address for a day; a guest guessed root's and
+    admin's passwords 25 times unbanned while the control address was banned after 5."""
+    control = BanPolicy(BanConfig())
+    for n in range(1, 6):
+        ban = feed(control, f"Failed password for root from 192.0.2.200 port {n} ssh2",
+                   t=T0 + n, pid=n)
+    assert ban is not None  # the control: banned at its 5th failure
+    policy = BanPolicy(BanConfig())
+    assert guest_logs_in_then_guesses(policy, "192.0.2.201", ["root", "admin"]) == 5
+    assert policy.suppressed == 0
+    # The guest's own mistakes in between change nothing for the others' accounts.
+    mixed = BanPolicy(BanConfig())
+    feed(mixed, "Accepted password for guest from 192.0.2.202 port 1 ssh2", t=T0, pid=1)
+    for n, user in enumerate(["guest", "root", "guest", "root", "guest", "root", "root"]):
+        ban = feed(mixed, f"Failed password for {user} from 192.0.2.202 port {n} ssh2",
+                   t=T0 + 10 + n, pid=10 + n)
+        if ban:
+            break
+    assert ban is not None and n == 5  # the first failure against root past max_retry
+    assert "does not protect failures against root" in ban.reason
+
+
+def test_own_account_mistakes_are_spared_up_to_the_cap_and_logged_once():
+    policy = BanPolicy(BanConfig(protect_max_failures=12))
+    addr = "192.0.2.210"
+    feed(policy, f"Accepted publickey for admin from {addr} port 1 ssh2: ED25519 SHA256:x",
+         t=T0, pid=1)
+    bans = [feed(policy, f"Failed password for admin from {addr} port {n} ssh2",
+                 t=T0 + 10 + n, pid=10 + n) for n in range(1, 13)]
+    assert bans[:11] == [None] * 11 and bans[11] is not None  # the 12th: past the cap
+    assert "protects at most 12" in bans[11].reason
+    assert policy.suppressed == 7  # failures 5..11 were withheld
+    (first,) = policy.take_withheld()
+    assert (first.network, first.user, first.logged_in_as) == (f"{addr}/32", "admin",
+                                                               ("admin",))
+    assert policy.take_withheld() == []  # once per address
+    assert policy.withheld() == []       # banned now: no longer withheld
+
+
+def test_withheld_offenders_are_listed_and_bounded():
+    policy = BanPolicy(BanConfig(max_retry=1))
+    for i in range(3):
+        addr = f"192.0.2.{220 + i}"
+        feed(policy, f"Accepted password for u{i} from {addr} port 1 ssh2", t=T0, pid=1)
+        for n in range(3):
+            assert feed(policy, f"Failed password for u{i} from {addr} port {n} ssh2",
+                        t=T0 + i * 10 + n, pid=10 + n) is None
+    listed = policy.withheld()
+    assert [w.network for w in listed] == ["192.0.2.222/32", "192.0.2.221/32",
+                                           "192.0.2.220/32"]
+    assert [w.count for w in listed] == [3, 3, 3]
+    assert len(policy.take_withheld()) == 3
+    policy.expire(T0 + 10_000)  # failures and logins too old
+    assert policy.withheld() == []
 
 
 # -- memory bounds -------------------------------------------------------------------------

@@ -42,9 +42,15 @@ Other rules
   non-IP hosts (UseDNS names) never count.
   A prefix that contains an allow-listed address is never banned whole: its other
   addresses are counted and banned one by one (/32, /128).
-* Admin protection: a network with a successful login within protect_logged_in is not
-  banned for failures (its failures are still counted; `suppressed` counts the bans
-  withheld). 0 disables.
+* Admin protection, not to be borrowed: a network with a successful login within
+  protect_logged_in is spared a ban only while the failure that tips it over is against an
+  account that logged in from there (the admin who mistyped their own password), and only
+  while its score stays below protect_max_failures. A failure against any other account
+  (the guest guessing root's password), or one without a user, bans it like anyone else;
+  a login whose account is unknown (restored from a store without it) protects nothing.
+  Each withheld ban counts in `suppressed`; the first per network within a protection is
+  handed out by take_withheld() so the daemon logs it once, and withheld() lists them.
+  protect_logged_in = 0 disables.
 * Escalation: strikes = 1 + bans of the network within history_time; duration =
   ban_time * escalation_factor ** (strikes - 1), capped at max_ban_time.
 * Bounded memory: at most max_tracked offenders (and as many remembered logins); those
@@ -60,6 +66,7 @@ import itertools
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sshguardd import durations
 from sshguardd.config import BanConfig
@@ -93,19 +100,41 @@ _FULL = 1 << 129
 _LINK_LOCAL = 0xFE80 >> 6
 
 
+# Accounts remembered per logged-in network, and withheld bans listed (oldest dropped).
+MAX_LOGIN_USERS = 8
+MAX_WITHHELD = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """A ban admin protection withheld: the network, the first and latest withheld
+    failure, how many, the score then, the account tried and the accounts that logged in
+    from the network."""
+
+    network: str
+    first: float
+    last: float
+    count: int
+    score: float
+    user: str
+    logged_in_as: tuple[str, ...]
+
+
 class BanPolicy:
     """Turns classified sshd messages into ban decisions.
 
     history: network -> start times of its earlier bans (Store.history), for escalation.
     logged_in: network -> time of its latest successful login (Store.logins), for admin
-    protection across restarts. active: the bans in force (Store.active_bans), so lines
+    protection across restarts; login_users: network -> the accounts that logged in from
+    it, which are what the protection covers. active: the bans in force (Store.active_bans), so lines
     from a banned network that were still in flight across a restart neither re-ban nor
     escalate it. The daemon persists what observe() returns.
     """
 
     def __init__(self, cfg: BanConfig, history: Mapping[str, Sequence[float]] | None = None,
                  logged_in: Mapping[str, float] | None = None, *,
-                 active: Iterable[Ban] = ()):
+                 active: Iterable[Ban] = (),
+                 login_users: Mapping[str, Iterable[str]] | None = None):
         self.cfg = cfg
         self._weights = {kind: getattr(cfg.weights, kind.value)
                          for kind in Kind if kind is not Kind.ACCEPTED}
@@ -115,15 +144,19 @@ class BanPolicy:
         self._offenders: dict[int, bytes] = {}
         self._banned: dict[int, float] = {}          # key -> until, for networks of our prefix
         self._wide: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, float]] = []
-        self._logins: dict[int, float] = {}
+        # key -> (time of the latest login, accounts that logged in, newest last)
+        self._logins: dict[int, tuple[float, tuple[str, ...]]] = {}
+        self._withheld: dict[int, Withheld] = {}
+        self._new_withheld: list[Withheld] = []
         self._history: dict[str, list[float]] = {n: sorted(ts) for n, ts in (history or {}).items()}
         self._latest = 0.0
         self.evictions = 0
         self.suppressed = 0
+        users = login_users or {}
         for network, when in (logged_in or {}).items():
             key = self._key_of_network(network)
             if key is not None:
-                self._logins[key] = when
+                self._logins[key] = (when, tuple(users.get(network, ()))[-MAX_LOGIN_USERS:])
         for ban in active:
             self._mark_banned(ban.network, ban.until)
 
@@ -215,7 +248,7 @@ class BanPolicy:
             return None
         if event.kind is Kind.ACCEPTED:
             if self.cfg.protect_logged_in > 0:
-                self._remember_login(key, t)
+                self._remember_login(key, t, event.user)
             return None
         if event.pam_relay:  # corroboration of an attempt sshd logs itself
             return None
@@ -231,21 +264,59 @@ class BanPolicy:
         if score + _EPSILON < self.cfg.max_retry or not self.cfg.enabled:
             return None
         login = self._logins.get(key)
+        protected = ""
         if (login is not None and self.cfg.protect_logged_in > 0
-                and t - login <= self.cfg.protect_logged_in):
-            self.suppressed += 1
-            return None
+                and t - login[0] <= self.cfg.protect_logged_in):
+            below_cap = score + _EPSILON < self.cfg.protect_max_failures
+            if event.user is not None and event.user in login[1] and below_cap:
+                self._withhold(key, t, score, event.user, login[1])
+                return None
+            protected = (f"; its login as {', '.join(login[1]) or 'an unknown account'} "
+                         + (f"does not protect failures against {event.user or 'no account'}"
+                            if below_cap else
+                            f"protects at most {self.cfg.protect_max_failures:g}"))
         del self._offenders[key]
+        self._withheld.pop(key, None)
         reason = (f"{score:g} failed attempt{'' if score == 1 else 's'} within "
-                  f"{_fmt(self.cfg.find_time)}, last {event.kind.value}")
+                  f"{_fmt(self.cfg.find_time)}, last {event.kind.value}{protected}")
         return self._ban(self._network(key), key, t, None, reason)
 
-    def _remember_login(self, key: int, t: float) -> None:
-        self._logins.pop(key, None)
+    def _remember_login(self, key: int, t: float, user: str | None) -> None:
+        _, users = self._logins.pop(key, (t, ()))
         if len(self._logins) >= self.cfg.max_tracked:
             for old in list(itertools.islice(self._logins, _evict_count(self.cfg.max_tracked))):
                 del self._logins[old]
-        self._logins[key] = t
+        if user is not None:
+            users = tuple(u for u in users if u != user)[-(MAX_LOGIN_USERS - 1):] + (user,)
+        self._logins[key] = (t, users)
+
+    def login_users(self) -> dict[str, tuple[str, ...]]:
+        """network -> the accounts that logged in from it (for the store)."""
+        return {self._network(k): u for k, (_, u) in self._logins.items() if u}
+
+    def _withhold(self, key: int, t: float, score: float, user: str,
+                  users: tuple[str, ...]) -> None:
+        self.suppressed += 1
+        w = self._withheld.pop(key, None)
+        if w is None:
+            if len(self._withheld) >= MAX_WITHHELD:
+                del self._withheld[next(iter(self._withheld))]
+            w = Withheld(self._network(key), t, t, 0, score, user, users)
+            self._new_withheld.append(w)
+            if len(self._new_withheld) > MAX_WITHHELD:
+                del self._new_withheld[0]
+        self._withheld[key] = Withheld(w.network, w.first, t, w.count + 1, score, user, users)
+
+    def take_withheld(self) -> list[Withheld]:
+        """Networks whose ban admin protection withheld for the first time (within this
+        protection) since the last call: the daemon logs each once."""
+        out, self._new_withheld = self._new_withheld, []
+        return out
+
+    def withheld(self) -> list[Withheld]:
+        """The networks admin protection spares now, latest first (at most MAX_WITHHELD),
+        for `status` and `bans`."""
+        return sorted(self._withheld.values(), key=lambda w: -w.last)
 
     def _evict(self) -> None:
         """Drop the offenders seen least recently (the front of the dict)."""
@@ -400,7 +471,9 @@ class BanPolicy:
         self._wide = [(n, u) for n, u in self._wide if u > now]
         if self.cfg.protect_logged_in > 0:
             since = now - self.cfg.protect_logged_in
-            self._logins = {k: w for k, w in self._logins.items() if w >= since}
+            self._logins = {k: w for k, w in self._logins.items() if w[0] >= since}
+            self._withheld = {k: w for k, w in self._withheld.items()
+                              if k in self._logins and w.last >= horizon}
         since = now - self.cfg.history_time
         history = {}
         for network, times in self._history.items():

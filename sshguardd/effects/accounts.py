@@ -2,10 +2,10 @@
 own answer for an account (`sshd -T -C user=U,host=H,addr=A`).
 
 Users' files are hostile (THREATS.md, adversary 2): a FIFO, a symlink to /dev/zero or
-/etc/shadow, a socket, a device node or a multi-gigabyte file. Each is opened with
-O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC|O_NOCTTY (a symlink is refused, not followed; opening a
-FIFO does not wait for a writer), fstat'ed after the open (regular files only), read up to
-a size cap, on a worker thread with a deadline (a home on NFS or a FUSE mount the user
+/etc/shadow, a socket, a device node or a multi-gigabyte file. Each is read with
+sshguardd.effects.files.read_untrusted (O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC: a symlink is
+refused, not followed; opening a FIFO does not wait for a writer; fstat after the open,
+regular files only; a size cap), on a worker thread with a deadline (a home on NFS or a FUSE mount the user
 controls can stall any system call). A read that overruns its deadline is abandoned and its
 thread left to finish; past MAX_STUCK such threads no user file is read at all until they
 end, so a hostile mount costs a few threads, never the daemon loop.
@@ -13,10 +13,8 @@ end, so a hostile mount costs a few threads, never the daemon loop.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
 from sshguardd.drift import lockout
 from sshguardd.drift.sshd_judge import PROBE_DEFAULTS
+from sshguardd.effects import files
 from sshguardd.effects.sshd import Sshd
 
 log = logging.getLogger(__name__)
@@ -46,40 +45,21 @@ class FileRead:
     st: os.stat_result | None = None
 
 
-def read_regular(path: str | os.PathLike[str], max_bytes: int) -> FileRead:
-    """The bytes of a regular file, or why not: never follows a final symlink, never
-    blocks on a FIFO, never reads a device, never more than max_bytes."""
+def read_regular(path: str | os.PathLike[str], max_bytes: int,
+                 timeout: float = files.READ_TIMEOUT) -> FileRead:
+    """The bytes of a regular file, or why not (files.read_untrusted: never follows a
+    final symlink, never blocks on a FIFO, never reads a device, never more than
+    max_bytes), with the file's owner and mode for StrictModes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-                     | os.O_NOCTTY)
+        data = files.read_untrusted(path, max_bytes=max_bytes, timeout=timeout)
+        st = os.lstat(path)
     except FileNotFoundError:
         return FileRead(None, "missing")
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return FileRead(None, "a symlink (not followed)")
-        if exc.errno == errno.ENXIO:
-            return FileRead(None, "a socket or device (not read)")
-        return FileRead(None, f"unreadable: {exc.strerror}")
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return FileRead(None, "not a regular file (not read)", st)
-        if st.st_size > max_bytes:
-            return FileRead(None, f"larger than {max_bytes} bytes (not read)", st)
-        chunks, total = [], 0
-        while total <= max_bytes:
-            chunk = os.read(fd, min(65536, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > max_bytes:  # grew while we read
-            return FileRead(None, f"larger than {max_bytes} bytes (not read)", st)
-        return FileRead(b"".join(chunks), "", st)
+    except files.UnsafePathError as exc:
+        return FileRead(None, f"{exc.reason} (not read)")
     except OSError as exc:
         return FileRead(None, f"unreadable: {exc.strerror}")
-    finally:
-        os.close(fd)
+    return FileRead(data, "", st)
 
 
 class AccountSource(Protocol):
