@@ -91,7 +91,7 @@ class Host:
                     item()
                 elif item is not None:
                     assert self.stage.handle(item), item
-                self.stage.tick()
+                self.stage.timers()
         finally:
             self.stage.stop()
             self.store.close()
@@ -136,7 +136,8 @@ class Host:
         def do() -> None:
             assert self.stage is not None
             with self.store.batch():
-                self.store.remove_bans(list(nets))
+                for n in nets:
+                    self.store.remove_ban(n)
                 staged = self.stage.stage_unbans(list(nets))
             self.fw.remove(list(nets))
             self.stage.offer(staged)

@@ -31,8 +31,8 @@ entry: a peer's clock is the peer's word.
 
 from __future__ import annotations
 
-import ipaddress
 import math
+import socket
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,10 +40,7 @@ from dataclasses import dataclass, field
 from sshguardd.config import BanConfig, FleetConfig
 from sshguardd.contracts import FleetEntry
 
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-LOOPBACK: tuple[Net, ...] = tuple(ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "::1/128", "::/128", "::ffff:127.0.0.0/104", "0.0.0.0/32"))
+LOOPBACK = ("127.0.0.0/8", "::1/128", "::/128", "::ffff:127.0.0.0/104", "0.0.0.0/32")
 
 # Stable veto reasons: metric label values and the words in `fleet status`.
 REASONS = ("malformed", "publisher", "quarantined", "loopback", "prefix", "allow",
@@ -85,15 +82,50 @@ class _Publisher:
     quarantined_until: float = 0.0
 
 
-def _parse(network: str) -> Net | None:
-    try:
-        return ipaddress.ip_network(network, strict=False)
-    except (ValueError, TypeError):
+Span = tuple[int, int, int, int]   # (IP version, first address, last address, prefix)
+
+
+def span(network: str) -> Span | None:
+    """'203.0.113.0/24' -> (4, first, last, 24) as ints; None unless a valid address or
+    network (host bits are cleared, as ip_network(strict=False) would). Integer
+    arithmetic because a burst of 10,000 peer bans must be judged in milliseconds, and
+    ipaddress objects cost ~20 us each."""
+    if not isinstance(network, str) or len(network) > 64:
         return None
+    addr, slash, plen = network.partition("/")
+    if ":" in addr:
+        version, family, bits = 6, socket.AF_INET6, 128
+    else:
+        version, family, bits = 4, socket.AF_INET, 32
+    try:
+        raw = socket.inet_pton(family, addr)
+    except (OSError, ValueError):
+        return None
+    if slash:
+        if not plen.isdigit() or len(plen) > 3 or int(plen) > bits:
+            return None
+        prefix = int(plen)
+    else:
+        prefix = bits
+    host = bits - prefix
+    lo = int.from_bytes(raw, "big") >> host << host
+    return version, lo, lo | ((1 << host) - 1), prefix
 
 
-def _overlaps(a: Net, b: Net) -> bool:
-    return a.version == b.version and (a.subnet_of(b) or b.subnet_of(a))  # type: ignore[arg-type]
+def canonical(sp: Span) -> str:
+    version, lo, _, prefix = sp
+    if version == 4:
+        return f"{socket.inet_ntop(socket.AF_INET, lo.to_bytes(4, 'big'))}/{prefix}"
+    return f"{socket.inet_ntop(socket.AF_INET6, lo.to_bytes(16, 'big'))}/{prefix}"
+
+
+def _spans(networks: Iterable[str]) -> list[Span]:
+    return [sp for sp in (span(n) for n in networks) if sp is not None]
+
+
+def _hits(sp: Span, ranges: list[Span]) -> bool:
+    version, lo, hi, _ = sp
+    return any(v == version and a <= hi and lo <= b for v, a, b, _ in ranges)
 
 
 class FleetVeto:
@@ -109,9 +141,10 @@ class FleetVeto:
                  logged_in: Mapping[str, float] | None = None) -> None:
         self.fleet = fleet
         self.ban = ban
-        self._allow = [n for n in (_parse(a) for a in ban.allow) if n is not None]
-        self._never = [n for n in (_parse(a) for a in fleet.never_ban) if n is not None]
-        self._logins: dict[str, float] = {}
+        self._loopback = _spans(LOOPBACK)
+        self._allow = _spans(ban.allow)
+        self._never = _spans(fleet.never_ban)
+        self._logins: dict[str, tuple[Span, float]] = {}
         self._login_lengths: set[tuple[int, int]] = set()
         for net, when in (logged_in or {}).items():
             self.login(net, when)
@@ -130,12 +163,13 @@ class FleetVeto:
     # -- inputs besides entries ----------------------------------------------------------
     def login(self, network: str, when: float) -> None:
         """A successful login here from network (admin protection)."""
-        net = _parse(network)
-        if net is None:
+        sp = span(network)
+        if sp is None:
             return
-        key = str(net)
-        self._logins[key] = max(when, self._logins.get(key, when))
-        self._login_lengths.add((net.version, net.prefixlen))
+        key = canonical(sp)
+        old = self._logins.get(key)
+        self._logins[key] = (sp, max(when, old[1]) if old else when)
+        self._login_lengths.add((sp[0], sp[3]))
 
     @property
     def applied(self) -> Mapping[str, float]:
@@ -156,35 +190,35 @@ class FleetVeto:
         return out
 
     # -- the static veto -----------------------------------------------------------------
-    def veto(self, net: Net, now: float) -> str | None:
-        """Why this host refuses a fleet ban of net, or None."""
-        if any(_overlaps(net, lo) for lo in LOOPBACK):
+    def veto(self, sp: Span, now: float) -> str | None:
+        """Why this host refuses a fleet ban of the network sp, or None."""
+        if _hits(sp, self._loopback):
             return "loopback"
-        if net.prefixlen < (self.fleet.ipv4_min_prefix if net.version == 4
-                            else self.fleet.ipv6_min_prefix):
+        if sp[3] < (self.fleet.ipv4_min_prefix if sp[0] == 4 else self.fleet.ipv6_min_prefix):
             return "prefix"
-        if any(_overlaps(net, a) for a in self._allow):
+        if _hits(sp, self._allow):
             return "allow"
-        if any(_overlaps(net, n) for n in self._never):
+        if _hits(sp, self._never):
             return "never_ban"
-        if self.ban.protect_logged_in > 0 and self._logged_in_overlap(net, now):
+        if self.ban.protect_logged_in > 0 and self._logged_in_overlap(sp, now):
             return "admin"
         return None
 
-    def _logged_in_overlap(self, net: Net, now: float) -> bool:
+    def _logged_in_overlap(self, sp: Span, now: float) -> bool:
         horizon = now - self.ban.protect_logged_in
-        for version, length in self._login_lengths:
-            if version != net.version:
+        version, lo, hi, prefix = sp
+        bits = 32 if version == 4 else 128
+        for v, length in self._login_lengths:
+            if v != version:
                 continue
-            if length <= net.prefixlen:
-                when = self._logins.get(str(net.supernet(new_prefix=length)))
-                if when is not None and when >= horizon:
+            if length <= prefix:
+                host = bits - length
+                hit = self._logins.get(canonical((v, lo >> host << host, 0, length)))
+                if hit is not None and hit[1] >= horizon:
                     return True
             else:  # logins narrower than the ban: only for wide bans, so a scan is fine
-                for key, when in self._logins.items():
-                    other = ipaddress.ip_network(key)
-                    if when >= horizon and other.version == net.version \
-                            and other.subnet_of(net):  # type: ignore[arg-type]
+                for (lv, a, b, _), when in self._logins.values():
+                    if lv == version and when >= horizon and lo <= a and b <= hi:
                         return True
         return False
 
@@ -193,15 +227,15 @@ class FleetVeto:
         """One entry read from peer's stream at now."""
         if entry is None or entry.op not in ("ban", "unban"):
             return Judgement(veto="malformed")
-        net = _parse(entry.network)
-        if net is None or not math.isfinite(entry.until):
+        sp = span(entry.network)
+        if sp is None or not math.isfinite(entry.until):
             return Judgement(veto="malformed")
         if entry.publisher != peer:
             return Judgement(veto="publisher")
         pub = self._publishers.setdefault(peer, _Publisher())
         if pub.quarantined_until > now:
             return Judgement(veto="quarantined")
-        network = str(net)
+        network = canonical(sp)
         if entry.op == "unban":
             return Judgement(changes=self._set(network, peer, None, now))
         # Counted before the static veto: a host flooding vetoed bans is as suspect.
@@ -212,7 +246,7 @@ class FleetVeto:
         if len(window) > self.fleet.max_bans_per_publisher:
             return Judgement(changes=self._quarantine(peer, now), veto="quarantined",
                              quarantined=True)
-        reason = self.veto(net, now)
+        reason = self.veto(sp, now)
         if reason is not None:
             return Judgement(veto=reason)
         until = min(entry.until, now + self.ban.max_ban_time)
@@ -234,20 +268,22 @@ class FleetVeto:
             return Judgement(changes=self._quarantine(peer, now), veto="quarantined",
                              quarantined=True), {}
         for entry in items:
-            net = _parse(entry.network)
-            if entry.op != "ban" or net is None or not math.isfinite(entry.until):
+            sp = span(entry.network)
+            if entry.op != "ban" or sp is None or not math.isfinite(entry.until):
                 reason: str | None = "malformed"
             elif entry.publisher != peer:
                 reason = "publisher"
             else:
-                reason = self.veto(net, now)
-            if reason is None:
+                reason = self.veto(sp, now)
+            if reason is None and sp is not None:
                 until = min(entry.until, now + self.ban.max_ban_time)
                 if until > now:
-                    wanted[str(net)] = max(until, wanted.get(str(net), until))
+                    key = canonical(sp)
+                    wanted[key] = max(until, wanted.get(key, until))
                     continue
                 reason = "expired"
-            vetoed[reason] = vetoed.get(reason, 0) + 1
+            why = reason or "malformed"
+            vetoed[why] = vetoed.get(why, 0) + 1
         changes: list[Change] = []
         held = [n for n, pubs in self._contrib.items() if peer in pubs and n not in wanted]
         for network in held:

@@ -21,6 +21,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sshguardd import config
 from sshguardd.bans.policy import BanPolicy
@@ -45,6 +46,17 @@ def family(network: str) -> str:
     return "ipv6" if ":" in network else "ipv4"
 
 
+class FleetOutbox(Protocol):
+    """daemon.fleet_sync.FleetStage as the engine uses it: entries for our fleet stream
+    staged inside the transaction that records the bans, handed over after it."""
+
+    def stage_bans(self, bans: Sequence[Ban]) -> list[Any]: ...
+
+    def stage_unbans(self, networks: Sequence[str]) -> list[Any]: ...
+
+    def offer(self, staged: Sequence[Any]) -> None: ...
+
+
 class BanEngine:
     """Owns the BanPolicy and its Correlator (rebuilt together by `rebuild`), and the
     active-ban counters. Used on the daemon's loop thread only."""
@@ -65,6 +77,7 @@ class BanEngine:
         self.firewall_errors_total = 0
         self.loop_errors = 0
         self.batches = 0
+        self.fleet: FleetOutbox | None = None   # fleet mode: set by the loop
 
     # -- (re)building ----------------------------------------------------------------------
 
@@ -88,9 +101,7 @@ class BanEngine:
                        for n, ts in history.items()}
         logged_in = self.store.logins(now - ban.protect_logged_in) \
             if ban.protect_logged_in > 0 else {}
-        users = self.store.login_users(now - ban.protect_logged_in) if logged_in else {}
-        policy = BanPolicy(ban, history=history, logged_in=logged_in, active=active,
-                           login_users=users)
+        policy = BanPolicy(ban, history=history, logged_in=logged_in, active=active)
         # One correlator per policy, fed every sshd entry in order (replay, then live), so
         # a connection that spans the saved position is still put together.
         correlator = Correlator()
@@ -124,12 +135,6 @@ class BanEngine:
     def on_batch(self, batch: LogBatch, now: float) -> BatchResult:
         self.batches += 1
         decided, logins = self._decide(batch)
-        for w in self.policy.take_withheld():  # once per network and protection
-            log.warning("not banning %s (admin protection): %g failures, last against %s, "
-                        "who logged in from there within ban.protect_logged_in; banned "
-                        "anyway at %g failures or at one against another account",
-                        w.network, w.score, w.user, self.policy.cfg.protect_max_failures)
-            self.metrics.bans_withheld.inc()
         self.metrics.journal_read([r.time for r in batch.records], now)
         new = list(decided.values())
         if new:
@@ -158,10 +163,9 @@ class BanEngine:
             self._publish_counts()
         return BatchResult(tuple(live), store_failed, firewall_failed)
 
-    def _decide(self, batch: LogBatch) -> tuple[dict[str, Ban],
-                                                list[tuple[str, float, str | None]]]:
+    def _decide(self, batch: LogBatch) -> tuple[dict[str, Ban], list[tuple[str, float]]]:
         bans: dict[str, Ban] = {}
-        logins: list[tuple[str, float, str | None]] = []
+        logins: list[tuple[str, float]] = []
         feed = self.correlator.feed
         for rec in batch.records:
             # The correlator gives classify()'s event for this line plus any event of an
@@ -178,7 +182,7 @@ class BanEngine:
                 if event.kind is Kind.ACCEPTED and rec.time is not None:
                     net = self.policy.network_of(event.host)
                     if net is not None:
-                        logins.append((net, rec.time, event.user))
+                        logins.append((net, rec.time))
                 try:
                     ban = self.policy.observe(rec, event)
                 except Exception:
@@ -189,15 +193,18 @@ class BanEngine:
                     bans[ban.network] = ban
         return bans, logins
 
-    def _save(self, new: Sequence[Ban], logins: Sequence[tuple[str, float, str | None]],
+    def _save(self, new: Sequence[Ban], logins: Sequence[tuple[str, float]],
               position: str | None) -> bool:
         """Bans (with any left unsaved before), logins and the position in one
         transaction. False (and the bans kept in `unsaved`) when the store fails."""
         bans = [*self.unsaved.values(), *new]
+        staged: list[Any] = []
         try:
             with self.store.batch():
                 if bans:
                     self.store.add_bans(bans)
+                    if self.fleet is not None:  # our stream's entries, same transaction
+                        staged = self.fleet.stage_bans(bans)
                 if logins:
                     self.store.record_logins(logins)
                 if position is not None:
@@ -212,6 +219,8 @@ class BanEngine:
                 self.alerts.startup_problem("state store", f"write failed: {exc}; "
                                             f"{len(self.unsaved)} bans not saved yet")
             return False
+        if self.fleet is not None:
+            self.fleet.offer(staged)
         if self.unsaved:
             log.info("state store writable again: %d bans saved", len(self.unsaved))
             self.unsaved.clear()
@@ -295,9 +304,14 @@ class BanEngine:
                  _overlaps(ipaddress.ip_network(n, strict=False), target)]
         if not nets:
             return None
+        staged: list[Any] = []
         with self.store.batch():
             for n in nets:
                 self.store.remove_ban(n)
+            if self.fleet is not None:
+                staged = self.fleet.stage_unbans(nets)
+        if self.fleet is not None:
+            self.fleet.offer(staged)
         for n in nets:
             self.policy.forget(n)
             self.unsaved.pop(n, None)

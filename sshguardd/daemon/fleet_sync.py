@@ -55,14 +55,21 @@ FLEET_MESSAGES = (FleetRead, FleetSnapshot, FleetPublished, FleetLink)
 
 
 class Firewall(Protocol):
-    """The part of the firewall the fleet stage uses (effects/nft_runner.NftFirewall)."""
+    """The part of the daemon's firewall (daemon.parts.Firewall) the fleet stage uses:
+    the same table and sets as local bans. A failed commit keeps what it could not apply
+    staged, and the next commit (ours or the ban engine's) retries it."""
 
-    def add(self, bans: Sequence[Ban], now: float) -> None: ...
-    def replace(self, bans: Sequence[Ban], now: float) -> None: ...
-    def remove(self, networks: Sequence[str]) -> None: ...
+    @property
+    def pending(self) -> int: ...
+
+    def stage(self, add: Sequence[Ban] = (), remove: Sequence[str] = (), *,
+              replace: bool = False) -> None: ...
+
+    def commit(self, now: float) -> None: ...
 
 
 class FleetAlerts(Protocol):
+    def startup_problem(self, what: str, detail: str) -> None: ...
     def fleet_quarantine(self, publisher: str, reason: str, duration: float) -> None: ...
     def fleet_outage(self, engine: str, detail: str, seconds: float) -> None: ...
 
@@ -86,7 +93,7 @@ def is_fleet(ban: Ban | None) -> bool:
 class FleetStage:
     """The loop's side of fleet mode. Calls: start(emit), handle(message), stage_bans()
     and stage_unbans() inside the store transaction of the decision, then offer() with
-    what they returned, tick() on the loop's timer, status(), stop()."""
+    what they returned, timers() on the loop's timer, status(), stop()."""
 
     def __init__(self, cfg: Config, host: str, *, transport: FleetTransport, store: Store,
                  firewall: Firewall, metrics: FleetMetrics, alerts: FleetAlerts,
@@ -111,12 +118,17 @@ class FleetStage:
         self._down: dict[str, str] = {"reader": "starting", "writer": "starting"}
         self._down_since: float | None = time.monotonic()
         self._outage_alerted = False
-        self._pending: dict[str, Ban | None] = {}   # network -> ban to add, None: remove
+        self._retry = False                          # a commit failed: retry on tick
+        # Judged, not yet committed (see flush): network -> (expiry before, after).
+        self._changes: dict[str, tuple[float | None, float | None]] = {}
+        self._why: dict[str, FleetEntry] = {}
+        self._cursors: dict[str, tuple[str, int]] = {}
+        self._touched: set[str] = set()
         self._next_snapshot = 0.0
         self._next_status = 0.0
         self._snapshot_seq = -1
-        self._last_applied: dict[str, float] = {}  # peer -> clock time of its last entry
         self.applied_total = 0
+        self.vetoed: dict[str, int] = {}   # reason -> entries refused (also a metric)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, emit: Callable[[Any], Any]) -> None:
@@ -141,7 +153,11 @@ class FleetStage:
                  "outbox", self.host, self.transport.url, len(self.reader.cursors),
                  self.fstore.outbox_depth())
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            self.flush()
+        except Exception:  # the store may be failing: the cursors simply stay behind
+            log.exception("fleet: final flush failed")
         for part in (self.reader, self.writer):
             if part is not None:
                 part.stop()
@@ -198,53 +214,65 @@ class FleetStage:
         return True
 
     def _on_read(self, read: FleetRead) -> None:
+        """Judge now, commit at the next flush(): the loop calls timers() right after each
+        burst it drained, so a burst of reads from every peer costs one transaction and
+        one nft call, not one per XREAD reply."""
         now = self.clock()
-        changes: dict[str, tuple[float | None, float | None]] = {}
-        why: dict[str, FleetEntry] = {}
         last_id, last_seq = None, None
+        ops: dict[str, int] = {}
+        judge = self._veto().judge
         for entry_id, entry in read.entries:
             last_id = entry_id
             if entry is not None:
                 last_seq = entry.seq
-                self.metrics.events_in.labels(op=entry.op).inc()
-            j = self._veto().judge(read.peer, entry, now)
+                ops[entry.op] = ops.get(entry.op, 0) + 1
+            j = judge(read.peer, entry, now)
             if j.veto is not None:
-                self.metrics.vetoed.labels(reason=j.veto).inc()
+                self._count_veto(j.veto, 1)
             if j.quarantined:
                 self._quarantined(read.peer, now)
             for c in j.changes:
-                self._merge(changes, c)
-                if entry is not None and entry.op == "ban":
-                    why[c.network] = entry
-        if last_id is not None:
-            self.metrics.lag.labels(peer=read.peer).set(max(0.0, now - id_ms(last_id) / 1000))
-        cursor = None
-        if last_id is not None:
-            old = self.fstore.cursors().get(read.peer, ("0-0", 0))[1]
-            cursor = (last_id, last_seq if last_seq is not None else old)
-        self._commit(read.peer, changes, why, cursor, now)
+                self._merge(c, entry if entry is not None and entry.op == "ban" else None)
+        for op, n in ops.items():
+            if op in ("ban", "unban"):  # label values are ours, never a peer's text
+                self.metrics.events_in.labels(op=op).inc(n)
+        if last_id is None:
+            return
+        self.metrics.lag.labels(peer=read.peer).set(max(0.0, now - id_ms(last_id) / 1000))
+        if last_seq is None:  # nothing but malformed entries: the sequence stays
+            prev = self._cursors.get(read.peer) or self.fstore.cursors().get(read.peer)
+            last_seq = prev[1] if prev else 0
+        self._cursors[read.peer] = (last_id, last_seq)
+        self._touched.add(read.peer)
 
     def _on_snapshot(self, snap: FleetSnapshot) -> None:
         now = self.clock()
         self.metrics.resyncs.inc()
+        self.flush()  # what came before the snapshot, committed before it replaces it
         j, vetoed = self._veto().resync(snap.peer, snap.bans, now, self.fleet.outbox_max)
         for reason, n in vetoed.items():
-            self.metrics.vetoed.labels(reason=reason).inc(n)
+            self._count_veto(reason, n)
         if j.quarantined:
-            self.metrics.vetoed.labels(reason="quarantined").inc(len(snap.bans))
+            self._count_veto("quarantined", len(snap.bans))
             self._quarantined(snap.peer, now)
-        changes: dict[str, tuple[float | None, float | None]] = {}
+        by_net = {b.network: b for b in snap.bans}
         for c in j.changes:
-            self._merge(changes, c)
-        why = {b.network: b for b in snap.bans}
+            self._merge(c, by_net.get(c.network))
         log.info("fleet: resynced %s from its snapshot (seq %d, %d bans, %d vetoed)",
                  snap.peer, snap.seq, len(snap.bans), sum(vetoed.values()))
-        self._commit(snap.peer, changes, why, (snap.entry_id, snap.seq), now)
+        self._cursors[snap.peer] = (snap.entry_id, snap.seq)
+        self._touched.add(snap.peer)
+        self.flush()
 
-    @staticmethod
-    def _merge(changes: dict[str, tuple[float | None, float | None]], c: Change) -> None:
-        first = changes.get(c.network, (c.old, None))[0]
-        changes[c.network] = (first, c.until)
+    def _count_veto(self, reason: str, n: int) -> None:
+        self.vetoed[reason] = self.vetoed.get(reason, 0) + n
+        self.metrics.vetoed.labels(reason=reason).inc(n)
+
+    def _merge(self, c: Change, entry: FleetEntry | None) -> None:
+        first = self._changes.get(c.network, (c.old, None))[0]
+        self._changes[c.network] = (first, c.until)
+        if entry is not None:
+            self._why[c.network] = entry
 
     def _quarantined(self, peer: str, now: float) -> None:
         self.metrics.quarantines.inc()
@@ -253,29 +281,39 @@ class FleetStage:
             peer, f"more than {self.fleet.max_bans_per_publisher} bans within "
             f"{self.fleet.rate_window:g}s", self.fleet.quarantine_time)
 
-    def _commit(self, peer: str, changes: Mapping[str, tuple[float | None, float | None]],
-                why: Mapping[str, FleetEntry], cursor: tuple[str, int] | None,
-                now: float) -> None:
-        """Store first (bans, contributions, cursor: one transaction), then the kernel:
-        a crash in between leaves bans that start-up restores, never a cursor that is
-        ahead of what this host acted on."""
+    def flush(self) -> None:
+        """Commit what the reads since the last flush decided. Store first (bans,
+        contributions and cursors: one transaction), then the kernel: a crash in between
+        leaves bans that start-up restores, never a cursor ahead of what we acted on."""
+        if not (self._touched or self._changes):
+            return
+        now = self.clock()
+        changes, self._changes = self._changes, {}
+        why, self._why = self._why, {}
+        cursors = {p: self._cursors[p] for p in self._touched}
+        self._touched = set()
+        veto = self._veto()
         adds: list[Ban] = []
         replaces: list[Ban] = []
         removes: list[str] = []
         with self.store.batch():
-            self.fstore.write_contributions(self._veto().drain())
+            self.fstore.write_contributions(veto.drain())
             rows: list[Ban] = []
+            rows_now = self.fstore.ban_rows(changes)
             for network, (old, new) in changes.items():
-                current = self.store.ban(network)
-                if current is not None and not is_fleet(current) and current.until > now:
+                if old is None and new is None:
+                    continue  # came and went within the batch
+                current = rows_now.get(network)
+                if current is not None and not current[1].startswith(FLEET_REASON) \
+                        and current[0] > now:
                     continue  # decided here: the local ban rules this network
                 if new is None:
                     if current is not None:
-                        self.store.remove_bans([network])
+                        self.store.remove_ban(network)
                     removes.append(network)
                     continue
                 e = why.get(network)
-                pubs = sorted(self._veto().contributions(network))
+                pubs = sorted(veto.contributions(network))
                 reason = f"{FLEET_REASON} {','.join(pubs)}" + (
                     f" ({e.kind} x{e.count:g})" if e is not None else "")
                 ban = Ban(network, new - now, new, 1, reason)
@@ -284,33 +322,31 @@ class FleetStage:
                     continue  # only who holds it changed: the kernel is right already
                 (replaces if old is not None else adds).append(ban)
             self.store.add_bans(rows)
-            if cursor is not None:
-                self.fstore.save_cursor(peer, *cursor)
-        if adds or replaces:
-            self._last_applied[peer] = now
-        self.applied_total += len(adds)
-        self.metrics.applied.inc(len(adds))
-        self._kernel(adds, replaces, removes, now)
-        self.metrics.remote_active.set(len(self._veto().applied))
+            for peer, (entry_id, seq) in cursors.items():
+                self.fstore.save_cursor(peer, entry_id, seq)
+        if self._kernel(adds, replaces, removes, now):
+            # counted once the kernel took them (bench_fleet.py reads this)
+            self.applied_total += len(adds)
+            self.metrics.applied.inc(len(adds))
+        self.metrics.remote_active.set(len(veto.applied))
 
     def _kernel(self, adds: list[Ban], replaces: list[Ban], removes: list[str],
-                now: float) -> None:
+                now: float) -> bool:
         from sshguardd.effects.nft_runner import FirewallError
 
+        if not (adds or replaces or removes):
+            return True
+        self.firewall.stage(remove=removes)
+        self.firewall.stage(add=adds)
+        self.firewall.stage(add=replaces, replace=True)
         try:
-            if removes:
-                self.firewall.remove(removes)
-            if adds:
-                self.firewall.add(adds, now)
-            if replaces:
-                self.firewall.replace(replaces, now)
+            self.firewall.commit(now)
         except FirewallError as exc:
-            # Fail closed: the store has them; retried on the next tick.
+            # Fail closed: the store has them and they stay staged; timers() retries.
             log.error("fleet: firewall update failed (will retry): %s", exc)
-            for n in removes:
-                self._pending[n] = None
-            for b in adds + replaces:
-                self._pending[b.network] = b
+            self._retry = True
+            return False
+        return True
 
     def _on_link(self, link: FleetLink) -> None:
         was_up = not self._down
@@ -334,13 +370,18 @@ class FleetStage:
             self._down_since = time.monotonic()
 
     # -- timers --------------------------------------------------------------------------
-    def tick(self) -> None:
+    def timers(self) -> None:
+        self.flush()
         now = self.clock()
         mono = time.monotonic()
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            self._kernel([b for b in pending.values() if b is not None and b.until > now],
-                         [], [n for n, b in pending.items() if b is None], now)
+        if self._retry and self.firewall.pending:
+            from sshguardd.effects.nft_runner import FirewallError
+
+            try:
+                self.firewall.commit(now)
+                self._retry = False
+            except FirewallError as exc:
+                log.error("fleet: firewall update failed again: %s", exc)
         if self._down_since is not None and not self._outage_alerted and \
                 mono - self._down_since >= self.fleet.outage_alert_after:
             self._outage_alerted = True
@@ -352,6 +393,10 @@ class FleetStage:
             self._next_status = mono + self.fleet.status_interval
             self.writer.set_status(self.status_record(now), 3 * self.fleet.status_interval)
             self._veto().expire(now)
+            if self.cfg.ban.protect_logged_in > 0:  # logins since start protect too
+                for network, when in self.store.logins(
+                        now - self.cfg.ban.protect_logged_in).items():
+                    self._veto().login(network, when)
             with self.store.batch():
                 self.fstore.write_contributions(self._veto().drain())
             self.metrics.quarantined.set(len(self._veto().quarantined(now)))
@@ -399,10 +444,12 @@ class FleetStage:
         now = self.clock()
         q = self.veto.quarantined(now) if self.veto is not None else {}
         return {"host": self.host, "engine": self.transport.url, "connected": not self._down,
+                "last_seq": self.fstore.last_staged()[1],
                 "down": dict(self._down), "outbox": self.fstore.outbox_depth(),
                 "cursors": {p: {"id": i, "seq": s}
                             for p, (i, s) in self.fstore.cursors().items()},
                 "fleet_bans": len(self.veto.applied) if self.veto is not None else 0,
-                "applied_total": self.applied_total,
+                "applied_total": self.applied_total, "vetoed": dict(self.vetoed),
                 "quarantined": {p: round(u - now) for p, u in q.items()},
                 "resyncs": self.reader.resyncs if self.reader is not None else 0}
+

@@ -30,7 +30,7 @@ from typing import Any
 
 from sshguardd import __version__, config
 from sshguardd.contracts import FileChanged, LogBatch
-from sshguardd.daemon import parts, status
+from sshguardd.daemon import fleet_sync, fleet_wiring, parts, status
 from sshguardd.daemon.ban_engine import BanEngine
 from sshguardd.daemon.control_api import ControlAPI
 from sshguardd.daemon.drift_host import DriftHost
@@ -48,7 +48,6 @@ from sshguardd.effects.nft_runner import FirewallError
 from sshguardd.effects.store import StoreError
 
 log = logging.getLogger(__name__)
-
 
 
 class Daemon:
@@ -75,6 +74,7 @@ class Daemon:
         self.upkeep: FirewallUpkeep | None = None
         self.follower: parts.Follower | None = None
         self.drift: DriftHost | None = None
+        self.fleet: fleet_sync.FleetStage | None = None
         self.control: parts.ControlServer | None = None
         self.metrics_server: parts.Stoppable | None = None
         self.api = ControlAPI(self._engine, lambda: status.fields(self), self.clock)
@@ -145,6 +145,7 @@ class Daemon:
             self.alerts.startup_problem("firewall", str(exc))
             raise StartupError(f"cannot set up the firewall: {exc}") from None
 
+        self.fleet = fleet_wiring.attach(self, store, engine)  # None: [fleet] is off
         follower = self.parts.follower(store.position())
         self.follower = follower
         try:
@@ -278,6 +279,8 @@ class Daemon:
         elif isinstance(item, FileChanged):
             if self.drift is not None:
                 self.drift.changed(item)
+        elif isinstance(item, fleet_sync.FLEET_MESSAGES) and self.fleet is not None:
+            self.fleet.handle(item)
         else:
             try:
                 item.reply.set(self.api(item.request))
@@ -296,8 +299,8 @@ class Daemon:
         self._watch_clock(mono)
         if self.upkeep is not None:
             self.upkeep.timers(mono)
-        if self.drift is not None:
-            self.drift.timers()
+        for host in [h for h in (self.drift, self.fleet) if h is not None]:
+            host.timers()
         if self.follower is not None and self.started.is_set() and \
                 not self.follower.alive and mono >= self._next_follower_restart:
             self._restart_follower(mono)
@@ -431,7 +434,7 @@ class Daemon:
         self.notifier.stopping()
         self._closing.set()
         for name, part in (("follower", self.follower), ("drift watcher", self.drift),
-                           ("control", self.control)):
+                           ("control", self.control), ("fleet", self.fleet)):
             if part is None:
                 continue
             try:

@@ -36,6 +36,8 @@ class ControlRequest:
     reply: Reply
 
 
+# Fleet mode's messages (contracts.Fleet*, daemon/fleet_sync.FLEET_MESSAGES) travel in the
+# queue too; the loop hands them to the fleet stage before anything is taken for a request.
 QueueItem = LogBatch | FileChanged | ControlRequest
 
 __all__ = ["ControlRequest", "QueueItem", "Reply", "StartupError", "StateStoreError"]

@@ -50,6 +50,12 @@ def summary(d: Daemon) -> str:
     return text
 
 
+def for_fleet(d: Daemon) -> dict[str, Any]:
+    """What the fleet status record carries besides the fleet stage's own counts."""
+    return {"drift_mode": d.cfg.drift.mode if d.cfg.drift.enabled else "off",
+            "last_drift": last_drift(d), "healthy": not health_problems(d)}
+
+
 def fields(d: Daemon) -> dict[str, Any]:
     """The `status` command's answer (beside ok, version and pid)."""
     engine = d._engine()
@@ -78,4 +84,5 @@ def fields(d: Daemon) -> dict[str, Any]:
         (d.drift.errors if d.drift is not None else 0),
         "last_drift": last_drift(d),
         "drift_mode": d.cfg.drift.mode if d.cfg.drift.enabled else "off",
+        "fleet": d.fleet.status() if d.fleet is not None else None,
     }

@@ -108,6 +108,19 @@ class FleetStore:
             "SELECT value FROM fleet_meta WHERE key = 'last_ms'").fetchone()
         return (f"{int(last[0]) if last else 0}-{seq}", seq)
 
+    def ban_rows(self, networks: Iterable[str]) -> dict[str, tuple[float, str]]:
+        """network -> (until, reason) of the bans table's rows among networks."""
+        nets = list(networks)
+        out: dict[str, tuple[float, str]] = {}
+        for i in range(0, len(nets), 500):  # SQLite's bound-parameter limit
+            chunk = nets[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for n, u, r in self._db.execute(
+                    f"SELECT network, until, reason FROM bans WHERE network IN ({marks})",  # noqa: S608  (only ? marks)
+                    chunk):
+                out[n] = (float(u), str(r))
+        return out
+
     # -- cursors and contributions -------------------------------------------------------
     def cursors(self) -> dict[str, tuple[str, int]]:
         return {p: (i, s) for p, i, s in
@@ -126,10 +139,19 @@ class FleetStore:
         if not rows:
             return
         with self.store.batch():
-            for c in rows:
-                if c.until is None:
-                    self._db.execute("DELETE FROM fleet_contrib WHERE network = ? AND "
-                                     "publisher = ?", (c.network, c.publisher))
+            # In order: a row set and then deleted within one batch must end deleted.
+            i = 0
+            while i < len(rows):
+                j = i
+                gone = rows[i].until is None
+                while j < len(rows) and (rows[j].until is None) == gone:
+                    j += 1
+                if gone:
+                    self._db.executemany(
+                        "DELETE FROM fleet_contrib WHERE network = ? AND publisher = ?",
+                        [(c.network, c.publisher) for c in rows[i:j]])
                 else:
-                    self._db.execute("INSERT OR REPLACE INTO fleet_contrib VALUES "
-                                     "(?, ?, ?)", (c.network, c.publisher, c.until))
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO fleet_contrib VALUES (?, ?, ?)",
+                        [(c.network, c.publisher, c.until) for c in rows[i:j]])
+                i = j
