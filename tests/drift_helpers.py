@@ -120,8 +120,10 @@ class Box:
         from sshguardd import cli
 
         cfg = self.root / "config.toml"
+        # The update watch judges the host's own sshd processes: not this box's business.
         cfg.write_text(f'[daemon]\nstate_dir = "{self.root}/state"\n[drift]\n'
-                       f'sshd_config = "{self.main}"\nshadow = "{self.shadow}"\n')
+                       f'sshd_config = "{self.main}"\nshadow = "{self.shadow}"\n'
+                       '[updates]\nenabled = false\n')
         rc = cli.main(["check", "--config", str(cfg), *extra])
         return rc, capsys.readouterr().out
 

@@ -265,3 +265,28 @@ def test_fifo_drop_in_does_not_stall_the_daemon(host: Host) -> None:
     finally:
         host.sb.run(["rm", "/etc/ssh/sshd_config.d/60-fifo.conf"], check=True)
     host.assert_still_working()
+
+
+@pytest.mark.parametrize("plant", [
+    "mkfifo .ssh/authorized_keys",                       # blocked the loop forever
+    "ln -s /dev/zero .ssh/authorized_keys",              # grew the daemon past 1.5 GiB
+    "ln -s /dev/zero .ssh/authorized_keys2",
+    "truncate -s 200M .ssh/authorized_keys",             # a huge (sparse) file
+    "ln -s /etc/shadow .ssh/authorized_keys",            # a root-only file behind a link
+])
+def test_hostile_authorized_keys_leave_the_daemon_ready(host: Host, plant: str) -> None:
+    # Before (issue 10): the lockout guard opened every user's authorized_keys as root, on
+    # the main loop, with a plain open() and whole-line reads. Now (access engineer's
+    # effects/accounts.py over files.read_untrusted) off the loop, regular files only,
+    # capped, with a deadline. The drift in assert_still_working makes the guard read them.
+    sb = host.sb
+    sb.run([*AS_MALLORY, "sh", "-c", f"cd /home/mallory && mkdir -p .ssh && {plant}"],
+           check=True)
+    try:
+        host.assert_still_working()
+        rss = next(int(line.split()[1]) for line in
+                   Path(f"/proc/{host.daemon.pid()}/status").read_text().splitlines()
+                   if line.startswith("VmRSS:"))
+        assert rss < 200 * 1024, f"{rss} kB resident"
+    finally:
+        sb.run(["rm", "-rf", "/home/mallory/.ssh"], check=True)

@@ -88,3 +88,72 @@ def test_update_adds_and_drops_directories(tmp_path: Path):
         (b / "z.conf").write_text("z")
         assert got.get(timeout=5).path == str(b / "z.conf")
         assert collect(got, 0.3) == []
+
+
+# -- the drift guard's snapshot: symlink targets and swapped directories (issue 11) -------
+
+def _guarded(tmp_path: Path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from drift_helpers import Box
+
+    box = Box(tmp_path / "box")
+    box.give_alice_a_key()
+    return box
+
+
+def _wait_path(got: queue.Queue, path: Path, timeout: float = 5) -> None:
+    seen: list[str] = []
+
+    def arrived() -> bool:
+        try:
+            seen.append(got.get(timeout=0.05).path)
+        except queue.Empty:
+            pass
+        return str(path) in seen
+
+    wait_for(arrived, timeout, what=f"a change of {path}")
+
+
+def test_a_symlinked_dropins_target_directory_is_watched(tmp_path: Path):
+    # sshd_config.d/50-managed.conf -> /srv/cfg/50-managed.conf: `sed -i` in /srv/cfg
+    # renames there, which a watch on sshd_config.d never sees (before: only the 5-min
+    # re-check found it).
+    box = _guarded(tmp_path)
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    target = srv / "50-managed.conf"
+    target.write_text("X11Forwarding yes\n")
+    (box.ssh / "sshd_config.d" / "50-managed.conf").symlink_to(target)
+    box.guard.check_all("start")
+    watch = box.guard.watch_set()
+    assert str(srv) in watch.dirs and watch.relevant(str(target))
+    got: queue.Queue[FileChanged] = queue.Queue()
+    with Watcher(watch, got.put, debounce=0.05):
+        subprocess.run(["sed", "-i", "1i PermitRootLogin yes", str(target)], check=True)
+        _wait_path(got, target)
+    from drift_helpers import actions
+
+    assert actions(box.guard.handle(FileChanged(str(target), box.now))) == {
+        "permitrootlogin": "repaired"}
+    assert target.read_text().startswith("PermitRootLogin no\n")
+
+
+def test_a_swapped_dropin_directory_is_watched_again_at_once(tmp_path: Path):
+    box = _guarded(tmp_path)
+    d = box.ssh / "sshd_config.d"
+    got: queue.Queue[FileChanged] = queue.Queue()
+    with Watcher(box.guard.watch_set(), got.put, debounce=0.05) as w:
+        # An installer swaps the whole directory: rename a new one over the old name.
+        new = box.ssh / "sshd_config.d.new"
+        new.mkdir()
+        os.rename(d, box.ssh / "sshd_config.d.old")
+        os.rename(new, d)
+        _wait_path(got, d)  # the swap itself is reported
+        # The watch follows the path, not the old inode: a file created in the new
+        # directory is seen.
+        dropin = d / "60-new.conf"
+        wait_for(lambda: str(d) in w._watches, 5, what="the re-watch")
+        dropin.write_text("PasswordAuthentication yes\n")
+        _wait_path(got, dropin)

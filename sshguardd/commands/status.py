@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         ("firewall", (f"{answer['firewall_errors']} errors, "
                       f"{answer['firewall_pending']} changes pending")),
         ("drift guard", f"{answer['drift_mode']}, last drift: {answer['last_drift']}"),
+        ("withheld", (", ".join(f"{w['network']} ({w['failures']:g} failures as "
+                                f"{w['user']})" for w in answer.get("withheld", []))
+                      or "none (no ban spared by admin protection)")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -101,7 +101,9 @@ class BanEngine:
                        for n, ts in history.items()}
         logged_in = self.store.logins(now - ban.protect_logged_in) \
             if ban.protect_logged_in > 0 else {}
-        policy = BanPolicy(ban, history=history, logged_in=logged_in, active=active)
+        users = self.store.login_users(now - ban.protect_logged_in) if logged_in else {}
+        policy = BanPolicy(ban, history=history, logged_in=logged_in, active=active,
+                           login_users=users)
         # One correlator per policy, fed every sshd entry in order (replay, then live), so
         # a connection that spans the saved position is still put together.
         correlator = Correlator()
@@ -135,6 +137,12 @@ class BanEngine:
     def on_batch(self, batch: LogBatch, now: float) -> BatchResult:
         self.batches += 1
         decided, logins = self._decide(batch)
+        for w in self.policy.take_withheld():  # once per network and protection
+            log.warning("not banning %s (admin protection): %g failures, last against %s, "
+                        "who logged in from there within ban.protect_logged_in; banned "
+                        "anyway at %g failures or at one against another account",
+                        w.network, w.score, w.user, self.policy.cfg.protect_max_failures)
+            self.metrics.bans_withheld.inc()
         self.metrics.journal_read([r.time for r in batch.records], now)
         new = list(decided.values())
         if new:
@@ -163,9 +171,10 @@ class BanEngine:
             self._publish_counts()
         return BatchResult(tuple(live), store_failed, firewall_failed)
 
-    def _decide(self, batch: LogBatch) -> tuple[dict[str, Ban], list[tuple[str, float]]]:
+    def _decide(self, batch: LogBatch) -> tuple[dict[str, Ban],
+                                                list[tuple[str, float, str | None]]]:
         bans: dict[str, Ban] = {}
-        logins: list[tuple[str, float]] = []
+        logins: list[tuple[str, float, str | None]] = []
         feed = self.correlator.feed
         for rec in batch.records:
             # The correlator gives classify()'s event for this line plus any event of an
@@ -182,7 +191,7 @@ class BanEngine:
                 if event.kind is Kind.ACCEPTED and rec.time is not None:
                     net = self.policy.network_of(event.host)
                     if net is not None:
-                        logins.append((net, rec.time))
+                        logins.append((net, rec.time, event.user))
                 try:
                     ban = self.policy.observe(rec, event)
                 except Exception:
@@ -193,7 +202,7 @@ class BanEngine:
                     bans[ban.network] = ban
         return bans, logins
 
-    def _save(self, new: Sequence[Ban], logins: Sequence[tuple[str, float]],
+    def _save(self, new: Sequence[Ban], logins: Sequence[tuple[str, float, str | None]],
               position: str | None) -> bool:
         """Bans (with any left unsaved before), logins and the position in one
         transaction. False (and the bans kept in `unsaved`) when the store fails."""

@@ -36,7 +36,8 @@ class ControlAPI:
     def __call__(self, req: dict[str, Any]) -> Reply:
         cmd = req.get("cmd")
         if cmd == "status":
-            return {"ok": True, "version": __version__, "pid": os.getpid(), **self._status()}
+            return {"ok": True, "version": __version__, "pid": os.getpid(), **self._status(),
+                    "withheld": self._withheld()}
         if cmd == "bans":
             return self._bans()
         if cmd == "ban":
@@ -51,7 +52,13 @@ class ControlAPI:
         return {"ok": True, "now": now, "bans": [
             {"network": b.network, "remaining": max(0.0, round(b.until - now, 1)),
              "until": b.until, "duration": b.duration, "strikes": b.strikes,
-             "reason": b.reason} for b in bans]}
+             "reason": b.reason} for b in bans], "withheld": self._withheld()}
+
+    def _withheld(self) -> list[dict[str, Any]]:
+        """Networks admin protection spares now (BanPolicy.withheld)."""
+        return [{"network": w.network, "failures": w.score, "withheld": w.count,
+                 "user": w.user, "logged_in_as": list(w.logged_in_as), "since": w.first,
+                 "last": w.last} for w in self._engine().policy.withheld()]
 
     def _ban(self, req: dict[str, Any]) -> Reply:
         addr = req.get("address")

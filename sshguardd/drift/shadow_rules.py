@@ -57,33 +57,50 @@ class Entry:
     end: int
 
 
-def _lines(text: str) -> Iterator[tuple[int, int, str]]:
-    """(line number, offset of the content, content) for lines nss_files parses."""
+def _lines(text: str) -> Iterator[tuple[int, int, str, int]]:
+    """(line number, offset of the content, content, length that maps back to the text)
+    for each line nss_files parses.
+
+    nss_readline() reads a line with fgets(), skips leading isspace() and then
+    memmove()s strlen(p) bytes to the front *without the terminating NUL*, so the last k
+    characters stay behind it (k = whitespace skipped): `  root:H` at the end of a file
+    with no final newline reads as `root:HH`. parse_line() then stops at the first "\n".
+    Only the first `mapped` characters of the content are where the text has them."""
     offset = 0
-    for lineno, line in enumerate(text.split("\n"), 1):
+    parts = text.split("\n")
+    for lineno, seg in enumerate(parts, 1):
         base = offset
-        offset += len(line) + 1
-        nul = line.find("\0")
-        if nul >= 0:
-            line = line[:nul]
-        skip = len(line) - len(line.lstrip(_ISSPACE))
-        body = line[skip:]
-        if not body or body.startswith("#"):
+        offset += len(seg) + 1
+        raw = seg + "\n" if lineno < len(parts) else seg
+        nul = raw.find("\0")
+        c = raw[:nul] if nul >= 0 else raw
+        k = len(c) - len(c.lstrip(_ISSPACE))
+        if not c[k:] or c[k] == "#":
             continue
-        yield lineno, base + skip, body
+        content = (c[k:] + c[len(c) - k:]) if k else c
+        content = content.split("\n", 1)[0]
+        yield lineno, base + k, content, len(c) - k
 
 
 def _strtoul_end(s: str, i: int) -> int:
-    """Where strtoul(s + i, &endp, 10) leaves endp (i itself when no digits)."""
+    """Where glibc's number parsing (strtoul-like, with a range check) leaves endp: i
+    itself when there are no digits, -1 when the number is refused (negative, or above
+    2**32 - 1: `getent` skips such a line; checked on glibc 2.36)."""
     j = i
     while j < len(s) and s[j] in _ISSPACE:
         j += 1
+    negative = j < len(s) and s[j] == "-"
     if j < len(s) and s[j] in "+-":
         j += 1
     k = j
     while k < len(s) and "0" <= s[k] <= "9":
         k += 1
-    return k if k > j else i
+    if k == j:
+        return i
+    value = int(s[j:k])
+    if (negative and value) or value > 0xFFFFFFFF:
+        return -1
+    return k
 
 
 def _string_field(s: str, i: int) -> tuple[int, int, int]:
@@ -99,6 +116,8 @@ def _int_maybe_null(s: str, i: int, colon: bool = True) -> int | None:
     if i >= len(s):
         return None  # "We expect some more input"
     e = _strtoul_end(s, i)
+    if e < 0:
+        return None
     if colon and e < len(s) and s[e] == ":":
         return e + 1
     return e if e >= len(s) else None
@@ -107,7 +126,7 @@ def _int_maybe_null(s: str, i: int, colon: bool = True) -> int | None:
 def _int_field(s: str, i: int) -> int | None:
     """INT_FIELD (passwd's uid and gid): digits required."""
     e = _strtoul_end(s, i)
-    if e == i:
+    if e <= i:
         return None
     if e < len(s) and s[e] == ":":
         return e + 1
@@ -154,27 +173,36 @@ def _parse_passwd(s: str) -> tuple[int, tuple[int, int]] | None:
     return name_end, (pw_start, pw_end)
 
 
+def _entry(lineno: int, base: int, body: str, mapped: int, name_end: int, a: int,
+           b: int) -> Entry:
+    # A field reaching into what nss_readline left behind is not in the text as glibc
+    # reads it: start = end = -1, and relocking it refuses (ShadowFormatError).
+    if b > mapped:
+        return Entry(lineno, body[:name_end], body[a:b], -1, -1)
+    return Entry(lineno, body[:name_end], body[a:b], base + a, base + b)
+
+
 def shadow_entries(text: str) -> list[Entry]:
     """Every entry glibc accepts from a shadow file, in order."""
     out = []
-    for lineno, base, body in _lines(text):
+    for lineno, base, body, mapped in _lines(text):
         parsed = _parse_shadow(body)
         if parsed is None:
             continue
         (name_end, _, _), (a, b) = parsed
-        out.append(Entry(lineno, body[:name_end], body[a:b], base + a, base + b))
+        out.append(_entry(lineno, base, body, mapped, name_end, a, b))
     return out
 
 
 def passwd_entries(text: str) -> list[Entry]:
     """Every entry glibc accepts from a passwd file, in order."""
     out = []
-    for lineno, base, body in _lines(text):
+    for lineno, base, body, mapped in _lines(text):
         parsed = _parse_passwd(body)
         if parsed is None:
             continue
         name_end, (a, b) = parsed
-        out.append(Entry(lineno, body[:name_end], body[a:b], base + a, base + b))
+        out.append(_entry(lineno, base, body, mapped, name_end, a, b))
     return out
 
 
@@ -235,6 +263,9 @@ class ShadowFormatError(ValueError):
 
 
 def _splice(text: str, changes: list[tuple[int, int, str]]) -> str:
+    if any(a < 0 for a, _, _ in changes):
+        raise ShadowFormatError("an entry glibc reads is not where the text has it (an "
+                                "indented last line without a newline); fix it by hand")
     for a, b, new in sorted(changes, reverse=True):
         text = text[:a] + new + text[b:]
     return text

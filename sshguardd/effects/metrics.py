@@ -12,6 +12,7 @@ Log source
   sshguardd_log_lines_read_total                 counter  sshd messages read from the source
   sshguardd_failures_total{kind}                  counter  failed-login events, by Kind value
   sshguardd_logins_accepted_total                 counter  successful logins seen
+  sshguardd_bans_withheld_total                   counter  networks admin protection spared
   sshguardd_journal_lag_seconds                   histogram entry time to processing time
   sshguardd_journal_last_read_timestamp_seconds   gauge    when the source last read fine
   sshguardd_journal_read_errors_total             counter  failed reads of the source
@@ -119,6 +120,9 @@ class Metrics:
             "failures", "Failed-login events seen, by kind.", ["kind"], **r)
         self.logins_accepted = Counter(
             "logins_accepted", "Successful logins seen.", **r)
+        self.bans_withheld = Counter(
+            "bans_withheld", "Networks whose ban admin protection withheld (counted once "
+            "per network and protection).", **r)
         self.journal_lag = Histogram(
             "journal_lag_seconds",
             "Seconds between a log entry's own timestamp and its processing.",

@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS logins (
     network TEXT PRIMARY KEY,
     time    REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS login_users (
+    network TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    time    REAL NOT NULL,
+    PRIMARY KEY (network, user)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -213,14 +219,30 @@ class Store:
         return out
 
     # -- logins (admin protection) -------------------------------------------------------
-    def record_logins(self, logins: Iterable[tuple[str, float]]) -> None:
-        """Remember (network, time) of successful logins; the latest time per network wins."""
+    def record_logins(self, logins: Iterable[tuple[str, float] | tuple[str, float, str | None]]
+                      ) -> None:
+        """Remember (network, time[, account]) of successful logins; the latest time per
+        network (and per account, which admin protection covers) wins."""
         rows = list(logins)
         if rows:
             with self.batch():
                 self._db.executemany(
                     "INSERT INTO logins VALUES (?, ?) ON CONFLICT(network) DO UPDATE "
-                    "SET time = max(time, excluded.time)", rows)
+                    "SET time = max(time, excluded.time)", [r[:2] for r in rows])
+                self._db.executemany(
+                    "INSERT INTO login_users VALUES (?, ?, ?) ON CONFLICT(network, user) "
+                    "DO UPDATE SET time = max(time, excluded.time)",
+                    [(r[0], r[2], r[1]) for r in rows if len(r) > 2 and r[2] is not None])
+
+    def login_users(self, since: float) -> dict[str, list[str]]:
+        """network -> the accounts that logged in from it at or after `since`, oldest
+        first."""
+        out: dict[str, list[str]] = {}
+        for network, user in self._db.execute(
+                "SELECT network, user FROM login_users WHERE time >= ? ORDER BY time",
+                (since,)):
+            out.setdefault(network, []).append(user)
+        return out
 
     def logins(self, since: float) -> dict[str, float]:
         return dict(self._db.execute("SELECT network, time FROM logins WHERE time >= ?", (since,)))
@@ -243,4 +265,5 @@ class Store:
             self._db.execute("DELETE FROM bans WHERE until <= ?", (now,))
             self._db.execute("DELETE FROM history WHERE time < ?", (history_since,))
             self._db.execute("DELETE FROM logins WHERE time < ?", (logins_since,))
+            self._db.execute("DELETE FROM login_users WHERE time < ?", (logins_since,))
 

@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -41,8 +44,9 @@ log = logging.getLogger(__name__)
 # Only events that can change a file's content or name. Leaving out IN_OPEN and
 # IN_CLOSE_NOWRITE matters in /etc, which every process start reads (ld.so.cache,
 # locale.alias, ...): the kernel then does not even queue those.
+# Directory creates, moves and deletes count too: a watched directory swapped by a rename.
 EVENTS = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent,
-          FileDeletedEvent]
+          FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
 
 
 class _Handler(FileSystemEventHandler):
