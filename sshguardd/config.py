@@ -4,7 +4,8 @@ Every default here is the production value, so an empty file is a working config
 Unknown keys are errors (a typo must not silently fall back to a default), and numbers are
 range-checked. Durations are written as "90s", "10m", "1h30m", "7d", "1w" or plain seconds
 and are bounded (sshguardd.durations). A value that would turn a protection off or would be
-cut short silently is an error naming its key, never a quiet fallback.
+cut short silently is an error naming its key, never a quiet fallback. Pure: this parses
+text; effects/config_file.py reads the file.
 """
 
 from __future__ import annotations
@@ -284,18 +285,3 @@ def parse(text: str, path: Path | str = "<config>") -> Config:
             problems.append((".".join(loc) or "(top)", reason))
         raise ConfigError(path, problems) from None
 
-
-def load(path: Path | str | None = None) -> Config:
-    """Read and validate the config file. A missing default file means all defaults; a
-    missing file named explicitly is an error."""
-    explicit = path is not None
-    p = DEFAULT_PATH if path is None else Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(p, [("(file)", "no such file")]) from None
-        return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(p, [("(file)", str(exc))]) from None
-    return parse(text, p)

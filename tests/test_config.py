@@ -128,3 +128,13 @@ def test_config_file_is_read_like_a_root_daemon_reads_files(tmp_path):
     (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\n")
     with pytest.raises(config.ConfigError, match="not UTF-8"):
         config_file.load(tmp_path / "latin1.toml")
+
+
+def test_check_config_on_a_fifo_exits_78_at_once(tmp_path):
+    # Before, check-config (and `run`'s ExecStartPre=) waited forever on a FIFO.
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    r = subprocess.run([sys.executable, "-m", "sshguardd", "check-config", "--config",
+                        str(fifo)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert f"{fifo}: (file): refusing {fifo}: is a FIFO" in r.stdout

@@ -74,7 +74,6 @@ CLOCK_METHODS = {"now", "utcnow", "today", "fromtimestamp"}
 
 # Violations present today, each with the room that is fixing it (the brief's rooms).
 KNOWN: dict[str, str] = {
-    "sshguardd.config calls .read_text()": "gates (config file read moves to effects)",
     "sshguardd.detect.logformats imports time": "detect",
 }
 

@@ -31,7 +31,7 @@ from sshguardd.drift import shadow_rules as shadow
 from sshguardd.drift import sshd_edits
 from sshguardd.drift import sshd_judge as sshd_config
 from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
-from sshguardd.effects import sshd_files
+from sshguardd.effects import config_file, sshd_files
 from sshguardd.effects.accounts import Accounts
 from sshguardd.effects.packages import PackageProbe
 from sshguardd.effects.sessions import ssh_peers
@@ -339,7 +339,7 @@ def register(sub) -> None:
 def run(args) -> int:
     if os.geteuid() != 0:
         raise cli.NeedsRoot("check", NEEDS_ROOT)
-    cfg = config.load(args.config)
+    cfg = config_file.load(args.config)
     if args.diff:
         p = plan(cfg)
         if args.json:

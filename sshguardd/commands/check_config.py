@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from sshguardd import cli, config
+from sshguardd.effects import config_file
 
 
 def register(sub) -> None:
@@ -19,7 +20,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     try:
-        cfg = config.load(args.config)
+        cfg = config_file.load(args.config)
     except config.ConfigError as exc:
         if args.json:
             print(json.dumps({"ok": False, "file": exc.path, "problems": [

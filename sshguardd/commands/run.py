@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sshguardd import cli, config
+from sshguardd import cli
+from sshguardd.effects import config_file
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)  # a bad file: ConfigError, exit 78 from the CLI
+    cfg = config_file.load(args.config)  # a bad file: ConfigError, exit 78 from the CLI
     logging.getLogger().setLevel(cfg.daemon.log_level.upper())
     from sshguardd.daemon import wiring
     from sshguardd.daemon.loop import Daemon, StartupError, StateStoreError

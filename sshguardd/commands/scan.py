@@ -31,7 +31,8 @@ import argparse
 import os
 import sys
 
-from sshguardd import cli, config
+from sshguardd import cli
+from sshguardd.effects import config_file
 from sshguardd.scan import inputs, parallel, report
 
 EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return cli.EX_USAGE
     out = sys.stdout
     if args.summary:
-        summary = report.Summary(config.load(args.config))
+        summary = report.Summary(config_file.load(args.config))
         problems = inputs.scan_all(args.files, args.journal_dir, args.year, summary.emit_for)
         summary.write(out, args.json)
     else:

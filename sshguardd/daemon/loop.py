@@ -44,6 +44,7 @@ from sshguardd.daemon.messages import (
 )
 
 __all__ = ["Daemon", "StartupError", "StateStoreError"]
+from sshguardd.effects import config_file
 from sshguardd.effects.nft_runner import FirewallError
 from sshguardd.effects.store import StoreError
 
@@ -392,7 +393,7 @@ class Daemon:
     def _reload_config(self) -> None:
         path = self.config_path
         try:
-            new = config.load(path)
+            new = config_file.load(path)
         except config.ConfigError as exc:
             for line in exc.lines():
                 log.error("reload refused: %s", line)
