@@ -76,7 +76,9 @@ def test_mypy_finds_nothing() -> None:
 # ARCHITECTURE.md: "No file over about 450 lines". The gate allows a little slack, so one
 # more docstring line does not force a split; LARGE lists today's exceptions by room.
 MAX_LINES = 460
-LARGE: dict[str, str] = {}
+LARGE: dict[str, str] = {
+    "sshguardd/bans/policy.py": "access (admin protection grew it to 520 lines in 3c3669b)",
+}
 
 
 def test_no_module_is_too_long_to_read_in_one_sitting() -> None:
