@@ -174,3 +174,19 @@ def test_form_feed_and_quotes_read_as_sshd_reads_them(box: Box) -> None:
     assert actions(out) == {"passwordauthentication": "repaired"}
     assert "PasswordAuthentication no\x0c\n" in box.main.read_text()
     assert box.effective()["passwordauthentication"] == "no"
+
+
+def test_a_value_split_by_a_nul_is_refused_not_guessed(tmp_path: Path) -> None:
+    # "MaxAuthTries 1<NUL>\n0" is "MaxAuthTries 10" to sshd; no one-line edit can change a
+    # value that spans two physical lines: drift, alerted, refused with the reason.
+    box = Box(tmp_path, sshd_settings={"MaxAuthTries": "3"})
+    box.give_alice_a_key()
+    text = box.main.read_text() + "MaxAuthTries 3\n"
+    text = text.replace("MaxAuthTries 3\n", "MaxAuthTries 1\0\n0\n")
+    box.main.write_text(text)
+    assert box.effective()["maxauthtries"] == "10"
+    out = box.guard.check_all("start")
+    assert actions(out) == {"maxauthtries": "refused"}
+    (refused,) = box.alerts("repair_refused")
+    assert "split across lines by a NUL byte" in refused["REASON"]
+    assert box.main.read_text() == text and box.restart_count() == 0
