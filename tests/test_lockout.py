@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from sshguardd.drift import lockout
-from sshguardd.drift import lockout_keys as keys
 from sshguardd.effects import accounts
 from sshguardd.effects.sshd import Sshd
 
@@ -72,7 +71,7 @@ def test_key_lines_as_sshd_reads_them(line: str, usable: bool):
 
 def test_forced_commands_only_root():
     root = lockout.Account("root", 0, "/root", "/bin/bash", ("root",), True, "locked")
-    fco = dict(permitrootlogin="forced-commands-only")
+    fco = {"permitrootlogin": "forced-commands-only"}
     assert not judge(KEY, root, **fco).ways
     assert not judge('command="backup" ' + KEY, root, **fco).ways  # no admin path
     assert judge(KEY, root, permitrootlogin="without-password").ways
@@ -89,19 +88,19 @@ def test_sshd_access_lists():
 
 
 def test_authentication_methods_need_every_step():
-    both = dict(authenticationmethods="publickey,password")
+    both = {"authenticationmethods": "publickey,password"}
     w = judge(**both)
     assert not w.ways and "AuthenticationMethods publickey,password" in w.why_not
     assert judge(passwordauthentication="yes", **both).ways
     assert judge(authenticationmethods="publickey,password publickey").ways
-    kbd = dict(authenticationmethods="publickey,keyboard-interactive:pam",
-               kbdinteractiveauthentication="yes")
+    kbd = {"authenticationmethods": "publickey,keyboard-interactive:pam",
+           "kbdinteractiveauthentication": "yes"}
     assert judge(**kbd).ways and not judge(usepam="no", **kbd).ways
 
 
 def test_other_ways_in_and_blockers():
-    akc = dict(authorizedkeyscommand="/usr/share/ec2-instance-connect/eic_run_authorized_keys"
-               " %u %f", authorizedkeyscommanduser="ec2-instance-connect")
+    akc = {"authorizedkeyscommand": "/usr/share/ec2-instance-connect/eic_run_authorized_keys"
+           " %u %f", "authorizedkeyscommanduser": "ec2-instance-connect"}
     assert judge(None, **akc).ways                    # EC2 Instance Connect counts
     assert not judge(None, pubkeyauthentication="no", **akc).ways
     assert judge(None, trustedusercakeys="/etc/ssh/ca.pub").ways
@@ -217,7 +216,7 @@ def test_a_stalled_read_is_abandoned_at_its_deadline(tmp_path: Path):
     real = accounts.read_regular
     try:
         accounts.read_regular = lambda path, cap: (gate.wait(), real(path, cap))[1]  # type: ignore[assignment]
-        for n in range(accounts.MAX_STUCK + 2):
+        for _ in range(accounts.MAX_STUCK + 2):
             t = time.monotonic()
             (kf,) = src.key_files(acc, [kinds["good"]])
             assert kf.text is None and "not read" in kf.problem

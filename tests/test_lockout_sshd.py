@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import paramiko
 import pytest
 
-from sshguardd.demo.sandbox import Sandbox, wait_for
 from daemon_helpers import DaemonProc, write_config
+from sshguardd.demo.sandbox import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
 

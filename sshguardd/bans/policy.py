@@ -126,9 +126,9 @@ class BanPolicy:
     history: network -> start times of its earlier bans (Store.history), for escalation.
     logged_in: network -> time of its latest successful login (Store.logins), for admin
     protection across restarts; login_users: network -> the accounts that logged in from
-    it, which are what the protection covers. active: the bans in force (Store.active_bans), so lines
-    from a banned network that were still in flight across a restart neither re-ban nor
-    escalate it. The daemon persists what observe() returns.
+    it (Store.login_users), which are what the protection covers. active: the bans in
+    force (Store.active_bans), so lines from a banned network that were still in flight
+    across a restart neither re-ban nor escalate it. The daemon persists what observe() returns.
     """
 
     def __init__(self, cfg: BanConfig, history: Mapping[str, Sequence[float]] | None = None,
@@ -136,7 +136,7 @@ class BanPolicy:
                  active: Iterable[Ban] = (),
                  login_users: Mapping[str, Iterable[str]] | None = None):
         self.cfg = cfg
-        self._weights = {kind: getattr(cfg.weights, kind.value)
+        self._weights: dict[Kind, float] = {kind: getattr(cfg.weights, kind.value)
                          for kind in Kind if kind is not Kind.ACCEPTED}
         self._allow = [ipaddress.ip_network(n) for n in cfg.allow]
         self._allow_ranges = [(n.version, int(n.network_address), int(n.broadcast_address))
@@ -156,7 +156,8 @@ class BanPolicy:
         for network, when in (logged_in or {}).items():
             key = self._key_of_network(network)
             if key is not None:
-                self._logins[key] = (when, tuple(users.get(network, ()))[-MAX_LOGIN_USERS:])
+                known = tuple(users.get(network, ()))
+                self._logins[key] = (when, known[-MAX_LOGIN_USERS:])
         for ban in active:
             self._mark_banned(ban.network, ban.until)
 

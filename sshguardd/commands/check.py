@@ -22,13 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sshguardd import cli, config
-
 from sshguardd.bans import access
 from sshguardd.commands import _control
 from sshguardd.daemon.lockout_guard import LockoutGuard
-from sshguardd.drift import lockout
+from sshguardd.drift import lockout, sshd_edits
 from sshguardd.drift import shadow_rules as shadow
-from sshguardd.drift import sshd_edits
 from sshguardd.drift import sshd_judge as sshd_config
 from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
 from sshguardd.effects import config_file, sshd_files

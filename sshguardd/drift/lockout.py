@@ -26,8 +26,8 @@ this account can complete, for an account sshd lets in at all:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from sshguardd.drift import lockout_keys as keys
 

@@ -27,6 +27,7 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import cast
 
 # Key types OpenSSH 9.2 reads (sshkey.c keytypes), certificates included.
 PLAIN_TYPES = frozenset({
@@ -174,9 +175,7 @@ def parse_options(opts: str) -> dict[str, object]:
         if name is None:
             raise OptionError(f"unsupported option {opts[i:].split(',')[0]!r}")
         seen.add(name)
-        names = st["names"]
-        assert isinstance(names, list)
-        names.append(name)
+        cast(list[str], st["names"]).append(name)
         if i >= len(opts) or opts[i] in " \t":
             break
         if opts[i] != ",":
@@ -205,12 +204,11 @@ def parse_line(line: str, lineno: int = 0) -> KeyLine | None:
         st = parse_options(text[:end])
     except OptionError:
         return None
-    expiry = st.get("expiry")
-    names = st["names"]
-    assert isinstance(names, list)
+    expiry, command, from_ = st.get("expiry"), st.get("command"), st.get("from")
+    names = cast(list[str], st["names"])
     return KeyLine(lineno, keytype,
-                   command=st["command"] if isinstance(st.get("command"), str) else None,
-                   from_=st["from"] if isinstance(st.get("from"), str) else None,
+                   command=command if isinstance(command, str) else None,
+                   from_=from_ if isinstance(from_, str) else None,
                    expiry=expiry if isinstance(expiry, float) else None,
                    pty=bool(st["pty"]), restricted=bool(st["restricted"]),
                    cert_authority=bool(st["cert_authority"]), options=tuple(names))

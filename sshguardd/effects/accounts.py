@@ -5,10 +5,11 @@ Users' files are hostile (THREATS.md, adversary 2): a FIFO, a symlink to /dev/ze
 /etc/shadow, a socket, a device node or a multi-gigabyte file. Each is read with
 sshguardd.effects.files.read_untrusted (O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC: a symlink is
 refused, not followed; opening a FIFO does not wait for a writer; fstat after the open,
-regular files only; a size cap), on a worker thread with a deadline (a home on NFS or a FUSE mount the user
-controls can stall any system call). A read that overruns its deadline is abandoned and its
-thread left to finish; past MAX_STUCK such threads no user file is read at all until they
-end, so a hostile mount costs a few threads, never the daemon loop.
+regular files only; a size cap), on a worker thread with a deadline (a home on NFS or a
+FUSE mount the user controls can stall any system call). A read that overruns its
+deadline is abandoned and its thread left to finish; past MAX_STUCK such threads no user
+file is read at all until they end, so a hostile mount costs a few threads, never the
+daemon loop.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 from sshguardd.drift import lockout
 from sshguardd.drift.sshd_judge import PROBE_DEFAULTS
@@ -51,7 +53,7 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int,
     final symlink, never blocks on a FIFO, never reads a device, never more than
     max_bytes), with the file's owner and mode for StrictModes."""
     try:
-        data = files.read_untrusted(path, max_bytes=max_bytes, timeout=timeout)
+        data = files.read_untrusted(os.fspath(path), max_bytes=max_bytes, timeout=timeout)
         st = os.lstat(path)
     except FileNotFoundError:
         return FileRead(None, "missing")
@@ -153,7 +155,7 @@ class Accounts:
         def run() -> None:
             try:
                 box["value"] = fn()
-            except BaseException as exc:  # handed to the caller below
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 box["error"] = exc
 
         t = threading.Thread(target=run, name="lockout-read", daemon=True)
