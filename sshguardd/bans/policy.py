@@ -42,15 +42,9 @@ Other rules
   non-IP hosts (UseDNS names) never count.
   A prefix that contains an allow-listed address is never banned whole: its other
   addresses are counted and banned one by one (/32, /128).
-* Admin protection, not to be borrowed: a network with a successful login within
-  protect_logged_in is spared a ban only while the failure that tips it over is against an
-  account that logged in from there (the admin who mistyped their own password), and only
-  while its score stays below protect_max_failures. A failure against any other account
-  (the guest guessing root's password), or one without a user, bans it like anyone else;
-  a login whose account is unknown (restored from a store without it) protects nothing.
-  Each withheld ban counts in `suppressed`; the first per network within a protection is
-  handed out by take_withheld() so the daemon logs it once, and withheld() lists them.
-  protect_logged_in = 0 disables.
+* Admin protection (sshguardd.bans.protection): a recent login spares its network only
+  for failures against the accounts that logged in from it, below protect_max_failures;
+  take_withheld() hands out each newly spared network once, withheld() lists them.
 * Escalation: strikes = 1 + bans of the network within history_time; duration =
   ban_time * escalation_factor ** (strikes - 1), capped at max_ban_time.
 * Bounded memory: at most max_tracked offenders (and as many remembered logins); those
@@ -66,9 +60,9 @@ import itertools
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from sshguardd import durations
+from sshguardd.bans.protection import AdminProtection, Withheld, restore_all
 from sshguardd.config import BanConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
 
@@ -100,26 +94,6 @@ _FULL = 1 << 129
 _LINK_LOCAL = 0xFE80 >> 6
 
 
-# Accounts remembered per logged-in network, and withheld bans listed (oldest dropped).
-MAX_LOGIN_USERS = 8
-MAX_WITHHELD = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Withheld:
-    """A ban admin protection withheld: the network, the first and latest withheld
-    failure, how many, the score then, the account tried and the accounts that logged in
-    from the network."""
-
-    network: str
-    first: float
-    last: float
-    count: int
-    score: float
-    user: str
-    logged_in_as: tuple[str, ...]
-
-
 class BanPolicy:
     """Turns classified sshd messages into ban decisions.
 
@@ -144,20 +118,14 @@ class BanPolicy:
         self._offenders: dict[int, bytes] = {}
         self._banned: dict[int, float] = {}          # key -> until, for networks of our prefix
         self._wide: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, float]] = []
-        # key -> (time of the latest login, accounts that logged in, newest last)
-        self._logins: dict[int, tuple[float, tuple[str, ...]]] = {}
-        self._withheld: dict[int, Withheld] = {}
-        self._new_withheld: list[Withheld] = []
+        self.protection = AdminProtection(cfg.protect_logged_in, cfg.protect_max_failures,
+                                          cfg.max_tracked, _evict_count(cfg.max_tracked),
+                                          self._network)
         self._history: dict[str, list[float]] = {n: sorted(ts) for n, ts in (history or {}).items()}
         self._latest = 0.0
         self.evictions = 0
-        self.suppressed = 0
-        users = login_users or {}
-        for network, when in (logged_in or {}).items():
-            key = self._key_of_network(network)
-            if key is not None:
-                known = tuple(users.get(network, ()))
-                self._logins[key] = (when, known[-MAX_LOGIN_USERS:])
+        restore_all(self.protection, logged_in or {}, login_users or {},
+                    self._key_of_network)
         for ban in active:
             self._mark_banned(ban.network, ban.until)
 
@@ -249,7 +217,7 @@ class BanPolicy:
             return None
         if event.kind is Kind.ACCEPTED:
             if self.cfg.protect_logged_in > 0:
-                self._remember_login(key, t, event.user)
+                self.protection.remember(key, t, event.user)
             return None
         if event.pam_relay:  # corroboration of an attempt sshd logs itself
             return None
@@ -264,60 +232,28 @@ class BanPolicy:
         score = self._count(key, record.pid, event.kind, t)
         if score + _EPSILON < self.cfg.max_retry or not self.cfg.enabled:
             return None
-        login = self._logins.get(key)
-        protected = ""
-        if (login is not None and self.cfg.protect_logged_in > 0
-                and t - login[0] <= self.cfg.protect_logged_in):
-            below_cap = score + _EPSILON < self.cfg.protect_max_failures
-            if event.user is not None and event.user in login[1] and below_cap:
-                self._withhold(key, t, score, event.user, login[1])
-                return None
-            protected = (f"; its login as {', '.join(login[1]) or 'an unknown account'} "
-                         + (f"does not protect failures against {event.user or 'no account'}"
-                            if below_cap else
-                            f"protects at most {self.cfg.protect_max_failures:g}"))
+        protected = self.protection.judge(key, t, score, event.user)
+        if protected is None:
+            return None  # withheld: counted and listed by the protection
         del self._offenders[key]
-        self._withheld.pop(key, None)
         reason = (f"{score:g} failed attempt{'' if score == 1 else 's'} within "
                   f"{_fmt(self.cfg.find_time)}, last {event.kind.value}{protected}")
         return self._ban(self._network(key), key, t, None, reason)
 
-    def _remember_login(self, key: int, t: float, user: str | None) -> None:
-        _, users = self._logins.pop(key, (t, ()))
-        if len(self._logins) >= self.cfg.max_tracked:
-            for old in list(itertools.islice(self._logins, _evict_count(self.cfg.max_tracked))):
-                del self._logins[old]
-        if user is not None:
-            users = tuple(u for u in users if u != user)[-(MAX_LOGIN_USERS - 1):] + (user,)
-        self._logins[key] = (t, users)
-
-    def login_users(self) -> dict[str, tuple[str, ...]]:
-        """network -> the accounts that logged in from it (for the store)."""
-        return {self._network(k): u for k, (_, u) in self._logins.items() if u}
-
-    def _withhold(self, key: int, t: float, score: float, user: str,
-                  users: tuple[str, ...]) -> None:
-        self.suppressed += 1
-        w = self._withheld.pop(key, None)
-        if w is None:
-            if len(self._withheld) >= MAX_WITHHELD:
-                del self._withheld[next(iter(self._withheld))]
-            w = Withheld(self._network(key), t, t, 0, score, user, users)
-            self._new_withheld.append(w)
-            if len(self._new_withheld) > MAX_WITHHELD:
-                del self._new_withheld[0]
-        self._withheld[key] = Withheld(w.network, w.first, t, w.count + 1, score, user, users)
+    @property
+    def suppressed(self) -> int:
+        """Bans admin protection withheld."""
+        return self.protection.suppressed
 
     def take_withheld(self) -> list[Withheld]:
         """Networks whose ban admin protection withheld for the first time (within this
         protection) since the last call: the daemon logs each once."""
-        out, self._new_withheld = self._new_withheld, []
-        return out
+        return self.protection.take_new()
 
     def withheld(self) -> list[Withheld]:
         """The networks admin protection spares now, latest first (at most MAX_WITHHELD),
         for `status` and `bans`."""
-        return sorted(self._withheld.values(), key=lambda w: -w.last)
+        return self.protection.withheld()
 
     def _evict(self) -> None:
         """Drop the offenders seen least recently (the front of the dict)."""
@@ -470,11 +406,7 @@ class BanPolicy:
             del self._offenders[key]
         self._banned = {k: u for k, u in self._banned.items() if u > now}
         self._wide = [(n, u) for n, u in self._wide if u > now]
-        if self.cfg.protect_logged_in > 0:
-            since = now - self.cfg.protect_logged_in
-            self._logins = {k: w for k, w in self._logins.items() if w[0] >= since}
-            self._withheld = {k: w for k, w in self._withheld.items()
-                              if k in self._logins and w.last >= horizon}
+        self.protection.expire(now, horizon)
         since = now - self.cfg.history_time
         history = {}
         for network, times in self._history.items():
