@@ -4,6 +4,7 @@ and an established connection that must survive the switch."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -45,8 +46,7 @@ def box(tmp_path: Path):
 
 
 def _apply(sb: Sandbox, layout: nftjson.Layout, sources: list[str]) -> None:
-    payload = nftjson.setup(layout)
-    payload["nftables"] += access.commands(layout, sources)
+    payload = nftjson.setup(dataclasses.replace(layout, access=tuple(sources)))
     sb.run(["nft", "-j", "-f", "-"], input=json.dumps(payload), check=True)
 
 
@@ -137,23 +137,30 @@ def _switch(box: Sandbox) -> None:
                                   nftjson.CHAIN], check=True).stdout)
     counts = access.dropped(listing)
     assert counts["ipv4"] >= 1 and counts["ipv6"] >= 1, counts
+    # the periodic check accepts the table as setup() made it, and notices the mode's
+    # rules gone (nft flush chain) or left over after it was switched off
+    on = dataclasses.replace(layout, access=("198.18.7.0/24", "2001:db8:7::/48"))
+    table = json.loads(box.run(["nft", "-j", "-t", "list", "table", "inet", "sshguardd"],
+                               check=True).stdout)
+    assert nftjson.check_listing(on, table) is None
+    assert nftjson.check_listing(layout, table) == "allow-only rules left from before"
     # a ban still applies inside the allowed networks (ban rules come first)
     box.run(["nft", "add", "element", "inet", "sshguardd", "addr4",
              f"{{ {INSIDE4} timeout 1m }}"], check=True)
     assert not _reaches(box, INSIDE4, DST4)
-    # off again: one transaction removes the rules and the sets
+    # off again: one transaction removes the rules
     _apply(box, layout, [])
     assert _reaches(box, OUTSIDE4, DST4)
-    tables = box.run(["nft", "list", "table", "inet", "sshguardd"], check=True).stdout
-    assert "allow4" not in tables and "allow6" not in tables
+    chain = box.run(["nft", "list", "chain", "inet", "sshguardd", nftjson.CHAIN],
+                    check=True).stdout
+    assert "access" not in chain and "@allow" not in chain, chain
 
 
 def test_a_bad_transaction_leaves_the_old_rules(box: Sandbox) -> None:
     layout = nftjson.Layout(ports=(PORT,))
     _apply(box, layout, ["198.18.7.0/24"])
     before = box.run(["nft", "list", "table", "inet", "sshguardd"], check=True).stdout
-    payload = nftjson.setup(layout)
-    payload["nftables"] += access.commands(layout, ["198.18.8.0/24"])
+    payload = nftjson.setup(dataclasses.replace(layout, access=("198.18.8.0/24",)))
     payload["nftables"].append({"add": {"rule": {"family": "inet", "table": "sshguardd",
                                                  "chain": "nope", "expr": []}}})
     bad = subprocess.run(box._nsenter(["nft", "-j", "-f", "-"]), input=json.dumps(payload),

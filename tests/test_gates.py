@@ -77,7 +77,9 @@ def test_mypy_finds_nothing() -> None:
 # more docstring line does not force a split; LARGE lists today's exceptions by room.
 MAX_LINES = 460
 LARGE: dict[str, str] = {
-    "sshguardd/daemon/loop.py": "daemon, fleet (461 lines once fleet mode was wired in)",
+    # 471 lines: fleet mode's wiring, then the hooks for allow-only mode and the update
+    # watch (lead). Next cut: the reload path (_reload_config) into its own module.
+    "sshguardd/daemon/loop.py": "daemon, fleet, lead",
 }
 
 

@@ -21,8 +21,6 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sshguardd.bans.nftjson import CHAIN, Layout
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -42,17 +40,15 @@ def _elem(net: Network) -> dict[str, object]:
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
 
 
-def commands(layout: Layout, sources: Sequence[str]) -> list[dict[str, object]]:
-    """Commands to append to `nftjson.setup(layout)`'s transaction (after the ban rules):
-    the allow sets, refilled, and one drop rule per family for new connections from
-    elsewhere. With no sources the sets are removed, so the mode is off."""
-    table = {"family": layout.family, "table": layout.table}
+def commands(family: str, table_name: str, chain: str, ports: Sequence[int],
+             sources: Sequence[str]) -> list[dict[str, object]]:
+    """Commands that `nftjson.setup` appends to its transaction (after the ban rules): the
+    allow sets, refilled, and one drop rule per family for new connections from
+    elsewhere. With no sources nothing: setup() flushed the chain, so the mode is off
+    (allow sets left from an earlier setup stay, unreferenced: setup never deletes)."""
+    table = {"family": family, "table": table_name}
     cmds: list[dict[str, object]] = []
     if not sources:
-        for name in SETS:
-            spec = {**table, "name": name, "type": _type(name), "flags": ["interval"]}
-            # add-then-delete: deletes whether or not the set existed, in one transaction
-            cmds += [{"add": {"set": spec}}, {"delete": {"set": {**table, "name": name}}}]
         return cmds
     v4, v6 = networks(sources)
     for name, nets in (("allow4", v4), ("allow6", v6)):
@@ -63,10 +59,10 @@ def commands(layout: Layout, sources: Sequence[str]) -> list[dict[str, object]]:
                                              "elem": [_elem(n) for n in nets]}}})
     for name in SETS:
         proto = "ip" if name.endswith("4") else "ip6"
-        cmds.append({"add": {"rule": {**table, "chain": CHAIN, "comment": f"access {name}",
+        cmds.append({"add": {"rule": {**table, "chain": chain, "comment": f"access {name}",
                                       "expr": [
             {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                       "right": _ports(layout.ports)}},
+                       "right": _ports(ports)}},
             # A new connection is a SYN without ACK. Stateless on purpose: a `ct state new`
             # match would also drop the first packets of sessions opened before conntrack
             # was hooked into this namespace (seen here: enabling the mode cut them).

@@ -39,6 +39,7 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from sshguardd.bans import access
 from sshguardd.contracts import Ban
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,6 +61,7 @@ class Layout:
     ports: tuple[int, ...] = (22,)
     ipv4_prefix: int = 32
     ipv6_prefix: int = 64
+    access: tuple[str, ...] = ()   # allow-only mode's sources (bans.access); () = off
 
     def set_for(self, net: Network) -> str:
         if net.version == 4:
@@ -139,6 +141,7 @@ def setup(layout: Layout) -> dict:
     cmds.append({"flush": {"chain": {
         "family": layout.family, "table": layout.table, "name": CHAIN}}})
     cmds += [{"add": {"rule": _rule(layout, name)}} for name in layout.sets]
+    cmds += access.commands(layout.family, layout.table, CHAIN, layout.ports, layout.access)
     return {"nftables": cmds}
 
 
@@ -375,6 +378,7 @@ def check_listing(layout: Layout, listing: dict) -> str | None:
     sets: set[str] = set()
     chain: dict | None = None
     rules: list[object] = []
+    access_rules: list[str] = []
     for item in listing.get("nftables", []):
         if not isinstance(item, dict):
             continue
@@ -383,7 +387,11 @@ def check_listing(layout: Layout, listing: dict) -> str | None:
         elif "chain" in item and item["chain"].get("name") == CHAIN:
             chain = item["chain"]
         elif "rule" in item and item["rule"].get("chain") == CHAIN:
-            rules.append(_normal(item["rule"].get("expr")))
+            comment = str(item["rule"].get("comment", ""))
+            if comment.startswith("access "):
+                access_rules.append(comment)
+            else:
+                rules.append(_normal(item["rule"].get("expr")))
     missing = [s for s in layout.sets if s not in sets]
     if missing:
         return f"set(s) {', '.join(missing)} missing"
@@ -394,4 +402,10 @@ def check_listing(layout: Layout, listing: dict) -> str | None:
     want = [_normal(_rule(layout, name)["expr"]) for name in layout.sets]
     if rules != want:
         return f"chain {CHAIN} holds {len(rules)} rule(s), not our {len(want)} drop rules"
+    # Allow-only mode: its two rules are judged by their comments (nft lists the TCP
+    # flags match in another form than we write it) and its sets by name.
+    want_access = [f"access {s}" for s in access.SETS] if layout.access else []
+    if access_rules != want_access or (layout.access and not set(access.SETS) <= sets):
+        return (f"allow-only rules {access_rules or 'missing'}, want {want_access}"
+                if layout.access else "allow-only rules left from before")
     return None

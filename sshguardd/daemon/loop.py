@@ -5,14 +5,14 @@
     drift watcher ────┘    (+ timers, flags)   ├→ drift guard (judge, repair)
                                                └→ metrics, journal alerts, sd_notify
 
-Threads only read and enqueue; everything that changes state happens on the loop, so
-nothing here needs a lock (the watcher filters with an immutable WatchSet; the guard is
-only called here). Signal handlers only set flags; the loop wakes at least every `tick`
-to look at them, run timers and ping the watchdog, and drains a burst for at most one
-tick first, so a flood cannot starve WATCHDOG=1. A batch goes to the ban engine
-(daemon.ban_engine), which returns once per batch; retries, the periodic firewall check
-and sshd's ports are daemon.firewall_upkeep's; the drift guard is hosted by
-daemon.drift_host.
+Threads only read and enqueue; everything that changes state happens on the loop, so nothing
+here needs a lock (the watcher filters with an immutable WatchSet; the guard is only called
+here). Signal handlers only set flags; the loop wakes at least every `tick` to look at them,
+run timers and ping the watchdog, and drains a burst for at most one tick first, so a flood
+cannot starve WATCHDOG=1. A batch goes to the ban engine (daemon.ban_engine), which returns
+once per batch; retries, the periodic firewall check and sshd's ports are
+daemon.firewall_upkeep's; the drift guard is hosted by daemon.drift_host, allow-only mode
+and the update watch by daemon.access_gate.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from sshguardd import __version__, config
-from sshguardd.contracts import FileChanged, LogBatch
+from sshguardd.contracts import FileChanged, LogBatch, PackageState
 from sshguardd.daemon import fleet_sync, fleet_wiring, parts, status
+from sshguardd.daemon.access_gate import AccessGate, HostGuards
 from sshguardd.daemon.ban_engine import BanEngine
 from sshguardd.daemon.control_api import ControlAPI
 from sshguardd.daemon.drift_host import DriftHost
@@ -78,6 +79,8 @@ class Daemon:
         self.fleet: fleet_sync.FleetStage | None = None
         self.control: parts.ControlServer | None = None
         self.metrics_server: parts.Stoppable | None = None
+        self.host = HostGuards(AccessGate(self.firewall, self.alerts, self.metrics,
+                                          parts_.ports), parts_.updates)
         self.api = ControlAPI(self._engine, lambda: status.fields(self), self.clock)
         self._closing = threading.Event()
         self._stop_requested = False
@@ -169,6 +172,7 @@ class Daemon:
         self._host_drift(self.cfg)
         if self.drift is not None:
             self.drift.start()
+        self.host.start(self.cfg, store, now, self._put)
 
         if self.parts.serve_metrics and self.cfg.metrics.enabled:
             try:
@@ -282,6 +286,8 @@ class Daemon:
                 self.drift.changed(item)
         elif isinstance(item, fleet_sync.FLEET_MESSAGES) and self.fleet is not None:
             self.fleet.handle(item)
+        elif isinstance(item, PackageState):
+            self.host.on_state(item)
         else:
             try:
                 item.reply.set(self.api(item.request))
@@ -300,6 +306,7 @@ class Daemon:
         self._watch_clock(mono)
         if self.upkeep is not None:
             self.upkeep.timers(mono)
+            self.host.gate.count()
         for host in [h for h in (self.drift, self.fleet) if h is not None]:
             host.timers()
         if self.follower is not None and self.started.is_set() and \
@@ -426,6 +433,8 @@ class Daemon:
                 self.drift.start_watcher()
         if self.drift is not None:
             self.drift.check("reload")
+        if self.store is not None:
+            self.host.gate.apply(new, self.store, self.clock())
         self.metrics.reloads.labels(result="success").inc()
         log.info("configuration reloaded from %s", path or config.DEFAULT_PATH)
 
@@ -435,7 +444,8 @@ class Daemon:
         self.notifier.stopping()
         self._closing.set()
         for name, part in (("follower", self.follower), ("drift watcher", self.drift),
-                           ("control", self.control), ("fleet", self.fleet)):
+                           ("control", self.control), ("fleet", self.fleet),
+                           ("host guards", self.host)):
             if part is None:
                 continue
             try:

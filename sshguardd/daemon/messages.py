@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sshguardd.contracts import FileChanged, LogBatch
+from sshguardd.contracts import FileChanged, LogBatch, PackageState
 
 
 class StartupError(Exception):
@@ -38,6 +38,6 @@ class ControlRequest:
 
 # Fleet mode's messages (contracts.Fleet*, daemon/fleet_sync.FLEET_MESSAGES) travel in the
 # queue too; the loop hands them to the fleet stage before anything is taken for a request.
-QueueItem = LogBatch | FileChanged | ControlRequest
+QueueItem = LogBatch | FileChanged | PackageState | ControlRequest
 
 __all__ = ["ControlRequest", "QueueItem", "Reply", "StartupError", "StateStoreError"]

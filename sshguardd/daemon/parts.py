@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sshguardd import config
-from sshguardd.contracts import Ban, FileChanged, Kind, LogBatch, LogRecord, WatchSet
+from sshguardd.contracts import (
+    Ban,
+    FileChanged,
+    Kind,
+    LogBatch,
+    LogRecord,
+    PackageState,
+    WatchSet,
+)
 
 Request = dict[str, Any]   # one decoded control-socket JSON object (data, not a collaborator)
 Handler = Callable[[Request], Request]
@@ -29,6 +37,7 @@ class Firewall(Protocol):
     for the next commit, so nothing decided is ever dropped on the floor."""
 
     calls: int       # nft processes run (the dry run: commits it would have made)
+    access_dropped: dict[str, int]   # allow-only drops by family, as of the last check()
 
     @property
     def name(self) -> str:
@@ -59,6 +68,10 @@ class Firewall(Protocol):
 
     def set_ports(self, ports: Sequence[int]) -> bool:
         """Protect these ports from now on (applied by the next setup); True if changed."""
+
+    def set_access(self, sources: Sequence[str]) -> bool:
+        """Allow-only mode's networks from the next setup on (() = off); True if changed.
+        (A seventh verb: the mode is part of the same table and transaction.)"""
 
 
 class Follower(Protocol):
@@ -214,12 +227,18 @@ class Metrics(Protocol):
 
     def serve(self, address: str, port: int) -> Stoppable: ...
 
+    @property
+    def access_dropped(self) -> Labelled: ...
+
 
 class Alerts(Protocol):
     def ban(self, network: str, duration: float | None, strikes: int = 1,
             reason: str = "") -> None: ...
 
     def unban(self, network: str, reason: str = "") -> None: ...
+
+    def lockout_guard(self, reason: str, setting: str | None = None,
+                      file: str | None = None) -> None: ...
 
     def startup_problem(self, what: str, detail: str) -> None: ...
 
@@ -253,6 +272,19 @@ class ControlServer(Protocol):
     def stop(self) -> None: ...
 
 
+class Updates(Protocol):
+    """The update watch: probes on its own thread, hands PackageStates to the callback
+    (the loop's queue); the loop passes each back to on_state on its own thread."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def on_state(self, state: PackageState) -> None: ...
+
+    def status(self) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class Parts:
     """Everything the daemon talks to. Factories where the daemon makes (or remakes) the
@@ -269,6 +301,7 @@ class Parts:
     watcher: WatcherFactory
     control: Callable[[Path, Handler], ControlServer]
     ports: Callable[[], tuple[int, ...]] | None = None   # what sshd listens on now
+    updates: Callable[[Callable[[PackageState], object]], Updates] | None = None
     clock: Callable[[], float] = time.time
     serve_metrics: bool = True
 

@@ -85,4 +85,5 @@ def fields(d: Daemon) -> dict[str, Any]:
         "last_drift": last_drift(d),
         "drift_mode": d.cfg.drift.mode if d.cfg.drift.enabled else "off",
         "fleet": d.fleet.status() if d.fleet is not None else None,
+        **d.host.status(),
     }

@@ -82,3 +82,28 @@ class UpdateWatchStage:
                 "security_update": s.security, "advisories": list(s.advisories),
                 "sshd_stale": s.stale, "stale_reasons": list(s.stale_reasons),
                 "checked": s.checked, "error": s.error}
+
+
+class Watch(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class UpdateWatch:
+    """The daemon's part: the watch thread (effects.packages.PackageWatch) and the stage."""
+
+    def __init__(self, stage: UpdateWatchStage, watch: Watch) -> None:
+        self.stage, self.watch = stage, watch
+
+    def start(self) -> None:
+        self.watch.start()
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+    def on_state(self, state: PackageState) -> None:
+        self.stage.on_state(state)
+
+    def status(self) -> dict[str, Any] | None:
+        return self.stage.status()

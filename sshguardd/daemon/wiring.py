@@ -10,14 +10,16 @@ import logging
 from collections.abc import Callable
 
 from sshguardd import config
-from sshguardd.contracts import FileChanged, WatchSet
+from sshguardd.contracts import FileChanged, PackageState, WatchSet
 from sshguardd.daemon import parts
 from sshguardd.daemon.notify import Notifier
+from sshguardd.daemon.update_watch import UpdateWatch, UpdateWatchStage
 from sshguardd.effects.alerts import Alerts
 from sshguardd.effects.control_socket import ControlServer
 from sshguardd.effects.metrics import Metrics
 from sshguardd.effects.nft_dryrun import DryRunFirewall
 from sshguardd.effects.nft_runner import NftFirewall
+from sshguardd.effects.packages import PackageProbe, PackageWatch
 from sshguardd.effects.sshd_ports import SshdPorts
 from sshguardd.effects.store import Store, StoreError
 from sshguardd.effects.watcher import Watcher
@@ -105,4 +107,20 @@ def build(cfg: config.Config, *, dry_run: bool = False) -> parts.Parts:
         control=lambda path, handler: ControlServer(path, handler),
         # Ports given in the config are the admin's word; otherwise follow sshd.
         ports=None if fixed else ports,
+        updates=update_watch(cfg, metrics, alerts),
     )
+
+
+def update_watch(cfg: config.Config, metrics: Metrics, alerts: Alerts,
+                 ) -> Callable[[Callable[[PackageState], object]], parts.Updates] | None:
+    up = cfg.updates
+    if not up.enabled:
+        return None
+
+    def make(callback: Callable[[PackageState], object]) -> parts.Updates:
+        probe = PackageProbe(up.package, up.backend, dnf_releasever=up.dnf_releasever,
+                             refresh=up.refresh)
+        watch = PackageWatch(probe, callback, interval=up.interval,
+                             refresh_interval=up.refresh_interval if up.refresh else None)
+        return UpdateWatch(UpdateWatchStage(metrics, alerts), watch)
+    return make

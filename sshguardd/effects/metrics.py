@@ -188,6 +188,9 @@ class Metrics:
         self.update_check_errors = Counter(
             "update_check_errors", "Update checks that could not ask the package manager.",
             **r)
+        self.access_dropped = Counter(
+            "access_dropped", "New SSH connections dropped by allow-only mode "
+            "([access] sources), by address family.", ["family"], **r)
         self.build = Info("build", "sshguardd version and Python runtime.", **r)
         self.build.info({"version": version, "python": platform.python_version()})
 
@@ -199,6 +202,8 @@ class Metrics:
             self.bans.labels(family=fam)
             self.bans_active.labels(family=fam)
             self.unbans.labels(family=fam)
+        for fam in FAMILIES:
+            self.access_dropped.labels(family=fam)
         for update in ("any", "security"):
             self.openssh_update_pending.labels(kind=update)
         for op in FIREWALL_OPERATIONS:

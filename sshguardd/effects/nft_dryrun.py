@@ -8,6 +8,8 @@ the periodic check has something honest to compare.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from collections.abc import Sequence
 
@@ -27,6 +29,7 @@ class DryRunFirewall:
                                      ipv4_prefix=ipv4_prefix, ipv6_prefix=ipv6_prefix)
         self.held: dict[str, float] = {}   # network -> until, what the kernel would hold
         self.calls = 0      # commits that would have run nft
+        self.access_dropped: dict[str, int] = {"ipv4": 0, "ipv6": 0}
         self._staged = Staged()
 
     @property
@@ -42,12 +45,20 @@ class DryRunFirewall:
                  "sources", self.layout.family, self.layout.table,
                  ", ".join(map(str, self.layout.ports)))
 
+    def set_access(self, sources: Sequence[str]) -> bool:
+        new = tuple(sources)
+        if new == self.layout.access:
+            return False
+        self.layout = dataclasses.replace(self.layout, access=new)
+        log.info("dry run: would accept new ssh connections only from %s",
+                 ", ".join(new) if new else "anywhere (allow-only mode off)")
+        return True
+
     def set_ports(self, ports: Sequence[int]) -> bool:
         new = tuple(dict.fromkeys(ports)) or (22,)
         if sorted(new) == sorted(self.layout.ports):
             return False
-        self.layout = nftjson.Layout(self.layout.table, self.layout.family, new,
-                                     self.layout.ipv4_prefix, self.layout.ipv6_prefix)
+        self.layout = dataclasses.replace(self.layout, ports=new)
         return True
 
     def stage(self, add: Sequence[Ban] = (), remove: Sequence[str] = (), *,

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sshguardd.bans import nftjson
+from sshguardd.bans import access, nftjson
 from sshguardd.contracts import Ban
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class NftFirewall:
         self.timeout = timeout
         self.calls = 0       # nft processes run
         self.failures = 0    # of which failed
+        # packets the allow-only rules dropped, by family, as of the last check()
+        self.access_dropped: dict[str, int] = {"ipv4": 0, "ipv6": 0}
         self._staged = Staged()
 
     @property
@@ -179,6 +181,15 @@ class NftFirewall:
                         self.layout.family, self.layout.table, exc.stderr.strip())
             self.apply(nftjson.recreate(self.layout))
 
+    def set_access(self, sources: Sequence[str]) -> bool:
+        """Allow-only mode's sources from the next setup() on (() = off); True if they
+        differ from before."""
+        new = tuple(sources)
+        if new == self.layout.access:
+            return False
+        self.layout = dataclasses.replace(self.layout, access=new)
+        return True
+
     def set_ports(self, ports: Sequence[int]) -> bool:
         """Protect `ports` from the next setup() on; True if they differ from before."""
         new = tuple(dict.fromkeys(ports)) or (22,)
@@ -221,7 +232,9 @@ class NftFirewall:
                 self.failures -= 1
                 return "the table is gone"
             raise
-        problem = nftjson.check_listing(self.layout, json.loads(out))
+        listing = json.loads(out)
+        self.access_dropped = access.dropped(listing)
+        problem = nftjson.check_listing(self.layout, listing)
         if problem is not None or not sample:
             return problem
         for network in sample:

@@ -206,7 +206,7 @@ class PackageWatch:
     refreshed (network) that often before a check.
     """
 
-    def __init__(self, probe: PackageProbe, callback: Callable[[PackageState], None], *,
+    def __init__(self, probe: PackageProbe, callback: Callable[[PackageState], object], *,
                  interval: float = 600.0, debounce: float = 2.0,
                  refresh_interval: float | None = None) -> None:
         self.probe, self.callback = probe, callback
