@@ -153,6 +153,10 @@ class PackageProbe:
         except (OSError, StopIteration, ValueError):
             btime = 0.0
         ticks = os.sysconf("SC_CLK_TCK")
+        try:
+            own_ns = os.readlink(self.proc / "self/ns/mnt")
+        except OSError:
+            own_ns = None
         out = []
         for entry in os.scandir(self.proc):
             if not entry.name.isdigit():
@@ -161,6 +165,10 @@ class PackageProbe:
             try:
                 comm = (base / "comm").read_text().strip()
                 if comm not in SSHD_COMMANDS:
+                    continue
+                # An sshd in another mount namespace (a container) runs its own files:
+                # our /usr/sbin/sshd says nothing about it.
+                if own_ns is not None and os.readlink(base / "ns/mnt") != own_ns:
                     continue
                 stat = (base / "stat").read_text()
                 # comm may hold spaces and parentheses: fields start after the last ')'.
