@@ -77,8 +77,9 @@ def ensure_private_ns() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_fleet.py needs root (network namespaces, nft)")
     os.environ[MARK] = "1"
-    os.execvp("unshare", ["unshare",  # noqa: S606  (argv list, no shell) "--mount", "--net", "--fork", "--", sys.executable,
-                          str(Path(__file__).resolve()), *sys.argv[1:]])
+    argv = ["unshare", "--mount", "--net", "--fork", "--", sys.executable,
+            str(Path(__file__).resolve()), *sys.argv[1:]]
+    os.execvp("unshare", argv)  # noqa: S606  (an argv list, no shell)
 
 
 def sh(*argv: str) -> None:
