@@ -150,18 +150,15 @@ def fail_password(fleet: Fleet, target: str) -> None:
 
 
 def answers(fleet: Fleet, target: str, src: str = ATTACKER) -> bool:
-    """Does sshd on target answer src (a banner within 2 s), or are we dropped?"""
+    """Does target's kernel let src's TCP handshake to port 22 through (sshd's own speed
+    under load does not matter), or are src's packets dropped (connect times out)?"""
     assert fleet.attacker is not None
     try:
-        s = fleet.attacker.connect(src, target, 22, timeout=2)
+        s = fleet.attacker.connect(src, target, 22, timeout=3)
     except TimeoutError:
         return False
-    try:
-        return s.recv(64).startswith(b"SSH-2.0-")
-    except TimeoutError:
-        return False
-    finally:
-        s.close()
+    s.close()
+    return True
 
 
 def publish_as(fleet: Fleet, host: str, entries: list[FleetEntry]) -> None:
@@ -180,7 +177,7 @@ def test_failed_logins_on_h1_are_dropped_on_h2_and_h3(fleet: Fleet) -> None:
         fail_password(fleet, ADDR["h1"])
     started = time.monotonic()
     for h in ("h2", "h3"):
-        wait_for(lambda h=h: ATTACKER in fleet.kernel(h), 10, what=f"the ban on {h}")
+        wait_for(lambda h=h: ATTACKER in fleet.kernel(h), 20, what=f"the ban on {h}")
     print(f"h1's ban in h2's and h3's kernels {time.monotonic() - started:.3f}s after the "
           "second failure was answered")
     assert ATTACKER in fleet.kernel("h1")
@@ -207,7 +204,7 @@ def test_a_compromised_peer_is_vetoed_everywhere_then_quarantined(fleet: Fleet) 
         def vetoed(h: str = h) -> dict[str, int]:
             now = fleet.fleet_status(h)["vetoed"]
             return {r: now.get(r, 0) - before[h].get(r, 0) for r in now}
-        wait_for(lambda: vetoed().get("publisher") == 1, 10, what=f"the forgery vetoed on {h}")
+        wait_for(lambda: vetoed().get("publisher") == 1, 20, what=f"the forgery vetoed on {h}")
         assert {r: n for r, n in vetoed().items() if n} == {
             "allow": 1, "never_ban": 1, "loopback": 1, "prefix": 1, "publisher": 1}
         assert ADMIN not in fleet.kernel(h) and ATTACKER in fleet.kernel(h)
@@ -220,7 +217,7 @@ def test_a_compromised_peer_is_vetoed_everywhere_then_quarantined(fleet: Fleet) 
     for h in ("h1", "h2"):
         wait_for(lambda h=h: "h3" in fleet.fleet_status(h)["quarantined"], 15,
                  what=f"h3 quarantined on {h}")
-        wait_for(lambda h=h: not any(e.startswith("203.0.") for e in fleet.kernel(h)), 10,
+        wait_for(lambda h=h: not any(e.startswith("203.0.") for e in fleet.kernel(h)), 20,
                  what=f"h3's bans withdrawn on {h}")
         alert = fleet.boxes[h].journal("-o", "json", "SSHGUARDD_ALERT=fleet_quarantine")
         assert json.loads(alert.splitlines()[-1])["PUBLISHER"] == "h3"
@@ -236,17 +233,17 @@ def test_engine_killed_mid_flood_loses_and_doubles_nothing(fleet: Fleet) -> None
     for n in nets[30:]:
         assert h1.request({"cmd": "ban", "address": n, "duration": 3600})["ok"]
     assert set(nets) <= fleet.kernel("h1")    # local bans never wait for the engine
-    wait_for(lambda: not fleet.fleet_status("h2")["connected"], 10, what="h2 sees the outage")
+    wait_for(lambda: not fleet.fleet_status("h2")["connected"], 20, what="h2 sees the outage")
     alert = fleet.boxes["h2"].journal("-o", "json", "SSHGUARDD_ALERT=fleet_outage")
-    wait_for(lambda: fleet.boxes["h2"].journal("SSHGUARDD_ALERT=fleet_outage").strip(), 10,
+    wait_for(lambda: fleet.boxes["h2"].journal("SSHGUARDD_ALERT=fleet_outage").strip(), 20,
              what="the outage alert on h2")
     assert ATTACKER in fleet.kernel("h2")     # nothing flushed meanwhile
     assert fleet.fleet_status("h1")["outbox"] > 0
     fleet.server.start()
     for h in ("h2", "h3"):
         wait_for(lambda h=h: set(nets) <= fleet.kernel(h), 20, what=f"all 60 bans on {h}")
-        wait_for(lambda h=h: fleet.fleet_status(h)["connected"], 10, what=f"{h} reconnected")
-    wait_for(lambda: fleet.fleet_status("h1")["outbox"] == 0, 10, what="h1's outbox drained")
+        wait_for(lambda h=h: fleet.fleet_status(h)["connected"], 20, what=f"{h} reconnected")
+    wait_for(lambda: fleet.fleet_status("h1")["outbox"] == 0, 20, what="h1's outbox drained")
     for h in ("h2", "h3"):
         st = fleet.fleet_status(h)
         # each ban applied once (read from the stream or, for the entries the engine
@@ -266,7 +263,7 @@ def test_a_trimmed_stream_is_resynced_from_the_snapshot(fleet: Fleet) -> None:
     assert h1.request({"cmd": "ban", "address": "198.18.200.1", "duration": 3600})["ok"]
     assert h1.request({"cmd": "ban", "address": "198.18.200.2", "duration": 3600})["ok"]
     assert h1.request({"cmd": "unban", "address": "198.18.100.1"})["ok"]
-    wait_for(lambda: fleet.fleet_status("h1")["outbox"] == 0, 10, what="h1 published")
+    wait_for(lambda: fleet.fleet_status("h1")["outbox"] == 0, 20, what="h1 published")
     admin = fleet.server.admin()
     admin.xtrim("{fleet}:ev:h1", maxlen=0, approximate=False)
     admin.close()
@@ -274,7 +271,7 @@ def test_a_trimmed_stream_is_resynced_from_the_snapshot(fleet: Fleet) -> None:
     h3.start()
     wait_for(lambda: {"198.18.200.1", "198.18.200.2"} <= fleet.kernel("h3"), 15,
              what="h3 resynced")
-    wait_for(lambda: "198.18.100.1" not in fleet.kernel("h3"), 10, what="the unban on h3")
+    wait_for(lambda: "198.18.100.1" not in fleet.kernel("h3"), 20, what="the unban on h3")
     assert fleet.fleet_status("h3")["resyncs"] > resyncs
 
 
