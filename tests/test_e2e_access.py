@@ -67,6 +67,11 @@ def test_only_allowed_sources_reach_sshd(box: Sandbox, tmp_path: Path) -> None:
         assert not _banner(box, OUTSIDE)
         st = d.status()
         assert st["access"]["sources"] == ["198.18.7.0/24"], st["access"]
+        # `nft flush chain` on ours: the periodic check (30 s) puts the mode back too
+        box.run(["nft", "flush", "chain", "inet", "sshguardd", "input"], check=True)
+        assert _banner(box, OUTSIDE)
+        wait_for(lambda: "access allow4" in _chain(box), 75, what="the repaired rules")
+        assert not _banner(box, OUTSIDE)
         # the update watch reports what dpkg has installed
         installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "openssh-server"],
                                    capture_output=True, text=True, check=True).stdout
