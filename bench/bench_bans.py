@@ -57,7 +57,7 @@ def ensure_private_netns() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_bans.py needs root (network namespaces, nft)")
     os.environ[MARK] = "1"
-    os.execvp("unshare", ["unshare", "--net", "--", sys.executable,
+    os.execvp("unshare", ["unshare", "--net", "--", sys.executable,  # noqa: S606 - argv list
                           str(Path(__file__).resolve()), *sys.argv[1:]])
 
 

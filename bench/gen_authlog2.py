@@ -185,10 +185,10 @@ class Actors:
         rng = self.rng
         msgs = [f"Invalid user {u} from {a} port {p}"]
         tries = rng.choice((1, 1, 1, 2, 3, 6))
-        for i in range(tries):
+        for _ in range(tries):
             msgs += ["pam_unix(sshd:auth): check pass; user unknown",
-                     "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
-                     f"tty=ssh ruser= rhost={a}",
+                     ("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
+                     f"tty=ssh ruser= rhost={a}"),
                      f"Failed password for invalid user {u} from {a} port {p} ssh2"]
         if tries == 6:
             msgs.append(f"error: maximum authentication attempts exceeded for invalid user {u} "
@@ -208,8 +208,8 @@ class Actors:
         tries = rng.randrange(1, 4)
         msgs = []
         for _ in range(tries):
-            msgs += ["pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
-                     f"tty=ssh ruser= rhost={a}  user=root",
+            msgs += [("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
+                     f"tty=ssh ruser= rhost={a}  user=root"),
                      f"Failed password for root from {a} port {p} ssh2"]
         if tries > 1:
             msgs.append(f"PAM {tries - 1} more authentication failure{'s' if tries > 2 else ''}; "
@@ -250,20 +250,20 @@ class Actors:
             msgs = ["error: kex_exchange_identification: read: Connection reset by peer",
                     f"Connection reset by {a} port {p}"]
         elif r < 0.55:
-            msgs = ["error: kex_exchange_identification: client sent invalid protocol identifier "
-                    f"\"{rng.choice(('GET / HTTP/1.1', 'MGLNDD_0.0.0.0_22', 'SSH-2.0-Go'))}\"",
+            msgs = [("error: kex_exchange_identification: client sent invalid protocol identifier "
+                    f"\"{rng.choice(('GET / HTTP/1.1', 'MGLNDD_0.0.0.0_22', 'SSH-2.0-Go'))}\""),
                     f"banner exchange: Connection from {a} port {p}: invalid format"]
         elif r < 0.75:
             offer = rng.choice(("diffie-hellman-group1-sha1,diffie-hellman-group14-sha1",
                                 "ssh-rsa,ssh-dss", "aes128-cbc,3des-cbc,aes256-cbc"))
             what = rng.choice(("key exchange method", "host key type", "cipher"))
-            msgs = [f"Unable to negotiate with {a} port {p}: no matching {what} found. "
-                    f"Their offer: {offer} [preauth]"]
+            msgs = [(f"Unable to negotiate with {a} port {p}: no matching {what} found. "
+                    f"Their offer: {offer} [preauth]")]
         elif r < 0.85:
             msgs = [f"Did not receive identification string from {a} port {p}"]
         elif r < 0.93:
-            msgs = [f"ssh_dispatch_run_fatal: Connection from {a} port {p}: message "
-                    "authentication code incorrect [preauth]"]
+            msgs = [(f"ssh_dispatch_run_fatal: Connection from {a} port {p}: message "
+                    "authentication code incorrect [preauth]")]
         else:
             msgs = [f"Bad protocol version identification '\\026\\003\\001' from {a} port {p}"]
         self._lines(t, prog, pid, msgs, 0.2)
@@ -274,12 +274,12 @@ class Actors:
         rng = self.rng
         if rng.random() < 0.5:
             self._lines(t + 120, "sshd-session", pid, [
-                f"Timeout before authentication for connection from {a} to 10.0.0.5, "
-                f"pid = {pid}"], 1)
+                (f"Timeout before authentication for connection from {a} to 10.0.0.5, "
+                f"pid = {pid}")], 1)
         else:
             self._lines(t, "sshd", 977, [
-                f"drop connection #{rng.randrange(1, 10)} from [{a}]:{p} on [10.0.0.5]:22 "
-                "penalty: failed authentication"], 1)
+                (f"drop connection #{rng.randrange(1, 10)} from [{a}]:{p} on [10.0.0.5]:22 "
+                "penalty: failed authentication")], 1)
 
     def refused(self, t: float) -> None:
         pid, a, p, prog = self._conn()

@@ -159,7 +159,7 @@ def glob_match(pattern: str, path: str) -> bool:
     if len(want) != len(got):
         return False
     return all(fnmatchcase(g, w) and (not g.startswith(".") or w.startswith("."))
-               for w, g in zip(want, got))
+               for w, g in zip(want, got, strict=True))
 
 
 # -- fleet mode: what the fleet stage's threads hand the daemon loop ------------------------

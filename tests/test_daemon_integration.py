@@ -30,7 +30,6 @@ from daemon_helpers import (
     in_process_daemon,
     write_config,
 )
-from sshguardd import config
 from sshguardd.contracts import LogBatch, LogRecord, WatchSet
 from sshguardd.demo.sandbox import Sandbox, wait_for
 

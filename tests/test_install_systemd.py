@@ -27,7 +27,7 @@ from sshguardd import __version__
 from sshguardd.demo.sandbox import wait_for
 
 # The booted-container helpers live with the container test (same directory on sys.path).
-from test_container import Container, ensure_rootfs  # noqa: E402
+from test_container import Container, ensure_rootfs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.container, pytest.mark.e2e]

@@ -191,7 +191,7 @@ def _daemon_bans(path: Path) -> list[tuple[str, str]]:
             ban = policy.observe(record, event)
             if ban is not None:
                 assert record.time is not None
-                at = dt.datetime.fromtimestamp(record.time, dt.timezone.utc).isoformat()
+                at = dt.datetime.fromtimestamp(record.time, dt.UTC).isoformat()
                 bans.append((ban.network, at))
     return bans
 

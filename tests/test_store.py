@@ -76,11 +76,10 @@ def test_remove_prune_and_logins(tmp_path: Path):
 def test_batch_is_one_transaction_and_rolls_back_on_error(tmp_path: Path):
     path = tmp_path / "s.db"
     with Store(path) as store:
-        with pytest.raises(RuntimeError):
-            with store.batch():
-                store.add_bans([ban("192.0.2.1/32")])
-                store.save_position("lost")
-                raise RuntimeError("crash inside the batch")
+        with pytest.raises(RuntimeError), store.batch():
+            store.add_bans([ban("192.0.2.1/32")])
+            store.save_position("lost")
+            raise RuntimeError("crash inside the batch")
         assert store.active_bans(T0) == [] and store.position() is None
         with store.batch():
             store.add_bans([ban("192.0.2.2/32")])
@@ -97,7 +96,7 @@ def test_batch_is_one_transaction_and_rolls_back_on_error(tmp_path: Path):
 def test_a_damaged_file_gives_a_clear_error_and_is_left_alone(tmp_path: Path):
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="state.db is not usable.*move it aside"):
+    with pytest.raises(StoreError, match=r"state\.db is not usable.*move it aside"):
         Store(path)
     assert path.read_bytes() == b"this is not sqlite" * 100
 
@@ -105,10 +104,9 @@ def test_a_damaged_file_gives_a_clear_error_and_is_left_alone(tmp_path: Path):
 def test_a_failing_statement_rolls_back_the_whole_batch(tmp_path: Path):
     with Store(tmp_path / "s.db") as store:
         store.add_bans([ban("192.0.2.1/32")])
-        with pytest.raises(sqlite3.IntegrityError):
-            with store.batch():
-                store.save_position("c1")
-                store._db.execute("INSERT INTO bans VALUES ('192.0.2.1/32', 0, 0, 0, 1, 'x')")
+        with pytest.raises(sqlite3.IntegrityError), store.batch():
+            store.save_position("c1")
+            store._db.execute("INSERT INTO bans VALUES ('192.0.2.1/32', 0, 0, 0, 1, 'x')")
         assert store.position() is None and not store._db.in_transaction
         store.save_position("c2")
         assert store.position() == "c2"

@@ -38,9 +38,13 @@ import math
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sshguardd.bans import access
 from sshguardd.contracts import Ban
+
+# One nft JSON object (a command, an expression, a set element); nft defines the shapes.
+JSON = dict[str, Any]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -78,11 +82,11 @@ def parse_network(network: str) -> Network:
     return ipaddress.ip_network(network.strip(), strict=False)
 
 
-def _table(layout: Layout) -> dict:
+def _table(layout: Layout) -> JSON:
     return {"family": layout.family, "name": layout.table}
 
 
-def _set(layout: Layout, name: str) -> dict:
+def _set(layout: Layout, name: str) -> JSON:
     interval = name.startswith("net")
     return {
         "family": layout.family,
@@ -99,15 +103,15 @@ def _mask(version: int, prefix: int) -> str:
     return str(ipaddress.ip_address(value) if version == 6 else ipaddress.IPv4Address(value))
 
 
-def _ports(ports: Sequence[int]) -> int | dict:
+def _ports(ports: Sequence[int]) -> int | JSON:
     if len(ports) == 1:
         return ports[0]
     return {"set": sorted(set(ports))}
 
 
-def _rule(layout: Layout, set_name: str) -> dict:
+def _rule(layout: Layout, set_name: str) -> JSON:
     version = 4 if set_name.endswith("4") else 6
-    saddr: dict = {"payload": {"protocol": "ip" if version == 4 else "ip6", "field": "saddr"}}
+    saddr: JSON = {"payload": {"protocol": "ip" if version == 4 else "ip6", "field": "saddr"}}
     prefix = layout.ipv4_prefix if version == 4 else layout.ipv6_prefix
     if set_name.startswith("addr") and prefix < (32 if version == 4 else 128):
         saddr = {"&": [saddr, _mask(version, prefix)]}
@@ -125,14 +129,14 @@ def _rule(layout: Layout, set_name: str) -> dict:
     }
 
 
-def setup(layout: Layout) -> dict:
+def setup(layout: Layout) -> JSON:
     """Create the table, sets and chain if missing and (re)write the chain's rules.
 
     Idempotent: `add` of an existing table/set/chain with the same definition is a no-op
     and keeps the sets' elements; only our own chain is flushed. Other tables are never
     named, so they cannot be touched.
     """
-    cmds: list[dict] = [{"add": {"table": _table(layout)}}]
+    cmds: list[JSON] = [{"add": {"table": _table(layout)}}]
     cmds += [{"add": {"set": _set(layout, name)}} for name in layout.sets]
     cmds.append({"add": {"chain": {
         "family": layout.family, "table": layout.table, "name": CHAIN,
@@ -145,7 +149,7 @@ def setup(layout: Layout) -> dict:
     return {"nftables": cmds}
 
 
-def recreate(layout: Layout) -> dict:
+def recreate(layout: Layout) -> JSON:
     """Drop and rebuild our table in one transaction: the repair when `setup` fails because
     a set or chain of ours was changed incompatibly. Elements are lost; restore them after.
     The leading `add table` makes the `delete` succeed whether or not the table exists."""
@@ -155,7 +159,7 @@ def recreate(layout: Layout) -> dict:
     return {"nftables": pre + payload["nftables"]}
 
 
-def delete_table(layout: Layout) -> dict:
+def delete_table(layout: Layout) -> JSON:
     table = _table(layout)
     return {"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]}
 
@@ -168,19 +172,20 @@ def remaining(ban: Ban, now: float) -> int:
     return max(1, math.ceil(left))
 
 
-def _value(net: Network, layout: Layout) -> str | dict:
+def _value(net: Network, layout: Layout) -> str | JSON:
     if layout.set_for(net).startswith("addr"):
         return str(net.network_address)
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
 
 
-def _element_cmd(op: str, layout: Layout, set_name: str, elems: list) -> dict:
+def _element_cmd(op: str, layout: Layout, set_name: str, elems: list[str | JSON]) -> JSON:
     return {op: {"element": {
         "family": layout.family, "table": layout.table, "name": set_name, "elem": elems}}}
 
 
-def _group(layout: Layout, items: Iterable[tuple[Network, int | None]]) -> dict[str, list]:
-    groups: dict[str, list] = {}
+def _group(layout: Layout,
+           items: Iterable[tuple[Network, int | None]]) -> dict[str, list[str | JSON]]:
+    groups: dict[str, list[str | JSON]] = {}
     for net, timeout in items:
         value = _value(net, layout)
         elem = value if timeout is None else {"elem": {"val": value, "timeout": timeout}}
@@ -188,7 +193,9 @@ def _group(layout: Layout, items: Iterable[tuple[Network, int | None]]) -> dict[
     return groups
 
 
-def collapse(nets: Iterable[tuple[Network, int]]) -> tuple[list[tuple[Network, int]], list[Network]]:
+def collapse(
+        nets: Iterable[tuple[Network, int]],
+) -> tuple[list[tuple[Network, int]], list[Network]]:
     """Drop interval-set prefixes covered by a wider one in the same batch (the kernel
     rejects overlapping intervals, failing the whole transaction). Returns (kept, dropped).
     The covering ban keeps its own timeout."""
@@ -233,9 +240,10 @@ def _fast_host(network: str, layout: Layout) -> str | None:
 
 
 def _element_groups(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
-                    invalid: list[Ban] | None) -> Iterator[dict[str, list[tuple[str | dict, int]]]]:
+                    invalid: list[Ban] | None,
+                    ) -> Iterator[dict[str, list[tuple[str | JSON, int]]]]:
     """The elements of add_batches as {set name: [(value, timeout)]} per batch."""
-    groups: dict[str, list[tuple[str | dict, int]]] = {}
+    groups: dict[str, list[tuple[str | JSON, int]]] = {}
     count = 0
     intervals: list[tuple[Network, int]] = []
     for ban in bans:
@@ -273,7 +281,7 @@ def _element_groups(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
 
 
 def add_batches(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
-                invalid: list[Ban] | None = None) -> Iterator[list[dict]]:
+                invalid: list[Ban] | None = None) -> Iterator[list[JSON]]:
     """`add element` commands for bans still active at `now`, each element with its
     remaining time as kernel timeout, yielded lazily in batches of about `chunk` elements
     (so a caller can hand one batch to nft while the next is built). Interval-set prefixes
@@ -288,7 +296,7 @@ def add_batches(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
 
 
 def add_payloads(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
-                 first: Sequence[dict] = (), invalid: list[Ban] | None = None) -> Iterator[str]:
+                 first: Sequence[JSON] = (), invalid: list[Ban] | None = None) -> Iterator[str]:
     """The same transactions as add_batches (with `first` prepended to the first one),
     already serialised for `nft -j -f -`.
 
@@ -316,7 +324,7 @@ def add_payloads(layout: Layout, bans: Iterable[Ban], now: float, chunk: int,
 _ELEMENT_HEAD = '{"add":{"element":{"family":%s,"table":%s,"name":%s,"elem":['
 
 
-def add_elements(layout: Layout, bans: Iterable[Ban], now: float) -> list[dict]:
+def add_elements(layout: Layout, bans: Iterable[Ban], now: float) -> list[JSON]:
     """All of `add_batches` as one list of commands (one transaction). Re-adding an
     existing element is not an error; whether it refreshes the timeout depends on the
     kernel (Linux 6.18 here: yes), so callers that must change a live element's timeout
@@ -324,7 +332,7 @@ def add_elements(layout: Layout, bans: Iterable[Ban], now: float) -> list[dict]:
     return [cmd for batch in add_batches(layout, bans, now, 1 << 62) for cmd in batch]
 
 
-def delete_elements(layout: Layout, networks: Sequence[str]) -> list[dict]:
+def delete_elements(layout: Layout, networks: Sequence[str]) -> list[JSON]:
     """Delete elements whether or not they are (still) in the set: each is first added with
     a 1 s timeout, so the delete never fails with "element does not exist" because the
     kernel expired it a moment ago."""
@@ -336,19 +344,19 @@ def delete_elements(layout: Layout, networks: Sequence[str]) -> list[dict]:
     return cmds
 
 
-def replace_elements(layout: Layout, bans: Sequence[Ban], now: float) -> list[dict]:
+def replace_elements(layout: Layout, bans: Sequence[Ban], now: float) -> list[JSON]:
     """Set the timeout of elements that may already exist: delete (safely) then add."""
     live = [b for b in bans if remaining(b, now) > 0]
     return delete_elements(layout, [b.network for b in live]) + add_elements(layout, live, now)
 
 
-def flush_sets(layout: Layout) -> list[dict]:
+def flush_sets(layout: Layout) -> list[JSON]:
     return [{"flush": {"set": {"family": layout.family, "table": layout.table, "name": name}}}
             for name in layout.sets]
 
 
-def batch(*cmds: Iterable[dict]) -> dict:
-    out: list[dict] = []
+def batch(*cmds: Iterable[JSON]) -> JSON:
+    out: list[JSON] = []
     for group in cmds:
         out.extend(group)
     return {"nftables": out}
@@ -370,13 +378,13 @@ def _normal(expr: object) -> object:
     return expr
 
 
-def check_listing(layout: Layout, listing: dict) -> str | None:
+def check_listing(layout: Layout, listing: JSON) -> str | None:
     """Judge `nft -j -t list table` output against what setup() builds: None when every
     set, the hooked chain and exactly our drop rules (in order) are there, else what is
     missing or different. Catches `nft flush table`/`flush chain` (no rules left), a rule
     deleted or edited, and a chain unhooked."""
     sets: set[str] = set()
-    chain: dict | None = None
+    chain: JSON | None = None
     rules: list[object] = []
     access_rules: list[str] = []
     for item in listing.get("nftables", []):

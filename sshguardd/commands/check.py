@@ -15,6 +15,7 @@ install.sh and the .deb print it before they start the daemon.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import os
@@ -216,7 +217,8 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
         sshd_t = runner.effective(str(dc.sshd_config))
     except ServiceError as exc:
         sshd_error = exc.stderr or str(exc)
-    diff, edits, held = "", [], []
+    diff, held = "", []
+    edits: list[dict[str, object]] = []
     if dc.enabled:
         try:
             loaded = sshd_files.load(dc.sshd_config)
@@ -230,8 +232,8 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
                                  tmp_root=Path(cfg.daemon.state_dir) / "tmp",
                                  lock_root=dc.shadow_policy.lock_root
                                  and dc.mode == "enforce")
-            for loc, why in model.unsure:
-                notes.append(f"{loc}: not read as sure as sshd reads it ({why}): the "
+            for loc, unsure in model.unsure:
+                notes.append(f"{loc}: not read as sure as sshd reads it ({unsure}): the "
                              "daemon alerts and leaves it to you")
             for f in sshd_config.judge(model, policy, sshd_t):
                 if f.compliant:
@@ -322,7 +324,7 @@ def print_plan(p: Plan, cfg: config.Config, config_path: str) -> None:
               "systemctl reload sshguardd")
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser("check", help="audit sshd_config and /etc/shadow against the "
                        "policy; exit 1 on drift")
     cli.add_config_arg(p)
@@ -334,7 +336,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise cli.NeedsRoot("check", NEEDS_ROOT)
     cfg = config_file.load(args.config)
@@ -357,7 +359,9 @@ def run(args) -> int:
                             for r in rows]
         widths = [max(len(row[i]) for row in table) for i in range(3)]
         for row in table:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3])
+            # row[3] (the source) goes last, unpadded: the widths cover the first three
+            print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True))
+                  + "  " + row[3])
         for r in rows:
             if r.note:
                 print(f"note: {r.item}: {r.note}")

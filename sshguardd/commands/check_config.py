@@ -5,20 +5,21 @@ mode, whether bans are on), so the journal line ExecStartPre= leaves says someth
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from sshguardd import cli, config
 from sshguardd.effects import config_file
 
 
-def register(sub) -> None:
+def register(sub: cli.Subparsers) -> None:
     p = sub.add_parser("check-config", help="validate the config file; exit 78 if it is bad")
     cli.add_config_arg(p)
     cli.add_json_arg(p)
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_file.load(args.config)
     except config.ConfigError as exc:

@@ -5,7 +5,8 @@ Each alert type has a stable 128-bit MESSAGE_ID (generated once with
 that fits it, and fields a router can match on without parsing MESSAGE:
 
   type             MESSAGE_ID                        PRIORITY    fields
-  ban              3f23408183d74f4784dc5f117abdee3f  5 notice    NETWORK ADDRESS BAN_DURATION STRIKES REASON
+  ban              3f23408183d74f4784dc5f117abdee3f  5 notice    NETWORK ADDRESS BAN_DURATION
+                                                                 STRIKES REASON
   unban            3f48e5c06afd494b8f0ac8538e46aea3  6 info      NETWORK ADDRESS REASON
   drift            76499904177d4216bc0a2d3f6c1ac2b1  4 warning   SETTING FILE OLD_VALUE NEW_VALUE
   repaired         e5c9268b6be441a68ef9a52d139b9576  5 notice    SETTING FILE OLD_VALUE NEW_VALUE
@@ -16,7 +17,8 @@ that fits it, and fields a router can match on without parsing MESSAGE:
   lockout_guard    9c40f62eef344412b47cf9d3de98422e  3 err       REASON [SETTING FILE]
   startup_problem  13c13104e8b84661851ee6e5321966ae  3 err       WHAT DETAIL
   log_suppressed   c7b0da2d346c433ea282ba803366138f  3 err       UNIT DROPPED
-  fleet_quarantine c965f43112a249519ad0116a9e461609  3 err       PUBLISHER REASON QUARANTINE_DURATION
+  fleet_quarantine c965f43112a249519ad0116a9e461609  3 err       PUBLISHER REASON
+                                                                 QUARANTINE_DURATION
   fleet_outage     890de3e6ecb54dc39f3441220b5dabc5  3 err       ENGINE DETAIL OUTAGE_SECONDS
 
 Every entry also carries SYSLOG_IDENTIFIER=sshguardd and SSHGUARDD_ALERT=<type>.
@@ -79,7 +81,8 @@ MAX_FIELD = 4096  # bytes of stderr/detail kept: enough for nft's or sshd's comp
 
 def _default_send() -> Callable[..., Any]:
     from systemd import journal  # imported lazily: only the production default needs it
-    return journal.send
+    send: Callable[..., Any] = journal.send  # systemd-python has no type hints
+    return send
 
 
 def scrub(text: str) -> str:
@@ -97,7 +100,7 @@ def _one_line(text: str) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "permanent"
-    s = int(round(seconds))
+    s = round(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= size and s % size == 0:
             return f"{s // size}{unit}"
@@ -128,7 +131,7 @@ class Alerts:
         self._emit("ban", f"banned {network} for {_duration(duration)} "
                    f"(strike {strikes}){': ' + reason if reason else ''}",
                    NETWORK=network, ADDRESS=_address_of(network),
-                   BAN_DURATION=None if duration is None else int(round(duration)),
+                   BAN_DURATION=None if duration is None else round(duration),
                    STRIKES=strikes, REASON=reason)
 
     def unban(self, network: str, reason: str = "") -> None:
@@ -204,7 +207,7 @@ class Alerts:
         """A fleet peer's entries are ignored for duration seconds (docs/fleet.md)."""
         self._emit("fleet_quarantine", f"fleet peer {publisher} quarantined for "
                    f"{_duration(duration)}: {reason}", PUBLISHER=publisher, REASON=reason,
-                   QUARANTINE_DURATION=int(round(duration)))
+                   QUARANTINE_DURATION=round(duration))
 
     def fleet_outage(self, engine: str, detail: str, seconds: float) -> None:
         """The fleet engine has been unreachable for seconds; bans stay as they are."""

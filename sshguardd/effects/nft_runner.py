@@ -36,7 +36,8 @@ class FirewallError(Exception):
         self.payload = payload
         self.stderr = stderr
         shown = payload if len(payload) <= 4000 else payload[:4000] + f"... ({len(payload)} chars)"
-        super().__init__(f"nft failed: argv={self.argv!r} stderr={stderr.strip()!r} payload={shown}")
+        super().__init__(f"nft failed: argv={self.argv!r} stderr={stderr.strip()!r} "
+                         f"payload={shown}")
 
 
 class Staged:
@@ -105,7 +106,8 @@ class NftFirewall:
         return len(self._staged)
 
     # -- running nft ---------------------------------------------------------------------
-    def _start(self, args: Sequence[str], payload: str) -> tuple[subprocess.Popen, list[str], str]:
+    def _start(self, args: Sequence[str],
+               payload: str) -> tuple[subprocess.Popen[bytes], list[str], str]:
         argv = [*self.prefix, *args]
         self.calls += 1
         try:
@@ -114,7 +116,8 @@ class NftFirewall:
         except OSError as exc:
             self.failures += 1
             raise FirewallError(argv, payload, str(exc)) from exc
-        assert proc.stdin is not None
+        if proc.stdin is None:  # cannot happen with stdin=PIPE; never write to nowhere
+            raise FirewallError(argv, payload, "no pipe to nft's stdin")
         try:
             proc.stdin.write(payload.encode())
         except BrokenPipeError:
@@ -127,7 +130,7 @@ class NftFirewall:
             proc.stdin = None  # so communicate() does not flush the closed pipe
         return proc, argv, payload
 
-    def _finish(self, started: tuple[subprocess.Popen, list[str], str]) -> str:
+    def _finish(self, started: tuple[subprocess.Popen[bytes], list[str], str]) -> str:
         proc, argv, payload = started
         try:
             out, err = proc.communicate(timeout=self.timeout)
@@ -144,7 +147,7 @@ class NftFirewall:
     def _run(self, args: Sequence[str], payload: str = "") -> str:
         return self._finish(self._start(args, payload))
 
-    def apply(self, payload: dict) -> None:
+    def apply(self, payload: nftjson.JSON) -> None:
         """Run one JSON transaction (`nft -j -f -`)."""
         if payload["nftables"]:
             self._run(["-j", "-f", "-"], _dumps(payload))
@@ -331,7 +334,7 @@ class NftFirewall:
         self.apply(nftjson.delete_table(self.layout))
 
 
-def _dumps(payload: dict) -> str:
+def _dumps(payload: nftjson.JSON) -> str:
     return json.dumps(payload, separators=(",", ":"))
 
 
