@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DaemonProc, write_config
 
+from daemon_helpers import DaemonProc, write_config
 from sshguardd.demo.sandbox import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -147,10 +147,7 @@ class BanPolicy:
 
     # -- addresses -----------------------------------------------------------------------
     def _allowed(self, version: int, value: int) -> bool:
-        for v, lo, hi in self._allow_ranges:
-            if v == version and lo <= value <= hi:
-                return True
-        return False
+        return any(v == version and lo <= value <= hi for v, lo, hi in self._allow_ranges)
 
     def _key(self, host: str) -> int | None:
         """The offender key of an address: its network as an int, IPv6 flagged by _V6, and
@@ -353,7 +350,8 @@ class BanPolicy:
             durations.check_ban_length(duration)
         if "/" not in text:
             key = self._key(str(net.network_address))
-            assert key is not None  # not allow-listed, checked above
+            if key is None:  # cannot happen: not allow-listed, checked above
+                raise ValueError(f"{net} cannot be banned")
             network = self._network(key)
         else:
             network = str(net)

@@ -9,7 +9,6 @@ the periodic check has something honest to compare.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 from collections.abc import Sequence
 
