@@ -112,9 +112,9 @@ def make_logs(out: Path, lines: int) -> list[tuple[str, Path]]:
     return logs
 
 
-def rows_for(log: Path, out: Path, jobs: int, f2b_lines: int) -> list[Row]:
+def rows_for(log: Path, out: Path, jobs: int, f2b_lines: int, exe: list[str]) -> list[Row]:
     total = count_lines(log)
-    scan = [*sshguardd_argv(), "scan", "--year", "2025"]  # gen_authlog's year
+    scan = [*exe, "scan", "--year", "2025"]  # gen_authlog's year
     stem = log.stem
     rows = [Row("sshguardd scan", [*scan, str(log)], None, total, out / f"{stem}.scan.jsonl"),
             Row("sshguardd scan --summary", [*scan, "--summary", str(log)], None, total,
@@ -194,10 +194,13 @@ def main() -> int:
                     help="use this log instead of the generated ones (repeatable)")
     ap.add_argument("--out", type=Path, default=HERE / "out", help="work directory")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians shown")
+    ap.add_argument("--exe", default=None,
+                    help="how to run sshguardd, split at spaces (default: the .venv's)")
     args = ap.parse_args()
+    exe = args.exe.split() if args.exe else sshguardd_argv()
     args.out.mkdir(parents=True, exist_ok=True)
     logs = [(str(p), p) for p in args.log] or make_logs(args.out, args.lines)
-    tables = [(name, log, rows_for(log, args.out, args.jobs, args.f2b_lines))
+    tables = [(name, log, rows_for(log, args.out, args.jobs, args.f2b_lines, exe))
               for name, log in logs]
     for _ in range(max(1, args.repeat)):
         for _, _, rows in tables:

@@ -333,3 +333,23 @@ def test_iso_utc_is_datetimes_isoformat() -> None:
             got = type(exc)
         assert got == want, t
     print(f"{len(cases)} timestamps compared")
+
+
+def test_a_time_past_year_9999_does_not_end_the_scan(tmp_path: Path, capsys) -> None:
+    """An ISO stamp whose UTC time is past 9999-12-31 (any file scan reads may be crafted)
+    made datetime raise, and scan reported the file as unreadable (exit 66) from that line
+    on, losing the rest. Now that one time is null and the scan goes on."""
+    log = tmp_path / "auth.log"
+    log.write_text(
+        "9999-12-31T23:59:59-23:59 h sshd[1]: Invalid user a from 192.0.2.1 port 1\n"
+        "2025-06-10T08:00:00Z h sshd[2]: Invalid user b from 192.0.2.2 port 1\n"
+        "9999-12-31T23:59:59-23:59 h sshd[3]: Failed password for c from 192.0.2.3 port 1 ssh2\n"
+        "9999-12-31T23:59:59-23:59 h sshd[3]: Failed password for c from 192.0.2.3 port 1 ssh2\n")
+    code, rows = _scan(capsys, str(log))
+    assert code == 0
+    assert [(r["host"], r["time"]) for r in rows] == [
+        ("192.0.2.1", None), ("192.0.2.2", "2025-06-10T08:00:00+00:00"),
+        ("192.0.2.3", None), ("192.0.2.3", None)]
+    assert cli.main(["scan", "--summary", "--json", str(log)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failures"] == 4

@@ -51,10 +51,23 @@ def iso_utc(t: float) -> str:
     return f"{head}.{us:06d}+00:00" if us else f"{head}+00:00"
 
 
+def _time_json(t: float) -> str:
+    """A time as JSON: null when datetime cannot represent it (a crafted stamp such as
+    9999-12-31T23:59:59-23:59 is past year 9999 in UTC), which used to end the scan of the
+    whole file at that line."""
+    try:
+        return f'"{iso_utc(t)}"'
+    except (ValueError, OverflowError, OSError):
+        return "null"
+
+
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return _dt.datetime.fromtimestamp(t, _UTC).isoformat()
+    try:
+        return iso_utc(t)
+    except (ValueError, OverflowError, OSError):
+        return None  # see _time_json
 
 
 
@@ -94,7 +107,7 @@ class Printer:
                     times.clear()
                     times[None] = "null"
                 # times maps None from the start: t is a float here
-                when = times[t] = f'"{iso_utc(cast(float, t))}"'
+                when = times[t] = _time_json(cast(float, t))
             user = event[2]
             juser = users.get(user)
             if juser is None:
@@ -117,7 +130,7 @@ class Printer:
                     times.clear()
                     times[None] = "null"
                 # times maps None from the start: t is a float here
-                when = times[t] = f'"{iso_utc(cast(float, t))}"'
+                when = times[t] = _time_json(cast(float, t))
             return when
 
         def user_json(user: str | None) -> str:
