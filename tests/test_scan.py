@@ -314,7 +314,7 @@ def test_iso_utc_is_datetimes_isoformat() -> None:
     import datetime as dt
     import random
 
-    from sshguardd.scan.report import iso_utc
+    from sshguardd.scan.textio import iso_utc
 
     rng = random.Random(16)
     cases = [0.0, -0.5, 0.5e-6, 1.5e-6, 2.5e-6, -1e-7, 1749542400.0000005, 1749542400.9999995,

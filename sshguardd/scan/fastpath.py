@@ -29,7 +29,7 @@ from sshguardd.detect.logformats import (
     iso_seconds,
     parse_syslog_line,
 )
-from sshguardd.scan.textio import Years
+from sshguardd.scan.textio import Years, utc_second
 
 __all__ = ["CHUNK", "Emit", "scan_text"]
 
@@ -157,16 +157,42 @@ for _group, _kind, _ending in ((_FP, Kind.BAD_PASSWORD, False), (_IU, Kind.INVAL
 _HOT_KIND_NAME = [k.value if k is not None else None for k in _HOT_KIND]
 
 
-def _iso_when(stamp: str) -> float | None:
-    """parse_syslog_line's time of a line with this _ISO_STAMP, None where it rejects the
-    line: the whole second is memoised by logformats.iso_seconds, the fraction added here
-    (as logformats does: the seconds' value, then + the fraction)."""
+_UTC_SECONDS: dict[str, tuple[float | None, str | None]] = {}
+
+
+def _iso_when(stamp: str) -> tuple[float | None, str | None]:
+    """(parse_syslog_line's time of a line with this _ISO_STAMP, or None where it rejects
+    the line; the printer's JSON of that time, or None to let it format it). The whole
+    second is memoised by logformats.iso_seconds, the fraction added here as logformats
+    does (the seconds' value, then + the fraction).
+
+    rsyslog's own format in UTC ("...:SS.ffffff+00:00") also gets its JSON here, from the
+    text: for a whole second B with 0 <= B < 2**32 and t = B + float(".ffffff"), t's
+    rounding error is at most ulp(B)/2 <= 2.4e-7 s, so datetime (modf, microseconds
+    rounded half to even) finds B and exactly ffffff, and prints what is built here
+    (tests/test_scan_fastpath.py compares the printed output with the reference path's)."""
+    if len(stamp) == 32 and stamp[19] == "." and stamp[26:] == "+00:00":
+        second = _UTC_SECONDS.get(stamp[:19])
+        if second is None:
+            base = iso_seconds(stamp[:19] + "+00:00")
+            head = utc_second(int(base)) if base is not None and 0 <= base < 2**32 else None
+            if len(_UTC_SECONDS) >= 4096:
+                _UTC_SECONDS.clear()
+            second = _UTC_SECONDS[stamp[:19]] = (base, head)
+        base, head = second
+        if base is None:
+            return None, None
+        when = base + float(stamp[19:26])
+        if head is None:
+            return when, None
+        digits = stamp[20:26]
+        return when, f'"{head}.{digits}+00:00"' if digits != "000000" else f'"{head}+00:00"'
     if len(stamp) > 19 and stamp[19] == ".":
         rest = stamp[20:]
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        base = iso_seconds(stamp[:19] + rest[digits:])
-        return None if base is None else base + float(stamp[19:20 + digits])
-    return iso_seconds(stamp)
+        n = len(rest) - len(rest.lstrip("0123456789"))
+        base = iso_seconds(stamp[:19] + rest[n:])
+        return None if base is None else base + float(stamp[19:20 + n]), None
+    return iso_seconds(stamp), None
 
 
 def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit: Emit,
@@ -219,7 +245,7 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
                 if stamp != last_stamp:
                     last_stamp, when_json = stamp, None
                     if stamp[4] == "-":
-                        when = iso(stamp)
+                        when, when_json = iso(stamp)
                     else:
                         base = minute(by_month.get(stamp[:3], default), stamp[:12])
                         when = base + int(stamp[13:15]) if base is not None else None
@@ -254,7 +280,7 @@ def scan_text(chunks: Iterable[str], years: Years, correlator: Correlator, emit:
             if stamp != last_stamp:  # consecutive classic lines mostly share their second
                 last_stamp, when_json = stamp, None
                 if stamp[4] == "-":
-                    when = iso(stamp)
+                    when, when_json = iso(stamp)
                 else:
                     base = minute(by_month.get(stamp[:3], default), stamp[:12])
                     when = base + int(stamp[13:15]) if base is not None else None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
-import time
 from typing import Any, TextIO, cast
 
 from sshguardd import config
@@ -14,41 +12,12 @@ from sshguardd.bans.policy import BanPolicy
 from sshguardd.contracts import Event, Kind, LogRecord
 from sshguardd.detect import Raw
 from sshguardd.scan.fastpath import Emit
+from sshguardd.scan.textio import iso_utc
 
-__all__ = ["Printer", "Summary", "iso_utc"]
+__all__ = ["Printer", "Summary"]
 
 _UTC = _dt.UTC
 _ACCEPTED = Kind.ACCEPTED
-
-
-_SECONDS: dict[int, str] = {}
-
-
-def iso_utc(t: float) -> str:
-    """datetime.fromtimestamp(t, UTC).isoformat(), exactly, at a fraction of its cost for
-    the ISO 8601 logs whose every line has its own microsecond: CPython's rounding
-    (modf, then the microseconds rounded half to even, then carried) and its format, with
-    the date and time of each whole second memoised (bounded). tests/test_scan.py checks
-    the two agree."""
-    frac, whole = math.modf(t)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        us -= 1_000_000
-        whole += 1.0
-    elif us < 0:
-        us += 1_000_000
-        whole -= 1.0
-    second = int(whole)
-    head = _SECONDS.get(second)
-    if head is None:
-        tm = time.gmtime(second)
-        if not 1 <= tm.tm_year <= 9999:  # datetime's range: let it raise as it does
-            return _dt.datetime.fromtimestamp(t, _UTC).isoformat()
-        if len(_SECONDS) >= 4096:
-            _SECONDS.clear()
-        head = _SECONDS[second] = (f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}T"
-                                   f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
-    return f"{head}.{us:06d}+00:00" if us else f"{head}+00:00"
 
 
 def _time_json(t: float) -> str:

@@ -4,12 +4,16 @@ year of a classic timestamp (which has none)."""
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from sshguardd.detect.logformats import MONTHS
 
-__all__ = ["Years", "chunks", "text_chunks"]
+__all__ = ["Years", "chunks", "iso_utc", "text_chunks", "utc_second"]
+
+_UTC = _dt.UTC
 
 
 class Years:
@@ -59,3 +63,40 @@ def text_chunks(text: str) -> list[str]:
         text = text[:-1]
     return ["\n" + text] if text else []
 
+
+_SECONDS: dict[int, str] = {}
+
+
+def iso_utc(t: float) -> str:
+    """datetime.fromtimestamp(t, UTC).isoformat(), exactly, at a fraction of its cost for
+    the ISO 8601 logs whose every line has its own microsecond: CPython's rounding
+    (modf, then the microseconds rounded half to even, then carried) and its format, with
+    the date and time of each whole second memoised (bounded). tests/test_scan.py checks
+    the two agree."""
+    frac, whole = math.modf(t)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        us -= 1_000_000
+        whole += 1.0
+    elif us < 0:
+        us += 1_000_000
+        whole -= 1.0
+    head = utc_second(int(whole))
+    if head is None:  # outside datetime's range: let it raise as it does
+        return _dt.datetime.fromtimestamp(t, _UTC).isoformat()
+    return f"{head}.{us:06d}+00:00" if us else f"{head}+00:00"
+
+
+def utc_second(second: int) -> str | None:
+    """'YYYY-MM-DDTHH:MM:SS' of a whole second in UTC as datetime.isoformat() writes it,
+    None outside datetime's years 1 to 9999. Memoised (bounded)."""
+    head = _SECONDS.get(second)
+    if head is None:
+        tm = time.gmtime(second)
+        if not 1 <= tm.tm_year <= 9999:
+            return None
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        head = _SECONDS[second] = (f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}T"
+                                   f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
+    return head
