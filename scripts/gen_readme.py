@@ -79,6 +79,7 @@ VERBS = [
     ("sshguardd check --diff [--json]",
      ("what the daemon would change here: sshd_config edits as a diff, root's lock, "
       "what the lockout guard holds back, ports")),
+    ("sshguardd resume [SETTING]", "end a revert-war pause now and repair again"),
     ("sshguardd scan FILE... [--summary] [--journal-dir DIR]",
      "offline analysis of logs and journals"),
     ("sshguardd check-config [--config PATH]",

@@ -6,6 +6,7 @@ keeps the messages; metrics the real Metrics with a private registry.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,10 @@ def test_compliant_host_is_left_alone(box: Box):
     assert box.sent == []
 
 
+def _date(box: Box) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(box.now))
+
+
 def test_sed_style_drift_is_reverted_with_every_other_byte_kept(box: Box):
     box.give_alice_a_key()
     drifted = box.main.read_text().replace("PermitRootLogin no", "PermitRootLogin yes")
@@ -36,7 +41,10 @@ def test_sed_style_drift_is_reverted_with_every_other_byte_kept(box: Box):
     os.chmod(box.main, 0o640)
     out = box.guard.handle(contracts.FileChanged(str(box.main), box.now))
     assert actions(out) == {"permitrootlogin": "repaired"}
-    assert box.main.read_text() == drifted.replace("PermitRootLogin yes", "PermitRootLogin no")
+    # The repaired line says who changed it, when and why (issue 12 item 6).
+    assert box.main.read_text() == drifted.replace("PermitRootLogin yes", (
+        f"# sshguardd {_date(box)}: PermitRootLogin no (was yes): no logins as root over "
+        "SSH\nPermitRootLogin no"))
     st = box.main.stat()
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 0, 4)
     assert box.effective()["permitrootlogin"] == "no"
@@ -45,7 +53,8 @@ def test_sed_style_drift_is_reverted_with_every_other_byte_kept(box: Box):
     kept = sorted((box.root / "state" / "drift").iterdir())
     assert [p.suffix for p in kept] == [".diff", ".drifted"]
     assert kept[1].read_text() == drifted
-    assert "-PermitRootLogin yes\n+PermitRootLogin no\n" in kept[0].read_text()
+    assert "-PermitRootLogin yes\n+# sshguardd " in kept[0].read_text()
+    assert "\n+PermitRootLogin no\n" in kept[0].read_text()
     assert [a["SETTING"] for a in box.alerts("drift")] == ["permitrootlogin"]
     assert len(box.alerts("repaired")) == 1
     assert box.metric("drift_repaired_total", setting="permitrootlogin",
@@ -66,7 +75,9 @@ def test_dropin_ahead_of_main_file_is_neutralised_in_the_dropin(box: Box):
     assert box.effective()["passwordauthentication"] == "yes"
     out = box.guard.handle(contracts.FileChanged(str(dropin), box.now))
     assert actions(out) == {"passwordauthentication": "repaired"}
-    assert dropin.read_text() == "# written by cloud-init\nPasswordAuthentication no\n"
+    assert dropin.read_text() == (
+        f"# written by cloud-init\n# sshguardd {_date(box)}: PasswordAuthentication no (was "
+        "yes): keys only, password guessing gets nowhere\nPasswordAuthentication no\n")
     assert box.main.read_bytes() == main_before
     assert box.effective()["passwordauthentication"] == "no"
 
@@ -103,7 +114,8 @@ def test_config_sshd_rejects_is_not_touched_and_alerted_once(box: Box):
     assert box.main.read_text() == broken and box.restart_count() == 0
     (alert,) = box.alerts("repair_failed")
     assert alert["STEP"] == "validate" and "NoSuchKeyword" in alert["STDERR"]
-    assert f"{box.main} (candidate): line 11: Bad configuration option" in alert["STDERR"]
+    # (line 12 of the candidate: the repair adds its comment line above line 8)
+    assert f"{box.main} (candidate): line 12: Bad configuration option" in alert["STDERR"]
     # Broken with nothing to repair: alerted once too.
     box.main.write_text(broken.replace("PermitRootLogin yes", "PermitRootLogin no"))
     for _ in range(2):
@@ -134,7 +146,7 @@ def test_candidate_rejected_by_sshd_changes_nothing(tmp_path: Path):
     assert box.main.read_bytes() == before and box.restart_count() == 0
     (alert,) = box.alerts("repair_failed")
     assert alert["STEP"] == "validate"
-    assert f"{box.main} (candidate) line 11: MaxAuthTries integer value invalid" \
+    assert f"{box.main} (candidate) line 12: MaxAuthTries integer value invalid" \
         in alert["STDERR"]
     assert box.metric("repair_failures_total", step="validate") == 1
 

@@ -113,11 +113,17 @@ def test_start_hardens_stock_config_and_sed_i_drift_is_reverted(start):
     assert g.restarts() == 1
     wait_for(lambda: g.sb.listening(22), 10, what="sshd listening after its restart")
     hardened = g.text("/etc/ssh/sshd_config")
-    assert [ln for ln in hardened.splitlines() if ln not in g.stock.splitlines()] == [
+    added = [ln for ln in hardened.splitlines() if ln not in g.stock.splitlines()]
+    # Each line sshguardd writes comes with a comment naming it (issue 12 item 6).
+    assert [ln for ln in added if not ln.startswith("# sshguardd ")] == [
         "PermitRootLogin no", "PasswordAuthentication no"]
+    assert len(added) == 4 and added[0].startswith("# sshguardd ")
+
+    def ours_aside(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if not ln.startswith("# sshguardd ")]
 
     g.sh("sed -i 's/^PermitRootLogin no$/PermitRootLogin yes/' /etc/ssh/sshd_config")
-    wait_for(lambda: g.text("/etc/ssh/sshd_config") == hardened, 10,
+    wait_for(lambda: ours_aside(g.text("/etc/ssh/sshd_config")) == ours_aside(hardened), 10,
              what="sed -i's PermitRootLogin yes to be reverted")
     assert g.sshd_T()["permitrootlogin"] == "no"
     wait_for(lambda: g.restarts() == 2, 5, what="sshd to be restarted")
@@ -135,9 +141,11 @@ def test_dropin_ahead_of_main_file_is_neutralised(start):
     # cloud-init's way: a drop-in read before the main file's own setting.
     g.sh("printf '# written by cloud-init\\nPasswordAuthentication yes\\n' "
          "> /etc/ssh/sshd_config.d/50-cloud-init.conf")
-    wait_for(lambda: g.text("/etc/ssh/sshd_config.d/50-cloud-init.conf")
-             == "# written by cloud-init\nPasswordAuthentication no\n", 10,
+    wait_for(lambda: g.text("/etc/ssh/sshd_config.d/50-cloud-init.conf").endswith(
+             "): keys only, password guessing gets nowhere\nPasswordAuthentication no\n"), 10,
              what="the drop-in to be repaired")
+    assert g.text("/etc/ssh/sshd_config.d/50-cloud-init.conf").startswith(
+        "# written by cloud-init\n# sshguardd ")
     assert g.sshd_T()["passwordauthentication"] == "no"
     assert g.text("/etc/ssh/sshd_config") == main
 

@@ -5,6 +5,10 @@ checkout with --wheelhouse (the hash-checked pins, no package index):
 1. `install.sh --audit` previews what the daemon would change (the sshd_config diff, root's
    lock, the lockout guard, the ports) and starts it in audit mode: nothing changes;
 2. switching to enforce (the config key, then `systemctl reload`) makes the planned edits;
+   three drifts within a minute are each repaired, with no revert-war pause (our own
+   repairs at start and reload do not count); a fourth pauses, and status, the alert and
+   the log say until when, by whom and how to resume; the pause survives a restart;
+   `sshguardd resume` repairs at once;
 3. re-running install.sh with newer code is an upgrade that takes: the daemon is restarted
    onto it, says so with both versions, and keeps the config; re-running with the same code
    does not restart it;
@@ -63,7 +67,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
 
 
 def _effective(c: Container) -> str:
-    return c.run(["sshd", "-T", "-C", "user=root,host=x,addr=192.0.2.9"], check=True).stdout
+    # "" while ssh.service restarts (its RuntimeDirectory /run/sshd is briefly gone).
+    return c.run(["sshd", "-T", "-C", "user=root,host=x,addr=192.0.2.9"]).stdout
 
 
 def _status(c: Container) -> dict:
@@ -113,6 +118,53 @@ def test_switching_to_enforce_makes_the_planned_edits(host: Container) -> None:
     assert _status(c)["drift_mode"] == "enforce"
     r = c.run(["sshguardd", "check", "--diff"])
     assert r.returncode == 0 and "sshd_config: no change" in r.stdout, r.stdout
+
+
+def _drift_root_login(c: Container) -> None:
+    # As an admin's `sed -i` makes it: a new first line, which wins.
+    c.sh("sed -i '1i PermitRootLogin yes' /etc/ssh/sshd_config", check=True)
+
+
+def _root_login_off(c: Container) -> bool:
+    return "permitrootlogin no" in _effective(c) and not c.run(
+        ["head", "-1", "/etc/ssh/sshd_config"]).stdout.startswith("PermitRootLogin yes")
+
+
+def test_three_drifts_within_a_minute_are_repaired_without_a_pause(host: Container) -> None:
+    c = host
+    t0 = time.monotonic()
+    for i in range(3):
+        _drift_root_login(c)
+        wait_for(lambda: _root_login_off(c), timeout=30, interval=0.1,
+                 what=f"repair of drift {i + 1}")
+    assert time.monotonic() - t0 < 60
+    assert _status(c)["repairs_paused"] == []
+    log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sshguardd"]).stdout
+    assert "revert war" not in log
+    # Each repair is one log line (the alert), not two.
+    assert "sshguardd.daemon.drift_guard: repaired" not in log
+    assert log.count("repaired permitrootlogin in /etc/ssh/sshd_config: yes -> no") >= 3
+
+    # The fourth within the window is a revert war: paused, and it says so everywhere.
+    _drift_root_login(c)
+    wait_for(lambda: _status(c)["repairs_paused"], timeout=30, interval=0.2,
+             what="the revert-war pause")
+    [p] = _status(c)["repairs_paused"]
+    assert (p["item"], p["file"], p["resume"]) == (
+        "permitrootlogin", "/etc/ssh/sshd_config", "sshguardd resume permitrootlogin")
+    text = c.run(["sshguardd", "status"], check=True).stdout
+    assert "repairs paused  permitrootlogin in /etc/ssh/sshd_config until " in text, text
+    assert "`sshguardd resume permitrootlogin` resumes now" in text
+    log = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "sshguardd"]).stdout
+    assert "repairs of it paused until " in log and "sshguardd resume permitrootlogin" in log
+    # A restart keeps the pause, as a reload does.
+    c.run(["systemctl", "restart", "sshguardd"], check=True)
+    assert [q["item"] for q in _status(c)["repairs_paused"]] == ["permitrootlogin"]
+    assert not _root_login_off(c)
+    r = c.run(["sshguardd", "resume", "permitrootlogin"], check=True)
+    assert r.stdout == "resumed repairs of permitrootlogin in /etc/ssh/sshd_config\n"
+    wait_for(lambda: _root_login_off(c), timeout=30, interval=0.1, what="repair after resume")
+    assert _status(c)["repairs_paused"] == []
 
 
 def _newer_checkout(c: Container) -> str:

@@ -19,6 +19,7 @@ import argparse
 import difflib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -248,7 +249,9 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
                         continue
                 todo.append(f)
             try:
-                planned = sshd_edits.plan(model, todo, texts)
+                # The daemon's own planner, with today's date in its comments.
+                planned = sshd_edits.plan(model, todo, texts,
+                                          stamp=time.strftime("%Y-%m-%d", time.gmtime()))
             except sshd_edits.Unplannable as exc:
                 planned = []
                 notes.append(f"no edit can fix this, the daemon alerts instead: {exc}")

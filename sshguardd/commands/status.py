@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from sshguardd import __version__, cli
 from sshguardd.commands import _control
@@ -43,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
                                 f"{w['user']})" for w in answer.get("withheld", []))
                       or "none (no ban spared by admin protection)")),
     ]
+    for p in answer.get("repairs_paused", []):
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(p["until"]))
+        rows.append(("repairs paused", f"{p['item']} in {p['file']} until {until} (revert "
+                     f"war: undone {p['count']} times by {p['writer']}); `{p['resume']}` "
+                     "resumes now"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")

@@ -1,4 +1,5 @@
-"""Answers control-socket requests (status, bans, ban, unban) on the daemon's loop thread.
+"""Answers control-socket requests (status, bans, ban, unban, resume) on the daemon's loop
+thread.
 
 The socket thread only decodes and enqueues (effects.control_socket); the loop hands each
 request here and sends back what this returns. Every answer is a JSON-able dict with "ok".
@@ -28,10 +29,12 @@ class ControlAPI:
     """`api(request) -> reply`. status() is given by the loop (it knows its own state)."""
 
     def __init__(self, engine: Callable[[], BanEngine], status: Callable[[], Reply],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 resume: Callable[[str | None], Reply] | None = None) -> None:
         self._engine = engine
         self._status = status
         self._clock = clock
+        self._resume = resume
 
     def __call__(self, req: dict[str, Any]) -> Reply:
         cmd = req.get("cmd")
@@ -44,6 +47,11 @@ class ControlAPI:
             return self._ban(req)
         if cmd == "unban":
             return self._unban(req)
+        if cmd == "resume" and self._resume is not None:
+            setting = req.get("setting")
+            if setting is not None and not isinstance(setting, str):
+                return {"ok": False, "error": "setting must be a string"}
+            return self._resume(setting)
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _bans(self) -> Reply:

@@ -23,7 +23,10 @@ keeps existing sessions: KillMode=process), or change any shadow field but root'
 
 Revert wars (sshguardd.drift.revert_war): when max_reverts repairs of one item happen
 within `window`, repairs of it pause for `pause` with a critical alert naming the writer
-when it can be told (sshguardd.effects.writer_hint). The lockout guard:
+when it can be told (sshguardd.effects.writer_hint), until when, and how to resume
+(`sshguardd resume`). Our own repairs at start-up and on reload do not count: they undo
+no one's write made during a war (a drift found when sshguardd starts is not a revert).
+Pauses survive reload and restart (sshguardd.daemon.revert_pauses). The lockout guard:
 sshguardd.drift.lockout.
 """
 
@@ -39,6 +42,7 @@ from typing import Any
 from sshguardd import config, contracts
 from sshguardd.daemon.drift_report import Outcome, Report
 from sshguardd.daemon.lockout_guard import LockoutGuard
+from sshguardd.daemon.revert_pauses import Pause, Pauses
 from sshguardd.daemon.shadow_repair import ShadowRepair
 from sshguardd.daemon.sshd_repair import SshdRepair, digest
 from sshguardd.drift import lockout, revert_war, sshd_judge, sshd_model
@@ -59,6 +63,9 @@ RECHECK_INTERVAL = 300.0
 # no user (Address, "User *", ...) apply to it, as to an attacker's guesses.
 PROBE_USER = "sshguardd-probe"
 MAX_REPLANS = 2  # a file that keeps changing under the repair is left to the next event
+# check_all reasons whose repairs are not counted towards a revert war: ours, at start-up
+# and on reload (a switch from audit to enforce), not someone undoing a repair.
+UNCOUNTED = ("start", "reload")
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -103,7 +110,9 @@ class DriftGuard:
         for problem in sshd_judge.policy_problems(self.policy):
             alerts.startup_problem("drift policy", problem)
         rw = self.dc.revert_war
-        self.wars = revert_war.RevertWars(rw.max_reverts, rw.window, rw.pause)
+        self.wars = Pauses(revert_war.RevertWars(rw.max_reverts, rw.window, rw.pause),
+                           Path(cfg.daemon.state_dir))
+        self._counting = True  # False while check_all runs for an UNCOUNTED reason
         self._own: dict[str, str | None] = {}           # path -> digest we last wrote
         self.report = Report(alerts, metrics)
         self._last_full: float | None = None  # clock time of the last check_all
@@ -156,7 +165,23 @@ class DriftGuard:
         self._last_full = now
         for key in self.wars.expire(now):
             log.info("revert-war pause over for %s in %s: repairing again", *key)
-        return self._check_sshd() + self._check_shadow()
+        self._counting = reason not in UNCOUNTED
+        try:
+            return self._check_sshd() + self._check_shadow()
+        finally:
+            self._counting = True
+
+    def paused(self) -> list[Pause]:
+        """The revert-war pauses in force now (for status)."""
+        return self.wars.current(self.clock())
+
+    def resume(self, item: str | None = None) -> list[Pause]:
+        """End the pauses of `item` (every pause when None) now; the daemon then calls
+        check_all so a drift still there is repaired at once."""
+        ended = self.wars.resume(item)
+        for p in ended:
+            log.info("revert-war pause of %s in %s ended by `sshguardd resume`", p.item, p.file)
+        return ended
 
     def handle(self, changed: contracts.FileChanged) -> list[Outcome]:
         """React to one changed path: judge its domain again. Our own writes and
@@ -326,10 +351,12 @@ class DriftGuard:
         out = []
         for f in todo:
             file = str(f.source.file) if f.source else main
-            log.info("repaired %s in %s: %s -> %s", f.item, file, f.actual, f.expected)
+            # The alert is the one log line of a repair (it is echoed to stderr when that
+            # is not the journal): a log.info here as well wrote each repair twice.
             self.alerts.repaired(f.item, file, f.actual, f.expected)
             self.report.count("drift_repaired", setting=f.keyword, file=file)
-            self.wars.record((f.item, file), self.clock())
+            if self._counting:
+                self.wars.record((f.item, file), self.clock())
             self.report.standing.pop((f.item, file), None)
             out.append(Outcome(f.item, file, "repaired", f.actual, f.expected))
         return out
@@ -405,10 +432,10 @@ class DriftGuard:
         for p, text in written.items():
             self._own[p] = digest(text.encode("utf-8", errors="surrogateescape"))
         if root_drift:
-            log.info("relocked root's password in %s", root_file)
             self.alerts.repaired("root password", root_file, "unlocked", "locked")
             self.report.count("drift_repaired", setting="root password", file=root_file)
-            self.wars.record(("root password", root_file), self.clock())
+            if self._counting:
+                self.wars.record(("root password", root_file), self.clock())
             self.report.standing.pop(("root password", root_file), None)
             outcomes.append(Outcome("root password", root_file, "repaired", "unlocked",
                                     "locked"))
@@ -433,9 +460,10 @@ class DriftGuard:
             return None
         file = key[1]
         if not verdict.started:
-            return Outcome(key[0], file, "paused", old, new,
-                           "revert war: repairs paused until " + time.strftime(
-                               "%Y-%m-%d %H:%M:%S UTC", time.gmtime(verdict.until)))
+            story = self.wars.info.get(key)
+            return Outcome(key[0], file, "paused", old, new, "revert war: " + (
+                story.explain() if story else "repairs paused until "
+                + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(verdict.until))))
         shadowish = file in (str(self.dc.shadow), str(self.passwd))
         if text is None and not shadowish:
             text = (_read_bytes(file) or b"").decode(errors="replace")
@@ -444,11 +472,10 @@ class DriftGuard:
         tools = SHADOW_WRITERS if shadowish else CONFIG_WRITERS
         window = self.dc.revert_war.window
         writer = writer_of(file, text) or self.writer_hint(now - window, tools=tools)
-        self.alerts.revert_war(key[0], file, writer or "unknown", verdict.count)
+        story = self.wars.started(key, verdict, now, writer or "unknown")
+        self.alerts.revert_war(key[0], file, writer or "unknown", verdict.count,
+                               until=verdict.until, resume=story.resume_hint())
         self.report.count("revert_wars", setting=setting, file=file)
         self.report.count("repairs_refused", reason="revert_war")
-        return Outcome(key[0], file, "paused", old, new,
-                       f"revert war: undone {verdict.count} times within {window:.0f}s by "
-                       f"{writer or 'an unknown writer'}; paused for "
-                       f"{self.dc.revert_war.pause:.0f}s")
+        return Outcome(key[0], file, "paused", old, new, f"revert war: {story.explain()}")
 

@@ -33,6 +33,7 @@ class DriftHost:
         self.watcher: parts.Watcher | None = None
         self.watch_set: WatchSet | None = None
         self.last_drift = "none"
+        self._seen: dict[tuple[str, str], tuple[str, str]] = {}  # drifts already reported
         self.last_full_check: float | None = None   # clock time of the last check_all
         self.errors = 0
         self._failed: dict[str, FileChanged] = {}    # change events to handle again
@@ -107,6 +108,14 @@ class DriftHost:
         finally:
             self.update_watches()
 
+    def resume(self, setting: str | None) -> dict[str, object]:
+        """`sshguardd resume [SETTING]`: end revert-war pauses, then judge everything again
+        so a drift still there is repaired before the answer goes back."""
+        ended = self.guard.resume(setting)
+        if ended:
+            self.check("resume")
+        return {"ok": True, "resumed": [{"item": p.item, "file": p.file} for p in ended]}
+
     def update_watches(self) -> None:
         """Watch what the guard needs now: an Include line added to sshd_config brings a
         directory that must be watched at once, not at the next full check."""
@@ -136,6 +145,13 @@ class DriftHost:
         for o in outcomes:
             action = str(o.action)
             if action in ("ok", "ignored", "(own write)"):
+                self._seen.pop((o.item, o.file), None)
                 continue
+            # A drift that stays (audit mode, a refusal, a pause) is reported again by
+            # every re-check: its time is when it was first seen, not the re-check's.
+            state = (action, str(getattr(o, "old", "")))
+            if self._seen.get((o.item, o.file)) == state:
+                continue
+            self._seen[(o.item, o.file)] = state
             self.last_drift = f"{o.item} in {o.file}: {action} at " + time.strftime(
                 "%H:%M:%S", time.localtime(self._clock()))

@@ -81,7 +81,9 @@ class Daemon:
         self.metrics_server: parts.Stoppable | None = None
         self.host = HostGuards(AccessGate(self.firewall, self.alerts, self.metrics,
                                           parts_.ports), parts_.updates)
-        self.api = ControlAPI(self._engine, lambda: status.fields(self), self.clock)
+        self.api = ControlAPI(self._engine, lambda: status.fields(self), self.clock, resume=(
+            lambda s: {"ok": False, "error": "the drift guard is off"} if self.drift is None
+            else self.drift.resume(s)))
         self._closing = threading.Event()
         self._stop_requested = False
         self._reload_requested = False

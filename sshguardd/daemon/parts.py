@@ -159,6 +159,10 @@ class DriftRepairer(Protocol):
 
     def watch_set(self) -> WatchSet: ...
 
+    def paused(self) -> Sequence[Any]: ...            # revert-war pauses (revert_pauses.Pause)
+
+    def resume(self, item: str | None = None) -> Sequence[Any]: ...
+
 
 class Watcher(Protocol):
     @property

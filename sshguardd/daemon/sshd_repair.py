@@ -110,7 +110,8 @@ class SshdRepair:
         restarted = False
         try:
             try:
-                edits = sshd_edits.plan(model, todo, texts)
+                edits = sshd_edits.plan(model, todo, texts, stamp=time.strftime(
+                    "%Y-%m-%d", time.gmtime(self.clock())))
                 new_texts = {f: sshd_edits.apply_edits(texts[f], es)
                              for f, es in sshd_edits.edits_by_file(edits).items()}
             except ValueError as exc:  # Unplannable, StaleEdit

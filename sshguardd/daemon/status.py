@@ -86,4 +86,8 @@ def fields(d: Daemon) -> dict[str, Any]:
         "drift_mode": d.cfg.drift.mode if d.cfg.drift.enabled else "off",
         "fleet": d.fleet.status() if d.fleet is not None else None,
         **d.host.status(),
+        "repairs_paused": [
+            {"item": p.item, "file": p.file, "since": p.since, "until": p.until,
+             "writer": p.writer, "count": p.count, "resume": p.resume_hint()}
+            for p in (d.drift.guard.paused() if d.drift is not None else [])],
     }

@@ -59,3 +59,19 @@ class RevertWars:
 
     def next_wakeup(self) -> float | None:
         return min(self._paused.values(), default=None)
+
+    def paused(self) -> dict[Key, float]:
+        """Every key in a pause, with the time it ends (some may be over: see expire)."""
+        return dict(self._paused)
+
+    def restore(self, key: Key, until: float) -> None:
+        """Put back a pause that began before a restart or a reload (it is kept on disk)."""
+        self._paused[key] = until
+
+    def resume(self, keys: list[Key]) -> list[Key]:
+        """End these pauses now, counting afresh from here; returns those that were paused."""
+        ended = [k for k in keys if k in self._paused]
+        for k in ended:
+            del self._paused[k]
+            self._repairs.pop(k, None)
+        return ended

@@ -3,6 +3,13 @@
 `apply_edits` changes only the bytes of the value it replaces (or inserts one line), so
 every comment, blank line and unrelated setting survives byte for byte. Lines here are
 physical lines split at "\\n" only, as sshd's getline() reads them.
+
+With a `stamp` (the date, which the caller reads from its clock) a repair also reads well
+to the next person in the file: each line sshguardd changes or adds gets a comment line
+above it naming sshguardd, the date, the old value and the setting's reason (replacing
+such a comment from an earlier repair rather than piling them up), and a later line that
+sshd ignores because the repaired one wins, but that says the opposite (`sed -i` and
+`echo >>` leave these), is commented out and says why, instead of staying live-looking.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from sshguardd.drift.sshd_judge import Finding
 from sshguardd.drift.sshd_model import (
     SshdConfig,
     canonical_keyword,
+    normalise_value,
     physical_lines,
     read_lines,
     split_line,
@@ -68,15 +76,65 @@ def _spelling(keyword: str) -> str:
     return _SPELLINGS.get(keyword, keyword)  # sshd accepts any case
 
 
+# Why the policy wants each value, for the comment above a line sshguardd writes.
+_REASONS = {
+    "permitrootlogin": "no logins as root over SSH",
+    "passwordauthentication": "keys only, password guessing gets nowhere",
+    "kbdinteractiveauthentication": "no keyboard-interactive (password) prompts",
+    "permitemptypasswords": "no logins to accounts with an empty password",
+}
+MARK = "# sshguardd "
+
+
+def _comment(f: Finding, stamp: str, ending: str, was: str) -> str:
+    why = _REASONS.get(f.keyword, "sshguardd policy ([drift.sshd_settings])")
+    return (f"{MARK}{stamp}: {_spelling(f.keyword)} {f.expected} (was {was}): {why}"
+            f"{ending}")
+
+
+def _ending(raw: str) -> str:
+    body = raw.rstrip("\r\n")
+    return raw[len(body):] or "\n"
+
+
+def _overridden(model: SshdConfig, f: Finding, texts: Mapping[str, str], stamp: str,
+                winner_file: str, winner: str) -> list[Edit]:
+    """Comment out the later global lines of f's keyword that contradict the policy:
+    sshd reads only the first, so they change nothing but mislead whoever reads the file.
+    Only single physical lines are touched (a NUL-glued line is left as it is)."""
+    edits = []
+    seen_winner = f.source is None
+    for d in model.directives:
+        if d.keyword != f.keyword or d.match:
+            continue
+        if d.location == f.source:
+            seen_winner = True
+            continue
+        if not seen_winner or d.value_at is None or d.value_at.line != d.location.line:
+            continue
+        if normalise_value(f.keyword, d.value) == normalise_value(f.keyword, f.expected):
+            continue
+        raw = physical_lines(texts[d.location.file])[d.location.line - 1]
+        body = raw.rstrip("\r\n")
+        where = "above" if d.location.file == winner_file else f"in {winner_file}"
+        edits.append(Edit(d.location.file, d.location.line, raw,
+                          f"# {body}  # overridden by {winner} {where}; commented out by "
+                          f"sshguardd "
+                          f"{stamp}{_ending(raw)}", f.keyword,
+                          f"{f.item}: overridden {d.value} commented out"))
+    return edits
+
+
 def plan(model: SshdConfig, findings: Iterable[Finding],
-         texts: Mapping[str, str]) -> list[Edit]:
+         texts: Mapping[str, str], *, stamp: str = "") -> list[Edit]:
     """The smallest edits that make every non-compliant finding compliant.
 
     A winning line (global or in a Match block) gets its value replaced in place, in
     whichever file it is; a keyword no line sets is added to the main file before its first
     Match line (or at the end), where nothing earlier can override it. texts maps each
     file to its current text (the one the model was built from). Raises Unplannable for a
-    finding no single-line edit can fix.
+    finding no single-line edit can fix. With `stamp` (e.g. "2026-12-01"), the comments
+    and the commenting-out of the module docstring.
     """
     edits: list[Edit] = []
     for f in findings:
@@ -96,8 +154,18 @@ def plan(model: SshdConfig, findings: Iterable[Finding],
             new = raw[:a] + format_value(f.expected) + raw[b:]
             if a == b and not raw[:a].endswith((" ", "\t")):
                 new = raw[:a] + " " + format_value(f.expected) + raw[b:]
+            if stamp and d.value_at.line == d.location.line:
+                lines = physical_lines(texts[f.source.file])
+                above = lines[d.value_at.line - 2] if d.value_at.line > 1 else ""
+                if above.startswith(f"{MARK}") and f" {_spelling(f.keyword)} " in above:
+                    edits.append(Edit(f.source.file, d.value_at.line - 1, above, "",
+                                      f.keyword, "an earlier sshguardd comment, replaced"))
+                new = _comment(f, stamp, _ending(raw), f.actual) + new
             edits.append(Edit(f.source.file, d.value_at.line, raw, new, f.keyword,
                               f"{f.item}: {f.actual} -> {f.expected}"))
+            if stamp:
+                edits += _overridden(model, f, texts, stamp, f.source.file,
+                                     f"the {_spelling(f.keyword)} {f.expected} line")
         else:
             text = texts[model.main]
             at = len(physical_lines(text)) + 1
@@ -106,8 +174,10 @@ def plan(model: SshdConfig, findings: Iterable[Finding],
                 if parts and canonical_keyword(parts.keyword) == "match":
                     at = line.first
                     break
-            edits.append(Edit(model.main, at, None,
-                              f"{_spelling(f.keyword)} {format_value(f.expected)}\n",
+            line = f"{_spelling(f.keyword)} {format_value(f.expected)}\n"
+            if stamp:
+                line = _comment(f, stamp, "\n", f"{f.actual}, sshd's default") + line
+            edits.append(Edit(model.main, at, None, line,
                               f.keyword, f"{f.item}: {f.actual} (default) -> {f.expected}"))
     return edits
 

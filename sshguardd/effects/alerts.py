@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import shlex
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -163,10 +164,17 @@ class Alerts:
                    f"{': ' + _one_line(scrub(stderr))[:300] if stderr else ''}",
                    STEP=step, FILE=file, COMMAND=cmd, STDERR=stderr)
 
-    def revert_war(self, setting: str, file: str, writer: str | None, count: int) -> None:
+    def revert_war(self, setting: str, file: str, writer: str | None, count: int, *,
+                   until: float | None = None, resume: str | None = None) -> None:
+        """Repairs of `setting` pause until `until` (clock time); `resume` is the command
+        that ends the pause early."""
+        when = "" if until is None else " until " + time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
         self._emit("revert_war", f"revert war over {setting} in {file}: undone {count} "
-                   f"times{' by ' + writer if writer else ''}; repairs paused",
-                   SETTING=setting, FILE=file, WRITER=writer, REVERT_COUNT=count)
+                   f"times{' by ' + writer if writer else ''}; repairs of it paused{when}"
+                   f"{'; `' + resume + '` resumes them now' if resume else ''}",
+                   SETTING=setting, FILE=file, WRITER=writer, REVERT_COUNT=count,
+                   PAUSED_UNTIL=None if until is None else f"{until:.0f}", RESUME=resume)
 
     def restart_failed(self, command: Sequence[str] | str | None, stderr: str | None) -> None:
         cmd = _command(command)
