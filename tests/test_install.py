@@ -142,11 +142,18 @@ def test_installed_command_runs_the_demo(box: Sandbox) -> None:
     sandbox inside this sandbox, its layers on the outer one's /run tmpfs)."""
     result = box.run([INSTALL, "--no-start"], env=box.env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    # As after the daemon ran once: this host's sshd_config is hardened already. Before,
+    # the demo then showed "stock Debian config ... permitrootlogin no" and repaired
+    # nothing; it must start from the package's stock file instead (issue 12 item 8).
+    conf = box.path("/etc/ssh/sshd_config")
+    conf.write_text("PermitRootLogin no\nPasswordAuthentication no\n" + conf.read_text())
     box.run(["mkdir", "-p", "/run/demo"], check=True)
     demo = box.run(["sshguardd", "demo", "--non-interactive", "--workdir", "/run/demo"],
                    env={**os.environ, "NO_COLOR": "1"}, timeout=400)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "demo result: ok" in demo.stdout
+    assert ("config: the package's stock /usr/share/openssh/sshd_config, since this host's "
+            "own is not stock (hardened already?)") in demo.stdout, demo.stdout
     assert list(box.path("/run/demo").iterdir()) == []
 
 

@@ -21,13 +21,10 @@ sessions (the restart command is the distribution's unit restart, which on Debia
 keeps existing sessions: KillMode=process), or change any shadow field but root's password
 (and, only if configured, empty password fields).
 
-Revert wars (sshguardd.drift.revert_war): when max_reverts repairs of one item happen
-within `window`, repairs of it pause for `pause` with a critical alert naming the writer
-when it can be told (sshguardd.effects.writer_hint), until when, and how to resume
-(`sshguardd resume`). Our own repairs at start-up and on reload do not count: they undo
-no one's write made during a war (a drift found when sshguardd starts is not a revert).
-Pauses survive reload and restart (sshguardd.daemon.revert_pauses). The lockout guard:
-sshguardd.drift.lockout.
+Revert wars (sshguardd.drift.revert_war): max_reverts repairs of one item within `window`
+pause its repairs for `pause`, alerted with the writer (sshguardd.effects.writer_hint),
+the end and `sshguardd resume`; our own start-up and reload repairs do not count. Pauses
+survive reload and restart (sshguardd.daemon.revert_pauses). Lockout: drift.lockout.
 """
 
 from __future__ import annotations
@@ -112,7 +109,6 @@ class DriftGuard:
         rw = self.dc.revert_war
         self.wars = Pauses(revert_war.RevertWars(rw.max_reverts, rw.window, rw.pause),
                            Path(cfg.daemon.state_dir))
-        self._counting = True  # False while check_all runs for an UNCOUNTED reason
         self._own: dict[str, str | None] = {}           # path -> digest we last wrote
         self.report = Report(alerts, metrics)
         self._last_full: float | None = None  # clock time of the last check_all
@@ -165,22 +161,21 @@ class DriftGuard:
         self._last_full = now
         for key in self.wars.expire(now):
             log.info("revert-war pause over for %s in %s: repairing again", *key)
-        self._counting = reason not in UNCOUNTED
+        self.wars.counting = reason not in UNCOUNTED
         try:
             return self._check_sshd() + self._check_shadow()
         finally:
-            self._counting = True
+            self.wars.counting = True
 
     def paused(self) -> list[Pause]:
         """The revert-war pauses in force now (for status)."""
         return self.wars.current(self.clock())
 
     def resume(self, item: str | None = None) -> list[Pause]:
-        """End the pauses of `item` (every pause when None) now; the daemon then calls
-        check_all so a drift still there is repaired at once."""
+        """End the pauses of `item` (all when None); the daemon then calls check_all."""
         ended = self.wars.resume(item)
-        for p in ended:
-            log.info("revert-war pause of %s in %s ended by `sshguardd resume`", p.item, p.file)
+        log.info("revert-war pauses ended by `sshguardd resume`: %s",
+                 ", ".join(f"{p.item} in {p.file}" for p in ended) or "none")
         return ended
 
     def handle(self, changed: contracts.FileChanged) -> list[Outcome]:
@@ -351,12 +346,10 @@ class DriftGuard:
         out = []
         for f in todo:
             file = str(f.source.file) if f.source else main
-            # The alert is the one log line of a repair (it is echoed to stderr when that
-            # is not the journal): a log.info here as well wrote each repair twice.
+            # The alert is a repair's one log line (a log.info here too wrote it twice).
             self.alerts.repaired(f.item, file, f.actual, f.expected)
             self.report.count("drift_repaired", setting=f.keyword, file=file)
-            if self._counting:
-                self.wars.record((f.item, file), self.clock())
+            self.wars.record((f.item, file), self.clock())
             self.report.standing.pop((f.item, file), None)
             out.append(Outcome(f.item, file, "repaired", f.actual, f.expected))
         return out
@@ -434,8 +427,7 @@ class DriftGuard:
         if root_drift:
             self.alerts.repaired("root password", root_file, "unlocked", "locked")
             self.report.count("drift_repaired", setting="root password", file=root_file)
-            if self._counting:
-                self.wars.record(("root password", root_file), self.clock())
+            self.wars.record(("root password", root_file), self.clock())
             self.report.standing.pop(("root password", root_file), None)
             outcomes.append(Outcome("root password", root_file, "repaired", "unlocked",
                                     "locked"))
@@ -460,10 +452,8 @@ class DriftGuard:
             return None
         file = key[1]
         if not verdict.started:
-            story = self.wars.info.get(key)
-            return Outcome(key[0], file, "paused", old, new, "revert war: " + (
-                story.explain() if story else "repairs paused until "
-                + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(verdict.until))))
+            return Outcome(key[0], file, "paused", old, new,
+                           "revert war: " + self.wars.explain(key, verdict.until))
         shadowish = file in (str(self.dc.shadow), str(self.passwd))
         if text is None and not shadowish:
             text = (_read_bytes(file) or b"").decode(errors="replace")

@@ -61,6 +61,8 @@ class Pauses:
         self.wars = wars
         self.path = Path(state_dir) / FILE_NAME
         self.info: dict[Key, Pause] = {}
+        # False while the guard makes its own start-up or reload repairs: not counted.
+        self.counting = True
         self._load()
 
     # -- the RevertWars seam
@@ -68,7 +70,8 @@ class Pauses:
         return self.wars.verdict(key, now)
 
     def record(self, key: Key, now: float) -> None:
-        self.wars.record(key, now)
+        if self.counting:
+            self.wars.record(key, now)
 
     def next_wakeup(self) -> float | None:
         return self.wars.next_wakeup()
@@ -87,6 +90,10 @@ class Pauses:
         self.info[key] = p
         self._save()
         return p
+
+    def explain(self, key: Key, until: float) -> str:
+        story = self.info.get(key)
+        return story.explain() if story else f"repairs paused until {utc(until)}"
 
     def current(self, now: float) -> list[Pause]:
         return sorted((p for k, p in self.info.items()

@@ -42,6 +42,8 @@ from sshguardd.demo.view import View
 ATTACKERS = ("192.0.2.10", "198.51.100.23", "2001:db8:bad::7")
 ADMIN_SRC, ADMIN_USER = "192.0.2.200", "demo-admin"
 HOST_FILES = ("/etc/ssh/sshd_config", "/etc/shadow", "/etc/passwd")
+# Debian's openssh-server keeps the sshd_config it ships here (ucf compares against it).
+STOCK_SSHD_CONFIG = Path("/usr/share/openssh/sshd_config")
 DEMO_CONFIG = """\
 # sshguardd demo: every value is the production default except the sshd restart command,
 # since the sandbox has no systemd. sshd re-executes itself and rereads its config on SIGHUP.
@@ -164,12 +166,27 @@ class Demo:
         sb.run(["chown", "-R", f"{ADMIN_USER}:", f"{home}/.ssh"], check=True)
         v.step(f"user {ADMIN_USER} with an SSH key (so key-only login cannot lock the admin out)")
         # All addresses of the sandbox's own network namespace: nothing outside reaches it.
+        # After install.sh this host's sshd_config is hardened already (by sshguardd
+        # itself), and a copy of it would show nothing to repair: the sandbox gets the
+        # pristine file the openssh-server package keeps, when there is one.
+        live = sb.path("/etc/ssh/sshd_config")
+        source = "this host's sshd_config"
+        if STOCK_SSHD_CONFIG.is_file() and \
+                STOCK_SSHD_CONFIG.read_bytes() != live.read_bytes():
+            live.write_bytes(STOCK_SSHD_CONFIG.read_bytes())
+            source = (f"the package's stock {STOCK_SSHD_CONFIG}, since this host's own is "
+                      "not stock (hardened already?)")
+        elif STOCK_SSHD_CONFIG.is_file():
+            source = f"this host's sshd_config, the stock one ({STOCK_SSHD_CONFIG})"
         sshd = sb.start_sshd(listen=("0.0.0.0", "::"))  # noqa: S104
-        v.step(f"sshd (stock Debian config) listening on port 22, pid {sb.inner_pid(sshd)}")
+        v.step(f"sshd listening on port 22, pid {sb.inner_pid(sshd)}, config: {source}")
         self.before = {k: self.seen.effective(k) for k in PROTECTED}
         self.before["root password"] = "locked" if self.seen.root_locked() else "usable"
-        v.detail("as this host's packages ship it, sshd would use:\n" + "\n".join(
-            f"{k} {val}" for k, val in self.before.items()))
+        compliant = all(self.before.get(k) == "no" for k in PROTECTED)
+        v.detail("in the sandbox, before sshguardd starts, sshd would use:\n" + "\n".join(
+            f"{k} {val}" for k, val in self.before.items())
+            + ("\n(already hardened: the start-up check will find nothing to repair; the "
+               "drift phase shows repairs)" if compliant else ""))
         self.seen.start_journal()
 
     def phase_startup(self) -> None:
