@@ -206,6 +206,7 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     shadow_file = shadow_file or ShadowFile(dc.shadow, passwd=passwd)
     policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
     notes: list[str] = list(sshd_config.policy_problems(policy))
+    passwd_text: str | None
     try:
         shadow_text = shadow_file.read()
         passwd_text = shadow_file.read_passwd()
@@ -241,11 +242,11 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
                     continue
                 file = str(f.source.file) if f.source else str(dc.sshd_config)
                 if f.keyword in lockout.GUARDED_KEYWORDS and dc.lockout_guard:
-                    why = guard.refusal_for(model, texts, [*guarded, f], shadow_text)
-                    if not why:
+                    refusal = guard.refusal_for(model, texts, [*guarded, f], shadow_text)
+                    if not refusal:
                         guarded.append(f)
-                    if why:
-                        held.append({"item": f.item, "file": file, "reason": why})
+                    if refusal:
+                        held.append({"item": f.item, "file": file, "reason": refusal})
                         continue
                 todo.append(f)
             try:

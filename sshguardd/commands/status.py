@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     for p in answer.get("repairs_paused", []):
         until = time.strftime("%H:%M:%S UTC", time.gmtime(p["until"]))
-        rows.append(("repairs paused", f"{p['item']} in {p['file']} until {until} (revert "
+        rows.append(("repairs paused", (f"{p['item']} in {p['file']} until {until} (revert "
                      f"war: undone {p['count']} times by {p['writer']}); `{p['resume']}` "
-                     "resumes now"))
+                     "resumes now")))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")

@@ -174,10 +174,10 @@ def plan(model: SshdConfig, findings: Iterable[Finding],
                 if parts and canonical_keyword(parts.keyword) == "match":
                     at = line.first
                     break
-            line = f"{_spelling(f.keyword)} {format_value(f.expected)}\n"
+            added = f"{_spelling(f.keyword)} {format_value(f.expected)}\n"
             if stamp:
-                line = _comment(f, stamp, "\n", f"{f.actual}, sshd's default") + line
-            edits.append(Edit(model.main, at, None, line,
+                added = _comment(f, stamp, "\n", f"{f.actual}, sshd's default") + added
+            edits.append(Edit(model.main, at, None, added,
                               f.keyword, f"{f.item}: {f.actual} (default) -> {f.expected}"))
     return edits
 
