@@ -90,7 +90,9 @@ lift_stored_bans() {
 import sys, time
 from sshguardd.effects.store import Store
 with Store(sys.argv[1]) as s:
-    s.remove_bans([b.network for b in s.active_bans(time.time())])
+    with s.batch():
+        for b in s.active_bans(time.time()):
+            s.remove_ban(b.network)
 ' "$db" || say "warning: could not clear the stored bans in $db"
   fi
 }
