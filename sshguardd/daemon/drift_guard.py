@@ -21,10 +21,9 @@ sessions (the restart command is the distribution's unit restart, which on Debia
 keeps existing sessions: KillMode=process), or change any shadow field but root's password
 (and, only if configured, empty password fields).
 
-Revert wars (sshguardd.drift.revert_war): max_reverts repairs of one item within `window`
-pause its repairs for `pause`, alerted with the writer (sshguardd.effects.writer_hint),
-the end and `sshguardd resume`; our own start-up and reload repairs do not count. Pauses
-survive reload and restart (sshguardd.daemon.revert_pauses). Lockout: drift.lockout.
+Revert wars: max_reverts repairs of one item within `window` pause it for `pause` (not
+counting ours at start-up and reload), alerted with writer, end and `sshguardd resume`
+(drift.revert_war, daemon.revert_pauses, effects.writer_hint). Lockout: drift.lockout.
 """
 
 from __future__ import annotations
@@ -60,9 +59,7 @@ RECHECK_INTERVAL = 300.0
 # no user (Address, "User *", ...) apply to it, as to an attacker's guesses.
 PROBE_USER = "sshguardd-probe"
 MAX_REPLANS = 2  # a file that keeps changing under the repair is left to the next event
-# check_all reasons whose repairs are not counted towards a revert war: ours, at start-up
-# and on reload (a switch from audit to enforce), not someone undoing a repair.
-UNCOUNTED = ("start", "reload")
+UNCOUNTED = ("start", "reload")  # our own repairs (check_all reasons): no revert war
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -161,28 +158,21 @@ class DriftGuard:
         self._last_full = now
         for key in self.wars.expire(now):
             log.info("revert-war pause over for %s in %s: repairing again", *key)
-        self.wars.counting = reason not in UNCOUNTED
-        try:
-            return self._check_sshd() + self._check_shadow()
-        finally:
-            self.wars.counting = True
+        self.wars.counting = reason not in UNCOUNTED  # handle() always counts
+        return self._check_sshd() + self._check_shadow()
 
-    def paused(self) -> list[Pause]:
-        """The revert-war pauses in force now (for status)."""
+    def paused(self) -> list[Pause]:  # the revert-war pauses in force now (for status)
         return self.wars.current(self.clock())
 
-    def resume(self, item: str | None = None) -> list[Pause]:
-        """End the pauses of `item` (all when None); the daemon then calls check_all."""
-        ended = self.wars.resume(item)
-        log.info("revert-war pauses ended by `sshguardd resume`: %s",
-                 ", ".join(f"{p.item} in {p.file}" for p in ended) or "none")
-        return ended
+    def resume(self, item: str | None = None) -> list[Pause]:  # then call check_all
+        return self.wars.resume(item)
 
     def handle(self, changed: contracts.FileChanged) -> list[Outcome]:
         """React to one changed path: judge its domain again. Our own writes and
         unrelated paths are ignored."""
         if not self.dc.enabled:
             return []
+        self.wars.counting = True
         path = changed.path
         if not self.watch_set().relevant(path):
             return []
@@ -346,7 +336,6 @@ class DriftGuard:
         out = []
         for f in todo:
             file = str(f.source.file) if f.source else main
-            # The alert is a repair's one log line (a log.info here too wrote it twice).
             self.alerts.repaired(f.item, file, f.actual, f.expected)
             self.report.count("drift_repaired", setting=f.keyword, file=file)
             self.wars.record((f.item, file), self.clock())

@@ -107,6 +107,8 @@ class Pauses:
                 or k[0].split(" (", 1)[0].lower() == want]
         ended = self.wars.resume(keys)
         out = [self.info.pop(k) for k in ended if k in self.info]
+        log.info("revert-war pauses ended by `sshguardd resume`: %s",
+                 ", ".join(f"{p.item} in {p.file}" for p in out) or "none")
         if ended:
             self._save()
         return out
