@@ -198,6 +198,34 @@ def policy_rss(m: int, cap: int) -> dict:
     return json.loads(out.stdout)
 
 
+BANS_RSS = """
+import sys, json
+sys.path.insert(0, sys.argv[1])
+from sshguardd.config import BanConfig
+from sshguardd.bans.policy import BanPolicy
+m, cap = int(sys.argv[2]), int(sys.argv[3])
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+base = status("VmRSS:")
+policy = BanPolicy(BanConfig(max_tracked=cap))
+t0 = 1_700_000_000.0
+for i in range(m):
+    a = 0x0B000000 + i
+    policy.manual_ban(f"{a >> 24}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}", 3600, t0 + i * 1e-4)
+print(json.dumps({"base": base, "peak": status("VmHWM:"), "banned": policy.banned_tracked,
+                  "forgotten": policy.ban_evictions}))
+"""
+
+
+def bans_rss(m: int, cap: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", BANS_RSS, str(REPO), str(m), str(cap)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
 # -- (f) ---------------------------------------------------------------------------------------
 
 def batch_cost(n: int, batches: int = 5) -> tuple[float, float]:
@@ -254,6 +282,7 @@ def main() -> int:
     ap.add_argument("--offenders", type=int, default=1000000, help="offenders for (e)")
     ap.add_argument("--batch-sizes", default="100000,300000",
                     help="active bans for (f)")
+    ap.add_argument("--bans", type=int, default=1000000, help="bans decided for (g)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of (c) and (d); the median is shown (the CPUs may be shared)")
     args = ap.parse_args()
@@ -315,6 +344,14 @@ def main() -> int:
     for n in (int(x) for x in args.batch_sizes.split(",")):
         now_cost, before_cost = batch_cost(n)
         print(f"{n:>12,} | {now_cost:>12.3f} s | {before_cost:>24.3f} s")
+
+    b = args.bans
+    print(f"\n(g) peak RSS of a BanPolicy after {b:,} bans (the banned networks and their "
+          "ban history it remembers)")
+    for name, r in ((f"max_tracked={b:,} (as unbounded as before)", bans_rss(b, b)),
+                    ("max_tracked=100,000 (default)", bans_rss(b, 100_000))):
+        print(f"  {name:<42} peak {r['peak']:7.1f} MB (interpreter+imports "
+              f"{r['base']:.1f} MB), remembered {r['banned']:,}, forgotten {r['forgotten']:,}")
     return 0
 
 

@@ -377,3 +377,45 @@ def test_link_local_offenders_are_not_banned_as_a_whole_link(tmp_path: Path,
         assert backend.holds("2001:db8:9::/64")
     finally:
         d.shutdown()
+
+
+def test_ban_memory_is_bounded_and_a_forgotten_ban_is_not_decided_again(
+        tmp_path: Path) -> None:
+    """Before: the policy remembered every ban and its history (+306 MB per million
+    bans, whatever max_tracked said). Now both are capped at max_tracked; a ban the
+    policy forgot is still known to the store, which keeps it from being decided twice."""
+    cfg = config.Config.model_validate({"ban": {"max_tracked": 256, "max_retry": 3}})
+    d = in_process_daemon(tmp_path, cfg)
+    try:
+        now = time.time()
+        policy = d._engine().policy
+        for i in range(1000):
+            policy.manual_ban(f"10.1.{i >> 8}.{i & 255}", 3600, now)
+        assert policy.banned_tracked <= 256 and len(policy._history) <= 256
+        assert policy.ban_evictions > 0
+        d.on_batch(attempts("10.2.0.1", 3, now))          # banned, then forgotten
+        for i in range(300):
+            policy.manual_ban(f"10.3.{i >> 8}.{i & 255}", 3600, now)
+        assert policy.banned_tracked <= 256
+        again = d._engine().on_batch(attempts("10.2.0.1", 3, now + 1), now + 1)
+        assert again.bans == ()                            # the store still knows it
+        assert d.api({"cmd": "status"})["bans_active"] == 1
+    finally:
+        d.shutdown()
+
+
+def test_failure_counters_are_saved_with_the_position(tmp_path: Path) -> None:
+    d = in_process_daemon(tmp_path)
+    try:
+        batch = attempts("192.0.2.61", 3, time.time())
+        d.on_batch(batch)
+        saved = d.store.offenders(0)
+        assert saved is not None and len(saved) == 1
+        assert d.store.position() == batch.position
+        # a fresh engine (a restart) takes them from the store, without any replay
+        d._engine().rebuild([], time.time())
+        assert d._engine().policy.tracked == 1
+        d.on_batch(attempts("192.0.2.61", 2, time.time()))
+        assert d.api({"cmd": "status"})["bans_active"] == 1
+    finally:
+        d.shutdown()

@@ -158,3 +158,14 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path, commits: int):
         # every ban up to the cursor is there, and nothing beyond it (one transaction)
         assert len(networks) == n + 1
         assert f"10.0.{last >> 8 & 255}.{last & 255}/32" in networks
+
+
+def test_failure_counters_round_trip_and_prune(tmp_path: Path):
+    with Store(tmp_path / "s.db") as store:
+        assert store.offenders(0) is None          # never saved: an earlier version's store
+        store.save_offenders([("c0000201", T0, b"x" * 24), ("c0000202", T0 + 5, b"y" * 24)])
+        store.save_offenders([("c0000201", 0.0, None)])   # forgotten (banned, evicted)
+        assert store.offenders(0) == [("c0000202", b"y" * 24)]
+        assert store.offenders(T0 + 6) == []
+        store.prune(T0, T0, T0, offenders_since=T0 + 6)
+        assert store.offenders(0) == []

@@ -47,9 +47,10 @@ Other rules
   take_withheld() hands out each newly spared network once, withheld() lists them.
 * Escalation: strikes = 1 + bans of the network within history_time; duration =
   ban_time * escalation_factor ** (strikes - 1), capped at max_ban_time.
-* Bounded memory: at most max_tracked offenders (and as many remembered logins); those
-  seen least recently are evicted first (1/128 of the cap at a time) and counted in
-  `evictions`. An offender costs about 135 bytes (its connections are packed into one
+* Bounded memory: at most max_tracked offenders (and as many remembered logins, banned
+  networks and ban histories); those seen least recently are evicted first (1/128 of
+  the cap at a time) and counted in `evictions` (`ban_evictions` for bans and
+  histories). An offender costs about 135 bytes (its connections are packed into one
   bytes object).
 """
 
@@ -57,11 +58,10 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import socket
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 from sshguardd import durations
+from sshguardd.bans.offenders import _CONN, OffenderTable, _evict_count, _parse_ip, _score
 from sshguardd.bans.protection import AdminProtection, Withheld, restore_all
 from sshguardd.config import BanConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
@@ -77,11 +77,6 @@ STANDALONE = frozenset({Kind.PENALTY})
 # a protected or legitimate client) can pile up; past this, the oldest is forgotten.
 MAX_CONNECTIONS = 64
 
-# One connection: time of its latest line, pid (0: none), attempt sum (-1: no attempt line
-# yet), largest refusal weight (-1: none), largest probe weight. 24 bytes, so a one-
-# connection offender's bytes object fits a 64-byte allocation (1M offenders: ~135 MB).
-# Weights as float32 are exact for the usual 0.5/1/2 and within 1e-7 for any other.
-_CONN = struct.Struct("=dIfff")
 _EPSILON = 1e-5  # float32 sums vs max_retry
 # Offender keys are ints: the network address, plus flag bits above any address so that an
 # IPv6 key never equals an IPv4 one and a lone address never equals its prefix.
@@ -94,7 +89,7 @@ _FULL = 1 << 129
 _LINK_LOCAL = 0xFE80 >> 6
 
 
-class BanPolicy:
+class BanPolicy(OffenderTable):
     """Turns classified sshd messages into ban decisions.
 
     history: network -> start times of its earlier bans (Store.history), for escalation.
@@ -121,9 +116,16 @@ class BanPolicy:
         self.protection = AdminProtection(cfg.protect_logged_in, cfg.protect_max_failures,
                                           cfg.max_tracked, _evict_count(cfg.max_tracked),
                                           self._network)
-        self._history: dict[str, list[float]] = {n: sorted(ts) for n, ts in (history or {}).items()}
+        # At most max_tracked networks' ban history, the most recently banned kept (a
+        # million bans cost ~300 MB here before; past the cap an old offender's escalation
+        # is forgotten, its rows stay in the store).
+        recent = sorted((history or {}).items(), key=lambda item: max(item[1], default=0.0))
+        self._history: dict[str, list[float]] = {
+            n: sorted(ts) for n, ts in recent[-cfg.max_tracked:]}
         self._latest = 0.0
+        self._dirty: set[int] = set()    # offenders changed since take_changes()
         self.evictions = 0
+        self.ban_evictions = 0          # banned networks or histories forgotten at the cap
         restore_all(self.protection, logged_in or {}, login_users or {},
                     self._key_of_network)
         for ban in active:
@@ -141,7 +143,7 @@ class BanPolicy:
             return
         key = self._key_of_network(network)
         if key is not None and self._network(key) == str(net):
-            self._banned[key] = max(until, self._banned.get(key, until))
+            self._put_banned(key, max(until, self._banned.get(key, until)))
         else:
             self._wide.append((net, until))
 
@@ -233,6 +235,7 @@ class BanPolicy:
         if protected is None:
             return None  # withheld: counted and listed by the protection
         del self._offenders[key]
+        self._dirty.add(key)
         reason = (f"{score:g} failed attempt{'' if score == 1 else 's'} within "
                   f"{_fmt(self.cfg.find_time)}, last {event.kind.value}{protected}")
         return self._ban(self._network(key), key, t, None, reason)
@@ -251,13 +254,6 @@ class BanPolicy:
         """The networks admin protection spares now, latest first (at most MAX_WITHHELD),
         for `status` and `bans`."""
         return self.protection.withheld()
-
-    def _evict(self) -> None:
-        """Drop the offenders seen least recently (the front of the dict)."""
-        victims = list(itertools.islice(self._offenders, _evict_count(self.cfg.max_tracked)))
-        for key in victims:
-            del self._offenders[key]
-        self.evictions += len(victims)
 
     def _count(self, key: int, pid: int | None, kind: Kind, t: float) -> float:
         """Update the offender's connection for this line; return its score in the window."""
@@ -291,6 +287,7 @@ class BanPolicy:
         else:
             conn[4] = max(conn[4], weight)
         self._offenders[key] = b"".join(_CONN.pack(*c) for c in conns)
+        self._dirty.add(key)
         return sum(_score(c) for c in conns)
 
     # -- banning -------------------------------------------------------------------------
@@ -311,12 +308,34 @@ class BanPolicy:
         strikes = self._strikes(network, t)
         if duration is None:
             duration = self.duration_for(strikes)
-        self._history.setdefault(network, []).append(t)
+        times = self._history.pop(network, None)
+        if times is None and len(self._history) >= self.cfg.max_tracked:
+            for old in list(itertools.islice(self._history, _evict_count(self.cfg.max_tracked))):
+                del self._history[old]
+            self.ban_evictions += _evict_count(self.cfg.max_tracked)
+        self._history[network] = [*(times or ()), t]   # most recently banned last
         until = t + duration
         if key is not None:
-            self._banned[key] = until
+            self._put_banned(key, until)
         return Ban(network=network, duration=duration, until=until, strikes=strikes,
                    reason=reason)
+
+    def _put_banned(self, key: int, until: float) -> None:
+        """Remember a ban, at most max_tracked of them (soonest-remembered forgotten first:
+        the daemon asks the store before it bans again, so a forgotten one is not
+        decided twice)."""
+        self._banned.pop(key, None)
+        if len(self._banned) >= self.cfg.max_tracked:
+            victims = list(itertools.islice(self._banned, _evict_count(self.cfg.max_tracked)))
+            for old in victims:
+                del self._banned[old]
+            self.ban_evictions += len(victims)
+        self._banned[key] = until
+
+    @property
+    def banned_tracked(self) -> int:
+        """Bans the policy remembers (bounded by max_tracked)."""
+        return len(self._banned)
 
     def _covered_by_wide(self, key: int, t: float) -> bool:
         value = key & _VALUE
@@ -359,7 +378,8 @@ class BanPolicy:
             if network != (self._network(key) if key is not None else None):
                 key = None
         if key is not None:
-            self._offenders.pop(key, None)
+            if self._offenders.pop(key, None) is not None:
+                self._dirty.add(key)
             ban = self._ban(network, key, now, duration, "manual")
         else:
             # The kernel's interval sets reject overlapping prefixes, so a range inside or
@@ -388,7 +408,8 @@ class BanPolicy:
         net = ipaddress.ip_network(network, strict=False)
         if key is not None and self._network(key) == str(net):
             self._banned.pop(key, None)
-            self._offenders.pop(key, None)
+            if self._offenders.pop(key, None) is not None:
+                self._dirty.add(key)
         self._wide = [(n, u) for n, u in self._wide if n != net]
 
     def expire(self, now: float) -> None:
@@ -402,6 +423,7 @@ class BanPolicy:
             stale.append(key)
         for key in stale:
             del self._offenders[key]
+        self._dirty.update(stale)
         self._banned = {k: u for k, u in self._banned.items() if u > now}
         self._wide = [(n, u) for n, u in self._wide if u > now]
         self.protection.expire(now, horizon)
@@ -412,36 +434,6 @@ class BanPolicy:
             if kept:
                 history[network] = kept
         self._history = history
-
-
-def _parse_ip(host: str) -> tuple[int, int] | None:
-    """(version, value) of an IP literal, IPv4-mapped IPv6 as IPv4; None for anything else
-    (host names). libc's inet_pton is strict and ~10x faster than ipaddress.ip_address,
-    which matters at tens of thousands of events per second."""
-    try:
-        if ":" in host:
-            value = int.from_bytes(socket.inet_pton(socket.AF_INET6, host), "big")
-            if value >> 32 == 0xFFFF:
-                return 4, value & 0xFFFFFFFF
-            return 6, value
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
-    except (OSError, ValueError):
-        return None
-
-
-def _evict_count(cap: int) -> int:
-    """How many to evict at once when full. A dict iterates past the slots of deleted
-    entries, which pile up at its front between resizes, so finding the oldest entry costs
-    O(deletions since the last resize): evicting one per insert ran at 7k events/s with
-    1M offenders over a 100k cap. Evicting 1/128 of the cap per scan amortises that."""
-    return max(1, cap // 128)
-
-
-def _score(conn: Sequence[float]) -> float:
-    _, _, attempts, refusal, probe = conn
-    if attempts >= 0 or refusal >= 0:
-        return max(attempts, refusal, 0.0)
-    return probe
 
 
 def _fmt(seconds: float) -> str:

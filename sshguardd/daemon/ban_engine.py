@@ -81,16 +81,25 @@ class BanEngine:
 
     # -- (re)building ----------------------------------------------------------------------
 
-    def rebuild(self, replay: Sequence[LogRecord], now: float) -> None:
+    def rebuild(self, replay: Sequence[LogRecord], now: float, *,
+                saved_counters: bool = True) -> None:
         """A fresh policy and correlator from the store and the replayed entries (the
-        last find_time before the saved position), acting on nothing."""
+        last find_time before the saved position), acting on nothing.
+
+        The failure counters come from the store when it holds them (saved with each
+        batch's position, so exact whatever the journal kept) and `saved_counters`; the
+        replay then only rebuilds the correlator's open connections. Otherwise (a store
+        from an earlier version, or a reload with new [ban] rules, whose weights the saved
+        counters were scored with) the replay rebuilds the counters too."""
         ban = self.cfg.ban
-        history = self.store.history(now - ban.history_time)
+        saved = self.store.offenders(now - ban.find_time) if saved_counters else None
+        # A bounded read: the policy keeps at most max_tracked networks' history.
+        history = self.store.history(now - ban.history_time, limit=4 * ban.max_tracked)
         # The bans in force: lines still in flight from a network banned before the
         # restart (or banned by hand, which no replay can re-decide) must neither ban nor
         # escalate it again.
         active = self.store.active_bans(now)
-        if replay and replay[0].time is not None:
+        if saved is None and replay and replay[0].time is not None:
             # Bans decided inside the replayed window are decided again by the replay:
             # leave them out of the history so escalation does not count them twice. Not
             # for networks under an active ban: the policy knows they are banned, so the
@@ -102,15 +111,19 @@ class BanEngine:
         logged_in = self.store.logins(now - ban.protect_logged_in) \
             if ban.protect_logged_in > 0 else {}
         users = self.store.login_users(now - ban.protect_logged_in) if logged_in else {}
-        policy = BanPolicy(ban, history=history, logged_in=logged_in, active=active,
-                           login_users=users)
+        policy = BanPolicy(ban, history=history, logged_in=logged_in,
+                           active=active[-ban.max_tracked:], login_users=users)
+        if saved is not None:
+            log.info("restored the failure counters of %d offenders from the state store",
+                     policy.load_offenders(saved))
         # One correlator per policy, fed every sshd entry in order (replay, then live), so
         # a connection that spans the saved position is still put together.
         correlator = Correlator()
         replayed = 0
         for rec in replay:
             for event in correlator.feed(rec.message, rec.pid, rec.host, rec.time):
-                policy.observe(rec, event)  # decisions were taken before the restart
+                if saved is None:
+                    policy.observe(rec, event)  # decisions were taken before the restart
                 replayed += 1
         if replay:
             log.info("replayed %d journal entries (%d sshd events) from before the saved "
@@ -208,8 +221,11 @@ class BanEngine:
         transaction. False (and the bans kept in `unsaved`) when the store fails."""
         bans = [*self.unsaved.values(), *new]
         staged: list[Any] = []
+        counters = self.policy.take_changes()
         try:
             with self.store.batch():
+                if counters:
+                    self.store.save_offenders(counters)
                 if bans:
                     self.store.add_bans(bans)
                     if self.fleet is not None:  # our stream's entries, same transaction
@@ -219,6 +235,7 @@ class BanEngine:
                 if position is not None:
                     self.store.save_position(position)
         except (sqlite3.Error, OSError) as exc:
+            self.policy.keep_changes(counters)
             for b in new:
                 self.unsaved[b.network] = b
             self.store_errors += 1
@@ -313,16 +330,18 @@ class BanEngine:
                  _overlaps(ipaddress.ip_network(n, strict=False), target)]
         if not nets:
             return None
+        for n in nets:
+            self.policy.forget(n)
         staged: list[Any] = []
         with self.store.batch():
             for n in nets:
                 self.store.remove_ban(n)
+            self.store.save_offenders(self.policy.take_changes())
             if self.fleet is not None:
                 staged = self.fleet.stage_unbans(nets)
         if self.fleet is not None:
             self.fleet.offer(staged)
         for n in nets:
-            self.policy.forget(n)
             self.unsaved.pop(n, None)
             self.active[family(n)] = max(0, self.active[family(n)] - 1)
         self.firewall.stage(remove=nets)

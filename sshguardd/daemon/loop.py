@@ -30,7 +30,7 @@ from typing import Any
 
 from sshguardd import __version__, config
 from sshguardd.contracts import FileChanged, LogBatch, PackageState
-from sshguardd.daemon import fleet_sync, fleet_wiring, parts, status
+from sshguardd.daemon import fleet_sync, fleet_wiring, follower_restart, parts, status
 from sshguardd.daemon.access_gate import AccessGate, HostGuards
 from sshguardd.daemon.ban_engine import BanEngine
 from sshguardd.daemon.control_api import ControlAPI
@@ -43,12 +43,11 @@ from sshguardd.daemon.messages import (
     StartupError,
     StateStoreError,
 )
-
-__all__ = ["Daemon", "StartupError", "StateStoreError"]
 from sshguardd.effects import config_file
 from sshguardd.effects.nft_runner import FirewallError
 from sshguardd.effects.store import StoreError
 
+__all__ = ["Daemon", "StartupError", "StateStoreError"]
 log = logging.getLogger(__name__)
 
 
@@ -324,7 +323,8 @@ class Daemon:
             if mono >= self._next_prune:
                 self._next_prune = mono + 600.0
                 ban = self.cfg.ban
-                engine.store.prune(now, now - ban.history_time, now - ban.protect_logged_in)
+                engine.store.prune(now, now - ban.history_time, now - ban.protect_logged_in,
+                                   now - ban.find_time)
             self.metrics.policy_state(engine.policy.tracked, engine.policy.evictions)
         status = self._status()
         if status != self._status_text:
@@ -341,32 +341,7 @@ class Daemon:
             self._engine().clock_stepped(offset - last)
 
     def _restart_follower(self, mono: float) -> None:
-        """The reader thread died (its exception is logged): reopen from the last saved
-        position, after 1, 2, 4 .. 30 s between attempts (back to 1 s once a follower has
-        lived for 5 minutes). WATCHDOG=1 stops while it is dead, so if it cannot be
-        reopened, or keeps dying, systemd restarts the whole daemon."""
-        engine = self._engine()
-        if mono - self._follower_started_at >= 300.0:
-            self._follower_restart_delay = 1.0
-        self._next_follower_restart = mono + self._follower_restart_delay
-        self._follower_restart_delay = min(self._follower_restart_delay * 2, 30.0)
-        self.metrics.journal_read_errors.inc()
-        log.error("log follower stopped; reopening it from the saved position")
-        try:
-            if self.follower is not None:
-                self.follower.close()
-        except Exception:
-            log.exception("closing the dead follower failed")
-        try:
-            follower = self.parts.follower(engine.store.position())
-            follower.open()
-            follower.start(self._emit)
-        except Exception:
-            log.exception("reopening the log source failed")
-            return
-        self.follower = follower
-        self._follower_started_at = mono
-        log.info("log follower reopened")
+        follower_restart.restart(self, mono)
 
     def healthy(self) -> bool:
         """What WATCHDOG=1 vouches for: the daemon can do its job. Its producers are alive
@@ -425,7 +400,9 @@ class Daemon:
                 except queue.Empty:
                     break
             engine.cfg = new
-            engine.rebuild(self.follower.backlog(new.ban.find_time), self.clock())
+            # New rules: the saved counters were scored under the old ones.
+            engine.rebuild(self.follower.backlog(new.ban.find_time), self.clock(),
+                           saved_counters=False)
             self.follower.start(self._emit)
         if new.drift != old.drift:
             if self.drift is not None:

@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS login_users (
     time    REAL NOT NULL,
     PRIMARY KEY (network, user)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offenders (
+    key    TEXT PRIMARY KEY,
+    latest REAL NOT NULL,
+    conns  BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -210,11 +215,19 @@ class Store:
                 out += [r[0] for r in self._db.execute(query, (now + 60, per_kind, offset))]
         return out
 
-    def history(self, since: float) -> dict[str, list[float]]:
-        """network -> start times of its bans at or after `since`, oldest first."""
+    def history(self, since: float, limit: int | None = None) -> dict[str, list[float]]:
+        """network -> start times of its bans at or after `since`, oldest first; with
+        `limit`, only the `limit` most recent entries are read (the policy keeps a
+        bounded history, so a million rows need not become Python objects)."""
         out: dict[str, list[float]] = {}
-        for network, time in self._db.execute(
-                "SELECT network, time FROM history WHERE time >= ? ORDER BY time", (since,)):
+        if limit is None:
+            rows = self._db.execute(
+                "SELECT network, time FROM history WHERE time >= ? ORDER BY time", (since,))
+        else:
+            rows = reversed(self._db.execute(
+                "SELECT network, time FROM history WHERE time >= ? ORDER BY time DESC "
+                "LIMIT ?", (since, limit)).fetchall())
+        for network, time in rows:
             out.setdefault(network, []).append(time)
         return out
 
@@ -247,6 +260,32 @@ class Store:
     def logins(self, since: float) -> dict[str, float]:
         return dict(self._db.execute("SELECT network, time FROM logins WHERE time >= ?", (since,)))
 
+    # -- failure counters -------------------------------------------------------------
+    # The policy's offenders (BanPolicy.take_changes), written with the position of the
+    # batch that changed them, in the same transaction: a restart resumes the counters
+    # exactly where the position says, whatever the journal still holds.
+    def save_offenders(self, changes: Iterable[tuple[str, float, bytes | None]]) -> None:
+        gone, kept = [], []
+        for key, latest, packed in changes:
+            if packed is None:
+                gone.append((key,))
+            else:
+                kept.append((key, latest, packed))
+        with self.batch():
+            if gone:
+                self._db.executemany("DELETE FROM offenders WHERE key = ?", gone)
+            if kept:
+                self._db.executemany("INSERT OR REPLACE INTO offenders VALUES (?, ?, ?)", kept)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('offenders', '1')")
+
+    def offenders(self, since: float) -> list[tuple[str, bytes]] | None:
+        """Saved counters whose latest line is at or after `since`, oldest first; None
+        when this store has never saved any (written by an earlier version)."""
+        if self._db.execute("SELECT 1 FROM meta WHERE key = 'offenders'").fetchone() is None:
+            return None
+        return [(k, bytes(c)) for k, c in self._db.execute(
+            "SELECT key, conns FROM offenders WHERE latest >= ? ORDER BY latest", (since,))]
+
     # -- log position ------------------------------------------------------------------
     # A LogBatch.position: a journal cursor or a log file's "PATH:INODE:OFFSET". Kept under
     # the meta key 'cursor', its name in state stores written by earlier versions.
@@ -259,9 +298,13 @@ class Store:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (position,))
 
     # -- housekeeping ------------------------------------------------------------------
-    def prune(self, now: float, history_since: float, logins_since: float) -> None:
-        """Drop expired bans, history before `history_since`, logins before `logins_since`."""
+    def prune(self, now: float, history_since: float, logins_since: float,
+              offenders_since: float | None = None) -> None:
+        """Drop expired bans, history before `history_since`, logins before `logins_since`
+        and failure counters whose latest line is before `offenders_since`."""
         with self.batch():
+            if offenders_since is not None:
+                self._db.execute("DELETE FROM offenders WHERE latest < ?", (offenders_since,))
             self._db.execute("DELETE FROM bans WHERE until <= ?", (now,))
             self._db.execute("DELETE FROM history WHERE time < ?", (history_since,))
             self._db.execute("DELETE FROM logins WHERE time < ?", (logins_since,))
