@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
@@ -48,11 +49,11 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Seen(FileSystemEventHandler):
-    """Sets `event` when `path` (watched from outside the sandbox) holds `want`."""
+    """Sets `event` when `path` (watched from outside the sandbox) satisfies `want`."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.want: str | None = None
+        self.want: Callable[[str], bool] | None = None
         self.event = threading.Event()
         self.at = 0.0
 
@@ -60,7 +61,7 @@ class Seen(FileSystemEventHandler):
         if self.want is None or self.event.is_set():
             return
         try:
-            ok = self.path.read_text() == self.want
+            ok = self.want(self.path.read_text())
         except OSError:
             return
         if ok:
@@ -82,8 +83,13 @@ def repairs(sb: Sandbox, setting: str) -> int:
     return sum(1 for line in out.splitlines() if json.loads(line)["SETTING"] == setting)
 
 
-def measure(sb: Sandbox, path: str, setting: str, bad: str, good: str,
-            runs: int) -> list[float]:
+def live(text: str, line: str) -> bool:
+    """`line` is in `text` as a setting, not as a comment."""
+    return any(raw.strip() == line for raw in text.splitlines())
+
+
+def measure(sb: Sandbox, path: str, setting: str, bad: str,
+            good: Callable[[str], bool], runs: int) -> list[float]:
     target = sb.path(path)
     seen = Seen(target)
     obs = Observer()
@@ -144,8 +150,12 @@ def main() -> int:
                      .read_text(), 30, what="the start-up hardening")
             good = sb.path("/etc/ssh/sshd_config").read_text()
             bad = good.replace("PermitRootLogin no", "PermitRootLogin yes")
-            sshd_lat = measure(sb, "/etc/ssh/sshd_config", "permitrootlogin", bad, good,
-                               args.runs)
+            # Repaired: the setting is back and the drifted line is no longer live (the
+            # repair also writes a comment naming sshguardd, so the text is not `good`).
+            sshd_lat = measure(
+                sb, "/etc/ssh/sshd_config", "permitrootlogin", bad,
+                lambda t: live(t, "PermitRootLogin no") and not live(t, "PermitRootLogin yes"),
+                args.runs)
             shadow_good = sb.path("/etc/shadow").read_text()
             root = next(ln for ln in shadow_good.splitlines() if ln.startswith("root:"))
             fields = root.split(":")
@@ -154,7 +164,7 @@ def main() -> int:
             fields[1] = "!" + HASH
             shadow_fixed = shadow_good.replace(root, ":".join(fields))
             shadow_lat = measure(sb, "/etc/shadow", "root password", shadow_bad,
-                                 shadow_fixed, args.runs)
+                                 lambda t: t == shadow_fixed, args.runs)
         finally:
             daemon.stop()
         validate = sshd_t_times(sb, max(20, min(args.runs, 100)))
