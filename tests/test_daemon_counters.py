@@ -51,8 +51,10 @@ def test_counters_survive_kill9_and_a_vacuumed_journal(sandbox: Sandbox,
     first = Sender(sandbox, "sshd")
     first.say(*failed("10.8.0.1", 3))
     first.close()
-    wait_for(lambda: caught_up(daemon, sandbox), 30, what="the daemon to read 3 failures")
-    assert daemon.status()["offenders_tracked"] == 1
+    # `position` is where the follower has read to; the loop may not have processed (and
+    # committed) that batch yet, so wait for the offender too before the kill.
+    wait_for(lambda: caught_up(daemon, sandbox) and daemon.status()["offenders_tracked"] == 1,
+             30, what="the daemon to read and count 3 failures")
     daemon.kill9()
 
     # The journal forgets them: rotate, then drop every archived file.
