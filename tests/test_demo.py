@@ -68,7 +68,7 @@ def test_ctrl_c_tears_the_sandbox_down(tmp_path: Path) -> None:
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
     # Interrupt once sshd is running inside, as an impatient newcomer would.
-    wait_for(lambda: any("sshd (stock Debian config) listening" in ln for ln in lines)
+    wait_for(lambda: any("sshd listening on port 22" in ln for ln in lines)
              or proc.poll() is not None, 120, what="the demo's sshd")
     assert proc.poll() is None, "".join(lines)
     sandboxes = list(tmp_path.iterdir())

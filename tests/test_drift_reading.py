@@ -39,9 +39,14 @@ def test_nul_glued_match_is_seen_and_repaired(box: Box) -> None:
                             "passwordauthentication (Match Address *)": "repaired"}
     real = box.effective(OUTSIDE_ROOT)
     assert (real["permitrootlogin"], real["passwordauthentication"]) == ("no", "no")
-    # Only the two values changed; the NUL and the glued line are left as they were.
-    assert box.main.read_text().endswith("Ma\0\ntch Address *\nPermitRootLogin no\n"
-                                         "PasswordAuthentication no\n")
+    # Only the two values changed (each with the comment a repair adds above it); the NUL
+    # and the glued line are left as they were.
+    text = box.main.read_text()
+    ours = [ln for ln in text.splitlines() if ln.startswith("# sshguardd ")]
+    assert len(ours) == 2 and all("(was yes)" in ln for ln in ours), ours
+    rest = "".join(ln for ln in text.splitlines(keepends=True)
+                   if not ln.startswith("# sshguardd "))
+    assert rest.endswith("Ma\0\ntch Address *\nPermitRootLogin no\nPasswordAuthentication no\n")
 
 
 def test_check_fails_on_the_nul_glued_match(box: Box, capsys: Any) -> None:
