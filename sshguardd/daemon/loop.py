@@ -43,7 +43,7 @@ from sshguardd.daemon.messages import (
     StartupError,
     StateStoreError,
 )
-from sshguardd.effects import config_file
+from sshguardd.daemon.reload import reload_config
 from sshguardd.effects.nft_runner import FirewallError
 from sshguardd.effects.store import StoreError
 
@@ -365,7 +365,7 @@ class Daemon:
         try:
             if self.upkeep is not None:
                 self.upkeep.resync()
-            self._reload_config()
+            reload_config(self)
         except Exception as exc:  # a bug must not end the loop; say so and carry on
             self.loop_errors += 1
             log.exception("reload failed")
@@ -373,49 +373,6 @@ class Daemon:
             self.metrics.reloads.labels(result="failure").inc()
         finally:
             self.notifier.ready(self._status())
-
-    def _reload_config(self) -> None:
-        path = self.config_path
-        try:
-            new = config_file.load(path)
-        except config.ConfigError as exc:
-            for line in exc.lines():
-                log.error("reload refused: %s", line)
-            self.alerts.startup_problem("reload", "; ".join(exc.lines()))
-            self.metrics.reloads.labels(result="failure").inc()
-            return
-        old = self.cfg
-        for section in ("firewall", "source", "control", "metrics", "daemon"):
-            if getattr(old, section) != getattr(new, section):
-                log.warning("config section [%s] changed: takes effect on restart", section)
-        self.cfg = new
-        engine = self._engine()
-        if new.ban != old.ban and self.follower is not None:
-            # Rebuild the policy under the new rules from the same evidence: stop the
-            # follower, finish what it already read, replay the window, resume.
-            self.follower.stop()
-            while True:
-                try:
-                    self._guarded(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            engine.cfg = new
-            # New rules: the saved counters were scored under the old ones.
-            engine.rebuild(self.follower.backlog(new.ban.find_time), self.clock(),
-                           saved_counters=False)
-            self.follower.start(self._emit)
-        if new.drift != old.drift:
-            if self.drift is not None:
-                self.drift.stop()
-            self._host_drift(new)
-            if self.drift is not None:
-                self.drift.start_watcher()
-        if self.drift is not None:
-            self.drift.check("reload")
-        if self.store is not None:
-            self.host.gate.apply(new, self.store, self.clock())
-        self.metrics.reloads.labels(result="success").inc()
-        log.info("configuration reloaded from %s", path or config.DEFAULT_PATH)
 
     def shutdown(self) -> None:
         """Stop producers, answer nothing more, close the store. The firewall table and its
