@@ -68,6 +68,10 @@ sys.stdin.read()
 """
 
 
+def _settings(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if not ln.startswith("# sshguardd ")]
+
+
 class Host:
     """The sandbox with sshd, the daemon, a root sshd stand-in and two local accounts."""
 
@@ -116,10 +120,12 @@ class Host:
         addr = self.fresh()
         self.fail(addr)
         wait_for(lambda: banned(self.sb, addr), 10, what=f"{addr} to be banned")
-        hardened = self.text("/etc/ssh/sshd_config")
+        # Compared without the comment a repair writes above its line ("# sshguardd DATE:
+        # ... (was yes): ..."), which names the value it replaced.
+        hardened = _settings(self.text("/etc/ssh/sshd_config"))
         self.sb.run(["sed", "-i", "s/^PermitRootLogin no$/PermitRootLogin yes/",
                      "/etc/ssh/sshd_config"], check=True)
-        wait_for(lambda: self.text("/etc/ssh/sshd_config") == hardened, 15,
+        wait_for(lambda: _settings(self.text("/etc/ssh/sshd_config")) == hardened, 15,
                  what="the sed -i drift to be repaired")
         assert self.daemon.status()["healthy"]
 
