@@ -292,9 +292,13 @@ def test_apt_upgrade_is_seen_and_the_running_sshd_is_stale(tmp_path: Path) -> No
             if watch.stdin:
                 watch.stdin.close()
             watch.wait(30)
+            reader.join(10)
+            assert watch.stdout is not None and watch.stderr is not None
+            err = watch.stderr.read()
+            watch.stdout.close()
+            watch.stderr.close()
     if watch.returncode not in (0, None):
-        assert watch.stderr is not None
-        pytest.fail(f"watch exited {watch.returncode}: {watch.stderr.read()}")
+        pytest.fail(f"watch exited {watch.returncode}: {err}")
 
 
 # -- rpm, for real ----------------------------------------------------------------------
