@@ -52,6 +52,23 @@ def no_leaks() -> Iterator[None]:
         pytest.fail(f"test leaked threads {threads!r} / child processes {children!r}")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failing test's report ends with the last lines of each daemon it ran."""
+    report = yield
+    import daemon_helpers  # tests/ is on sys.path; imported late, after collection
+    if call.when == "teardown" or report.failed:
+        if report.failed:
+            for i, d in enumerate(daemon_helpers.STARTED):
+                tail = d.log().splitlines()[-40:]
+                report.sections.append((f"daemon {i} log (last {len(tail)} lines)",
+                                        "\n".join(tail)))
+        if call.when == "teardown":
+            daemon_helpers.STARTED.clear()
+    return report
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

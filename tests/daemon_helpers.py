@@ -29,6 +29,11 @@ SOCKET = "/run/sshguardd/control.sock"
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Every DaemonProc made during the current test, so a failing test's report can carry the
+# daemons' own logs (tests/conftest.py): a timeout alone says nothing of why.
+STARTED: list[DaemonProc] = []
+
+
 class DaemonProc:
     """One `sshguardd run` inside `sb`. Its stderr goes to `log_path` (outside)."""
 
@@ -40,6 +45,7 @@ class DaemonProc:
         self.notify_socket = notify_socket
         self.extra_env = env or {}
         self.proc: subprocess.Popen[Any] | None = None
+        STARTED.append(self)
 
     def start(self, wait: bool = True) -> DaemonProc:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)}
@@ -189,6 +195,9 @@ class Sender:
         if not exe.exists():
             shutil.copy("/usr/bin/logger", exe)
             os.chmod(exe, 0o755)
+        self.sb = sb
+        self.comm = Path(exe_name).name[:15]  # what the kernel keeps as the comm
+        self.sent = 0
         self.proc = sb.popen([*pre, str(exe), "-u", "/dev/log", "-p", "auth.info", "-t", tag],
                              stdin=subprocess.PIPE, text=True)
 
@@ -197,11 +206,27 @@ class Sender:
         for line in lines:
             self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
+        self.sent += len(lines)
+
+    def stored(self) -> int:
+        """How many of our lines journald has stored with our _COMM (seen from inside)."""
+        status = Path(f"/proc/{self.sb.inner_pid(self.proc)}/status").read_text()
+        inner = next(ln.split()[-1] for ln in status.splitlines() if ln.startswith("NSpid:"))
+        out = self.sb.journal(f"_PID={inner}", f"_COMM={self.comm}", "-o", "cat")
+        return len(out.splitlines())
 
     def close(self) -> None:
+        """End the sender once journald has stored every line it said: a sender that exits
+        first (a loaded machine, a busy journald) leaves its last lines without _COMM,
+        which the daemon's trust rule rightly refuses."""
         assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
+        try:
+            if self.sent and self.proc.poll() is None:
+                wait_for(lambda: self.stored() >= self.sent, 20,
+                         what=f"journald to store {self.sent} lines from {self.comm}")
+        finally:
+            self.proc.stdin.close()
+            self.proc.wait(10)
 
 
 def failed(addr: str, n: int = 1, user: str = "nobody") -> list[str]:

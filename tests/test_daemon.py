@@ -260,7 +260,7 @@ def test_kill9_restart_resumes_without_loss_or_double_count(
 
 def test_expiry_removes_the_ban_by_itself(box: Sandbox, daemon: DaemonProc,
                                           sshd: Sender) -> None:
-    write_config(box, cfg(ban_time="3s"))
+    write_config(box, cfg(ban_time="6s"))
     daemon.start()
     sshd.say(*failed("10.8.0.1", 3))
     wait_for(lambda: banned(box, "10.8.0.1"), 10, what="ban")
