@@ -62,7 +62,7 @@ def commands(family: str, table_name: str, chain: str, ports: Sequence[int],
         cmds.append({"add": {"rule": {**table, "chain": chain, "comment": f"access {name}",
                                       "expr": [
             {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                       "right": _ports(ports)}},
+                       "right": port_match(ports)}},
             # A new connection is a SYN without ACK. Stateless on purpose: a `ct state new`
             # match would also drop the first packets of sessions opened before conntrack
             # was hooked into this namespace (seen here: enabling the mode cut them).
@@ -81,7 +81,8 @@ def _type(name: str) -> str:
     return "ipv4_addr" if name.endswith("4") else "ipv6_addr"
 
 
-def _ports(ports: Sequence[int]) -> int | dict[str, list[int]]:
+def port_match(ports: Sequence[int]) -> int | dict[str, list[int]]:
+    """The right-hand side of a `tcp dport` match: one port, or an anonymous set."""
     return ports[0] if len(ports) == 1 else {"set": sorted(set(ports))}
 
 

@@ -32,6 +32,7 @@ in user space has to remember to unban.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import math
@@ -97,16 +98,25 @@ def _set(layout: Layout, name: str) -> JSON:
     }
 
 
+def with_access(layout: Layout, sources: Sequence[str]) -> Layout | None:
+    """`layout` with allow-only mode's sources (() = off), or None when they are the same.
+    Shared by the real and the dry-run firewall, so both decide a change alike."""
+    new = tuple(sources)
+    return None if new == layout.access else dataclasses.replace(layout, access=new)
+
+
+def with_ports(layout: Layout, ports: Sequence[int]) -> Layout | None:
+    """`layout` protecting `ports` (22 when none), or None when the set is the same."""
+    new = tuple(dict.fromkeys(ports)) or (22,)
+    if sorted(new) == sorted(layout.ports):
+        return None
+    return dataclasses.replace(layout, ports=new)
+
+
 def _mask(version: int, prefix: int) -> str:
     bits = 32 if version == 4 else 128
     value = ((1 << prefix) - 1) << (bits - prefix)
     return str(ipaddress.ip_address(value) if version == 6 else ipaddress.IPv4Address(value))
-
-
-def _ports(ports: Sequence[int]) -> int | JSON:
-    if len(ports) == 1:
-        return ports[0]
-    return {"set": sorted(set(ports))}
 
 
 def _rule(layout: Layout, set_name: str) -> JSON:
@@ -121,7 +131,7 @@ def _rule(layout: Layout, set_name: str) -> JSON:
         "chain": CHAIN,
         "expr": [
             {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                       "right": _ports(layout.ports)}},
+                       "right": access.port_match(layout.ports)}},
             {"match": {"op": "==", "left": saddr, "right": "@" + set_name}},
             {"counter": None},
             {"drop": None},

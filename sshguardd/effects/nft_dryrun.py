@@ -8,7 +8,6 @@ the periodic check has something honest to compare.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -45,19 +44,20 @@ class DryRunFirewall:
                  ", ".join(map(str, self.layout.ports)))
 
     def set_access(self, sources: Sequence[str]) -> bool:
-        new = tuple(sources)
-        if new == self.layout.access:
+        changed = nftjson.with_access(self.layout, sources)
+        if changed is None:
             return False
-        self.layout = dataclasses.replace(self.layout, access=new)
+        self.layout = changed
         log.info("dry run: would accept new ssh connections only from %s",
-                 ", ".join(new) if new else "anywhere (allow-only mode off)")
+                 ", ".join(changed.access) if changed.access
+                 else "anywhere (allow-only mode off)")
         return True
 
     def set_ports(self, ports: Sequence[int]) -> bool:
-        new = tuple(dict.fromkeys(ports)) or (22,)
-        if sorted(new) == sorted(self.layout.ports):
+        changed = nftjson.with_ports(self.layout, ports)
+        if changed is None:
             return False
-        self.layout = dataclasses.replace(self.layout, ports=new)
+        self.layout = changed
         return True
 
     def stage(self, add: Sequence[Ban] = (), remove: Sequence[str] = (), *,

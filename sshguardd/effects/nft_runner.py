@@ -7,7 +7,6 @@ carrying the exact argv, JSON payload and nft's stderr.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -187,18 +186,18 @@ class NftFirewall:
     def set_access(self, sources: Sequence[str]) -> bool:
         """Allow-only mode's sources from the next setup() on (() = off); True if they
         differ from before."""
-        new = tuple(sources)
-        if new == self.layout.access:
+        changed = nftjson.with_access(self.layout, sources)
+        if changed is None:
             return False
-        self.layout = dataclasses.replace(self.layout, access=new)
+        self.layout = changed
         return True
 
     def set_ports(self, ports: Sequence[int]) -> bool:
         """Protect `ports` from the next setup() on; True if they differ from before."""
-        new = tuple(dict.fromkeys(ports)) or (22,)
-        if tuple(sorted(new)) == tuple(sorted(self.layout.ports)):
+        changed = nftjson.with_ports(self.layout, ports)
+        if changed is None:
             return False
-        self.layout = dataclasses.replace(self.layout, ports=new)
+        self.layout = changed
         return True
 
     def stage(self, add: Sequence[Ban] = (), remove: Sequence[str] = (), *,
