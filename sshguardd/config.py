@@ -145,6 +145,17 @@ class SshdPolicy(_Section):
     kbdinteractiveauthentication: str = "no"
     permitemptypasswords: str = "no"
 
+    @model_validator(mode="after")
+    def _no_keys_command(self) -> SshdPolicy:
+        # AuthorizedKeysCommand* belong to whoever serves keys (EC2 Instance Connect, an
+        # IAM or LDAP key service): enforcing them would take that way in away.
+        for key in (self.model_extra or {}):
+            if key.lower().startswith("authorizedkeyscommand"):
+                raise KeyProblem(key, "sshguardd never writes AuthorizedKeysCommand or "
+                                 "AuthorizedKeysCommandUser: they belong to the key service "
+                                 "(EC2 Instance Connect, ...); leave them out of the policy")
+        return self
+
 
 class ShadowPolicy(_Section):
     lock_root: bool = True
@@ -209,6 +220,34 @@ class UpdatesConfig(_Section):
     dnf_releasever: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,32}$")
 
 
+def _ec2_network(value: Any) -> str:
+    """A network for [ec2]: as Network, and no broader than /8 (IPv4) or /32 (IPv6). No
+    VPC (/16 at most) or Instance Connect prefix is near that; a typo such as 0.0.0.0/0
+    would make every attacker unbannable."""
+    net = ipaddress.ip_network(_network(value))
+    if net.prefixlen < (8 if net.version == 4 else 32):
+        raise ValueError(f"{net} is broader than any VPC or EC2 Instance Connect range "
+                         "(at most /8 for IPv4, /32 for IPv6): it would never ban most of "
+                         "the internet")
+    return str(net)
+
+
+Ec2Network = Annotated[str, BeforeValidator(_ec2_network)]
+
+
+class Ec2Config(_Section):
+    """[ec2] (docs/ec2.md). session_manager: a registered amazon-ssm-agent counts as a way
+    in for the lockout guard. instance_connect_prefixes and vpc_cidrs are never banned
+    (added to ban.allow): the EC2_INSTANCE_CONNECT prefixes AWS publishes in
+    ip-ranges.json for this region, and the VPC's CIDRs (EC2 Instance Connect Endpoint
+    connections come from inside the VPC). Opt-in: empty by default; no cloud API is
+    called, the values come only from this file."""
+
+    session_manager: bool = True
+    instance_connect_prefixes: tuple[Ec2Network, ...] = ()
+    vpc_cidrs: tuple[Ec2Network, ...] = ()
+
+
 class FleetConfig(_Section):
     """[fleet]: bans shared with other hosts through Valkey/Redis streams (docs/fleet.md).
     Off by default; host empty means this machine's hostname; username empty means host."""
@@ -250,6 +289,17 @@ class Config(_Section):
     access: AccessConfig = AccessConfig()
     updates: UpdatesConfig = UpdatesConfig()
     fleet: FleetConfig = FleetConfig()
+    ec2: Ec2Config = Ec2Config()
+
+    def model_post_init(self, context: Any, /) -> None:
+        # [ec2]'s networks join ban.allow here, once, so every reader of the never-ban
+        # list (the ban policy, the fleet veto, `check --diff`, scan) has them: no reader
+        # can forget. Done while the frozen model is being built, before anyone sees it.
+        extra = [n for n in self.ec2.instance_connect_prefixes + self.ec2.vpc_cidrs
+                 if n not in self.ban.allow]
+        if extra:
+            ban = self.ban.model_copy(update={"allow": self.ban.allow + tuple(extra)})
+            object.__setattr__(self, "ban", ban)
 
 
 class ConfigError(Exception):

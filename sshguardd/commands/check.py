@@ -26,8 +26,9 @@ from pathlib import Path
 from sshguardd import cli, config
 from sshguardd.bans import access
 from sshguardd.commands import _control
-from sshguardd.daemon.lockout_guard import LockoutGuard
-from sshguardd.drift import lockout, sshd_edits
+from sshguardd.daemon.command_line import CommandLines
+from sshguardd.daemon.lockout_guard import LockoutGuard, ec2_ways
+from sshguardd.drift import lockout, sshd_cmdline, sshd_edits
 from sshguardd.drift import shadow_rules as shadow
 from sshguardd.drift import sshd_judge as sshd_config
 from sshguardd.drift.sshd_model import ConfigSyntaxError, normalise_value
@@ -37,6 +38,7 @@ from sshguardd.effects.packages import PackageProbe
 from sshguardd.effects.sessions import ssh_peers
 from sshguardd.effects.shadow_file import ShadowFile
 from sshguardd.effects.sshd import ServiceError, Sshd
+from sshguardd.effects.sshd_unit import SshdUnit
 
 NEEDS_ROOT = "it reads /etc/shadow, and sshd -T reads the host keys"
 
@@ -52,14 +54,18 @@ class Row:
 
 
 def audit(cfg: config.Config, runner: Sshd | None = None,
-          shadow_file: ShadowFile | None = None) -> list[Row]:
+          shadow_file: ShadowFile | None = None, unit: SshdUnit | None = None) -> list[Row]:
     dc = cfg.drift
     runner = runner or Sshd(dc.sshd)
     shadow_file = shadow_file or ShadowFile(dc.shadow)
     rows: list[Row] = []
-    main = str(dc.sshd_config)
+    # sshd's unit: its command line goes into every sshd -T below (docs/ec2.md).
+    cmd = CommandLines(unit).load(runner)
+    main = cmd.config or str(dc.sshd_config)
+    rows += [Row("sshd's command line", "read as systemd reads it", "unsure", cmd.unit
+                 or "sshd's unit", False, p) for p in cmd.problems]
     try:
-        model = sshd_files.load(dc.sshd_config).model
+        model = sshd_files.load(main).model
     except (OSError, ConfigSyntaxError) as exc:
         rows.append(Row("sshd_config", "readable", "unreadable", main, False, str(exc)))
         model = None
@@ -78,11 +84,14 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         for loc, why in model.unsure:
             rows.append(Row(f"sshd_config line {loc.line}", "read as sshd reads it", why,
                             str(loc), False, "fix this line by hand"))
-        findings = sshd_config.judge(model, policy, sshd_t)
+        findings = sshd_cmdline.relocate(sshd_config.judge(model, policy, sshd_t), cmd)
         for f in findings:
             note = ""
             eff = model.effective(f.keyword)
-            if not f.match and eff.source is not None and normalise_value(
+            if cmd.owns(f.source) and f.source is not None:
+                note = cmd.describe(f.source) + ("" if f.compliant else (
+                    "; the command line wins over sshd_config: fix it there"))
+            elif not f.match and eff.source is not None and normalise_value(
                     f.keyword, eff.value) != normalise_value(f.keyword, f.actual):
                 note = f"model read {eff.value!r}, sshd -T says {f.actual!r}"
             if f.match and sshd_t is not None:
@@ -109,6 +118,7 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         rows.append(Row("root password", "locked", "unknown", str(dc.shadow), False,
                         str(exc)))
         return rows
+    rows.append(ways_in(cfg, runner, main, shadow_file))
     if sp.lock_root:
         where = str(shadow_file.passwd if st.passwd_hash else dc.shadow)
         locked = st.root_locked and st.shadow_root_locked
@@ -122,6 +132,24 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         rows.append(Row("empty passwords", "none", ", ".join(empty) or "none",
                         str(dc.shadow), not empty))
     return rows
+
+
+def ways_in(cfg: config.Config, runner: Sshd, main: str, shadow_file: ShadowFile) -> Row:
+    """Every way in the lockout guard sees (keys, passwords, EC2 Instance Connect, Session
+    Manager). Informational: the guard, not this row, decides what a repair may do."""
+    dc = cfg.drift
+    guard = LockoutGuard(Accounts(runner, passwd=shadow_file.passwd),
+                         tmp_root=Path(cfg.daemon.state_dir) / "tmp",
+                         lock_root=dc.shadow_policy.lock_root and dc.mode == "enforce",
+                         host_ways=ec2_ways(cfg))
+    try:
+        v = guard.verdict(main, shadow_file.read(), stop_at_first=False)
+    except OSError as exc:
+        return Row("ways in", "at least one", "unknown", "lockout guard", True, str(exc))
+    return Row("ways in", "at least one", "; ".join(v.ways) or "none visible",
+               "lockout guard (sshd -T -C)", True,
+               "" if v.ways else "; ".join(f"{a.account}: {a.why_not}"
+                                           for a in v.accesses[:6]))
 
 
 def host_rows(cfg: config.Config, probe: PackageProbe | None = None,
@@ -206,6 +234,8 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     shadow_file = shadow_file or ShadowFile(dc.shadow, passwd=passwd)
     policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
     notes: list[str] = list(sshd_config.policy_problems(policy))
+    cmd = CommandLines().load(runner)
+    notes += [f"sshd's command line: {p}" for p in cmd.problems]
     passwd_text: str | None
     try:
         shadow_text = shadow_file.read()
@@ -216,14 +246,14 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     sshd_t: dict[str, str] | None = None
     sshd_error = ""
     try:
-        sshd_t = runner.effective(str(dc.sshd_config))
+        sshd_t = runner.effective(cmd.config or str(dc.sshd_config))
     except ServiceError as exc:
         sshd_error = exc.stderr or str(exc)
     diff, held = "", []
     edits: list[dict[str, object]] = []
     if dc.enabled:
         try:
-            loaded = sshd_files.load(dc.sshd_config)
+            loaded = sshd_files.load(cmd.config or str(dc.sshd_config))
         except (OSError, ConfigSyntaxError) as exc:
             notes.append(f"cannot read {dc.sshd_config}: {exc}")
         else:
@@ -233,14 +263,18 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
             guard = LockoutGuard(Accounts(runner, passwd=passwd),
                                  tmp_root=Path(cfg.daemon.state_dir) / "tmp",
                                  lock_root=dc.shadow_policy.lock_root
-                                 and dc.mode == "enforce")
+                                 and dc.mode == "enforce", host_ways=ec2_ways(cfg))
             for loc, unsure in model.unsure:
                 notes.append(f"{loc}: not read as sure as sshd reads it ({unsure}): the "
                              "daemon alerts and leaves it to you")
-            for f in sshd_config.judge(model, policy, sshd_t):
+            for f in sshd_cmdline.relocate(sshd_config.judge(model, policy, sshd_t), cmd):
                 if f.compliant:
                     continue
                 file = str(f.source.file) if f.source else str(dc.sshd_config)
+                if cmd.owns(f.source) and f.source is not None:
+                    notes.append(f"{f.keyword} {f.actual}: {cmd.describe(f.source)}; not "
+                                 "repaired (the command line wins, unit files are not edited)")
+                    continue
                 if f.keyword in lockout.GUARDED_KEYWORDS and dc.lockout_guard:
                     refusal = guard.refusal_for(model, texts, [*guarded, f], shadow_text)
                     if not refusal:

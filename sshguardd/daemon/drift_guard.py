@@ -36,17 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from sshguardd import config, contracts
+from sshguardd.daemon.command_line import CommandLines, refusal
 from sshguardd.daemon.drift_report import Outcome, Report
-from sshguardd.daemon.lockout_guard import LockoutGuard
+from sshguardd.daemon.lockout_guard import LockoutGuard, ec2_ways
 from sshguardd.daemon.revert_pauses import Pause, Pauses
 from sshguardd.daemon.shadow_repair import ShadowRepair
 from sshguardd.daemon.sshd_repair import SshdRepair, digest
-from sshguardd.drift import lockout, revert_war, sshd_judge, sshd_model
+from sshguardd.drift import lockout, revert_war, sshd_cmdline, sshd_judge, sshd_model
 from sshguardd.drift.sshd_judge import Finding
 from sshguardd.effects import sshd_files, swap
 from sshguardd.effects.accounts import Accounts
 from sshguardd.effects.shadow_file import ShadowFile
 from sshguardd.effects.sshd import Sshd
+from sshguardd.effects.sshd_unit import SshdUnit
 from sshguardd.effects.writer_hint import CONFIG_WRITERS, SHADOW_WRITERS, journal_writer, writer_of
 
 log = logging.getLogger(__name__)
@@ -73,14 +75,16 @@ class DriftGuard:
     """Effects arrive through the constructor with production defaults: runner (sshd -t/-T
     and restart), shadow_file (the locked writer), passwd, clock. alerts and metrics are
     anything with the methods/attributes of alerts.Alerts and metrics.Metrics (metrics may
-    be None). before_swap reaches the compare-and-swap replace (tests only)."""
+    be None). before_swap reaches the compare-and-swap replace (tests only). unit reads
+    sshd's systemd unit for its command line (sshguardd.daemon.command_line)."""
 
     def __init__(self, cfg: config.Config, *, alerts: Any, metrics: Any = None,
                  runner: Sshd | None = None, shadow_file: ShadowFile | None = None,
                  passwd: Path = Path("/etc/passwd"), ssh_dir: str = sshd_model.SSH_DIR,
                  clock: Callable[[], float] = time.time,
                  writer_hint: Callable[..., str | None] = journal_writer,
-                 before_swap: Callable[[], None] | None = None):
+                 before_swap: Callable[[], None] | None = None,
+                 unit: SshdUnit | None = None):
         self.cfg = cfg
         self.dc = cfg.drift
         self.alerts = alerts
@@ -96,10 +100,12 @@ class DriftGuard:
                                    Path(cfg.daemon.state_dir), clock=clock,
                                    before_swap=before_swap)
         self.shadow_repair = ShadowRepair(self.shadow)
+        self.cmdlines = CommandLines(unit)
         self.lockout = LockoutGuard(
             Accounts(self.runner, passwd=self.passwd),
-            tmp_root=Path(cfg.daemon.state_dir) / "tmp",
-            lock_root=self.dc.shadow_policy.lock_root and self.enforcing, clock=clock)
+            tmp_root=Path(cfg.daemon.state_dir) / "tmp", shadow=self.shadow.read,
+            lock_root=self.dc.shadow_policy.lock_root and self.enforcing, clock=clock,
+            host_ways=ec2_ways(cfg))
         self.policy = sshd_judge.policy_items(self.dc.sshd_settings.model_dump())
         for problem in sshd_judge.policy_problems(self.policy):
             alerts.startup_problem("drift policy", problem)
@@ -130,24 +136,25 @@ class DriftGuard:
         the files if nothing was judged yet)."""
         if self._watch is None:
             try:
-                self._watch = sshd_files.load(self.dc.sshd_config, self.ssh_dir).watch_set(
-                    self._extra)
+                self._watch = sshd_files.load(self.main, self.ssh_dir).watch_set(self._extra)
             except (OSError, sshd_model.ConfigSyntaxError) as exc:
-                log.warning("cannot read %s to find what to watch: %s",
-                            self.dc.sshd_config, exc)
+                log.warning("cannot read %s to find what to watch: %s", self.main, exc)
                 return self._fallback_watch()
         return self._watch
 
-    def watch_paths(self) -> list[Path]:
-        """Directories to watch (the snapshot's)."""
+    def watch_paths(self) -> list[Path]:  # directories to watch (the snapshot's)
         return [Path(p) for p in self.watch_set().dirs]
 
     def is_relevant(self, path: str) -> bool:
         return self.watch_set().relevant(path)
 
     @property
-    def _extra(self) -> tuple[str, str]:
-        return (str(self.dc.shadow), str(self.passwd))
+    def main(self) -> str:  # the unit's `-f`, else drift.sshd_config
+        return self.cmdlines.current.config or str(self.dc.sshd_config)
+
+    @property
+    def _extra(self) -> tuple[str, ...]:  # sshd's unit files: a drop-in edit is judged
+        return (str(self.dc.shadow), str(self.passwd), *self.cmdlines.current.files)
 
     def check_all(self, reason: str = "check") -> list[Outcome]:
         """Judge everything now and, in enforce mode, repair what drifted."""
@@ -201,7 +208,7 @@ class DriftGuard:
     # ------------------------------------------------------------------ sshd_config
 
     def _fallback_watch(self) -> contracts.WatchSet:
-        main, shadow = str(self.dc.sshd_config), str(self.dc.shadow)
+        main, shadow = self.main, str(self.dc.shadow)
         dirs = tuple(dict.fromkeys(d for d in (os.path.dirname(main), os.path.dirname(shadow),
                                                os.path.dirname(str(self.passwd)))
                                    if os.path.isdir(d)))
@@ -210,9 +217,10 @@ class DriftGuard:
                                   old.files | {main, shadow, str(self.passwd)}, old.patterns)
 
     def _check_sshd(self, replans: int = 0) -> list[Outcome]:
-        main = str(self.dc.sshd_config)
+        cmd = self.cmdlines.load(self.runner)
+        main = self.main
         try:
-            loaded = sshd_files.load(self.dc.sshd_config, self.ssh_dir)
+            loaded = sshd_files.load(main, self.ssh_dir)
         except (OSError, sshd_model.ConfigSyntaxError) as exc:
             # A FIFO drop-in included: reported here, before sshd is run on it (sshd
             # would block on it, and so would we).
@@ -230,8 +238,9 @@ class DriftGuard:
         self.report.alerted.pop("parse", None)
         sshd_t, answers, invalid = self.repairer.ask(main, (
             dict(sshd_judge.PROBE_DEFAULTS), {**sshd_judge.PROBE_DEFAULTS, "user": PROBE_USER}))
-        findings = sshd_judge.judge(model, self.policy, sshd_t)
-        for note in sshd_judge.disagreements(model, sshd_t or {}, self.policy):
+        findings = sshd_cmdline.relocate(sshd_judge.judge(model, self.policy, sshd_t), cmd)
+        for note in sshd_judge.disagreements(model, sshd_t or {}, {
+                k: v for k, v in self.policy.items() if k not in sshd_cmdline.keywords(cmd)}):
             log.warning("%s; trusting sshd", note)
         known = {(f.keyword, sshd_model.normalise_value(f.keyword, f.actual))
                  for f in findings if not f.compliant}
@@ -259,10 +268,11 @@ class DriftGuard:
             if self.report.new((f.item, file), f.actual):
                 self.report.count("drift_detected", setting=f.keyword, file=file)
                 self.alerts.drift(f.item, file, f.expected, f.actual)
-            if not self.enforcing:
-                outcomes += self.report.refuse(f.item, file, f.actual, f.expected,
-                                         "audit mode: not repaired", action="drift",
-                                         kind="audit_mode")
+            if cmd.owns(f.source) or not self.enforcing:
+                outcomes += self.report.refuse(
+                    f.item, file, f.actual, f.expected, refusal(cmd, f) if cmd.owns(
+                        f.source) else "audit mode: not repaired", action="drift",
+                    kind="command_line" if cmd.owns(f.source) else "audit_mode")
                 continue
             if f.context:
                 outcomes += self.report.refuse(f.item, file, f.actual, f.expected,
@@ -272,7 +282,7 @@ class DriftGuard:
                 continue
             if f.keyword in lockout.GUARDED_KEYWORDS and self.dc.lockout_guard:
                 # Judged together with the guarded repairs already let through.
-                guard_reason = self._lockout_reason(model, texts, [*guarded, f])
+                guard_reason = self.lockout.judge(model, texts, [*guarded, f])
                 if not guard_reason:
                     guarded.append(f)
                 if guard_reason:
@@ -342,16 +352,6 @@ class DriftGuard:
             self.report.standing.pop((f.item, file), None)
             out.append(Outcome(f.item, file, "repaired", f.actual, f.expected))
         return out
-
-    # ------------------------------------------------------------------ lockout guard
-
-    def _lockout_reason(self, model: sshd_model.SshdConfig, texts: dict[str, str],
-                        findings: list[Finding]) -> str | None:
-        try:
-            shadow_text = self.shadow.read()
-        except OSError:
-            shadow_text = ""
-        return self.lockout.refusal_for(model, texts, findings, shadow_text)
 
     # ------------------------------------------------------------------ shadow
 

@@ -8,6 +8,11 @@ the drift guard validates them) -> for each account likeliest to be an admin fir
 (sshguardd.effects.accounts) -> sshguardd.drift.lockout judges -> stop at the first way in.
 Only when none is found is the same asked of the configuration as it is now, to tell "this
 repair removes the last way in" from "nothing we can see lets anyone in anyway".
+
+Ways in that do not go through sshd at all count too (`host_ways`): AWS Systems Manager
+Session Manager, when its agent is installed and registered (sshguardd.effects.ec2_access;
+`[ec2] session_manager`). EC2 Instance Connect is an AuthorizedKeysCommand, so sshd's own
+answer shows it, from sshd_config or from sshd's command line alike.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sshguardd import config as config_mod
 from sshguardd.drift import lockout, sshd_edits
 from sshguardd.drift import sshd_model as sshd_config
 from sshguardd.drift.sshd_judge import PROBE_DEFAULTS, Finding
+from sshguardd.effects import ec2_access
 from sshguardd.effects.accounts import AccountSource
 from sshguardd.effects.sshd import ServiceError
 
@@ -38,10 +45,20 @@ MAX_PROBES = 64    # accounts asked about per verdict
 class Verdict:
     accesses: tuple[lockout.Access, ...]
     complete: bool          # every candidate account was judged (or a way in was found)
+    host_ways: tuple[str, ...] = ()   # ways in that bypass sshd (Session Manager)
 
     @property
     def ways(self) -> list[str]:
-        return [f"{a.account}: {w}" for a in self.accesses for w in a.ways]
+        return [f"{a.account}: {w}" for a in self.accesses for w in a.ways] + [
+            f"host: {w}" for w in self.host_ways]
+
+
+def ec2_ways(cfg: config_mod.Config) -> Callable[[], tuple[str, ...]]:
+    """The host-level ways in the configuration lets the guard count (`[ec2]`)."""
+    if not cfg.ec2.session_manager:
+        return tuple
+    probe = ec2_access.SessionManager()
+    return lambda: tuple(w for w in (probe.evidence(),) if w)
 
 
 @contextlib.contextmanager
@@ -69,8 +86,12 @@ class LockoutGuard:
     """`refusal(...)` for the drift guard, `verdict(config)` for `sshguardd check`."""
 
     def __init__(self, accounts: AccountSource, *, tmp_root: Path, lock_root: bool,
-                 clock: Callable[[], float] = time.time, budget: float = BUDGET):
+                 clock: Callable[[], float] = time.time, budget: float = BUDGET,
+                 shadow: Callable[[], str] | None = None,
+                 host_ways: Callable[[], tuple[str, ...]] = tuple):
         self.accounts = accounts
+        self.shadow = shadow
+        self.host_ways = host_ways
         self.tmp_root = Path(tmp_root)
         self.lock_root = lock_root
         self.clock = clock
@@ -101,7 +122,16 @@ class LockoutGuard:
             out.append(a)
             if a.ways and stop_at_first:
                 break
-        return Verdict(tuple(out), True)
+        return Verdict(tuple(out), True, self.host_ways())
+
+    def judge(self, model: sshd_config.SshdConfig, texts: Mapping[str, str],
+              findings: Sequence[Finding]) -> str | None:
+        """refusal_for() with /etc/shadow read through the constructor's `shadow`."""
+        try:
+            shadow_text = self.shadow() if self.shadow is not None else ""
+        except OSError:
+            shadow_text = ""
+        return self.refusal_for(model, texts, findings, shadow_text)
 
     def refusal_for(self, model: sshd_config.SshdConfig, texts: Mapping[str, str],
                     findings: Sequence[Finding], shadow_text: str) -> str | None:
@@ -132,4 +162,10 @@ class LockoutGuard:
         finally:
             log.debug("lockout guard judged %s in %.0f ms", keyword,
                       1000 * (time.monotonic() - started))
-        return lockout.reason(keyword, after.accesses, before, after.complete)
+        verdict = lockout.reason(keyword, after.accesses, before, after.complete)
+        if verdict is not None and after.host_ways:
+            log.warning("lockout guard: after repairing %s nobody could log in over SSH; "
+                        "letting it through because of %s", keyword,
+                        "; ".join(after.host_ways))
+            return None
+        return verdict

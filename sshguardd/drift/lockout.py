@@ -18,7 +18,10 @@ this account can complete, for an account sshd lets in at all:
   PubkeyAcceptedAlgorithms) that is an admin path: no `command=`, a pty (`restrict` and
   `no-pty` take it away unless `pty` follows), a `from=` that admits the probe, not past its
   `expiry-time`; or an AuthorizedKeysCommand or TrustedUserCAKeys, which sshguardd cannot
-  inspect and so trusts (EC2 Instance Connect);
+  inspect and so trusts (EC2 Instance Connect's eic_run_authorized_keys is named as such;
+  sshd's answer includes it whether it is set in sshd_config or on sshd's command line);
+  cloud-init's `disable_root` key prefix (a forced command that prints "Please login as
+  the user ..." and exits 142) makes root's key no way in, and is named as such;
 - password: PasswordAuthentication yes and a usable hash (an empty one only with
   PermitEmptyPasswords yes); keyboard-interactive the same through PAM (UsePAM yes);
 - hostbased and gssapi-with-mic, when enabled, are trusted like a keys command.
@@ -193,10 +196,27 @@ def _strict_ok(kf: KeyFile, account: Account) -> str:
     return ""
 
 
+# cloud-init's cc_ssh disable_root: root's keys get `no-port-forwarding,no-agent-forwarding,
+# no-X11-forwarding,command="echo 'Please login as the user \"U\" rather than the user
+# \"root\".';echo;sleep 10;exit 142"` (its disable_root_opts default).
+CLOUD_INIT_DISABLE_ROOT = "Please login as the user"
+EIC_COMMAND = "eic_run_authorized_keys"
+
+
+def keys_command(command: str) -> str:
+    """How an AuthorizedKeysCommand is named in a way in."""
+    program = command.split()[0] if command.split() else command
+    if program.rsplit("/", 1)[-1] == EIC_COMMAND:
+        return f"EC2 Instance Connect (AuthorizedKeysCommand {command})"
+    return f"AuthorizedKeysCommand {command}"
+
+
 def _usable_key(k: keys.KeyLine, eff: Mapping[str, str], host: str, addr: str,
                 now: float, root_keys: str) -> str:
     """'' if this key line is an admin path, else why not."""
     if k.command is not None:
+        if CLOUD_INIT_DISABLE_ROOT in k.command and "exit 142" in k.command:
+            return "command= (cloud-init disable_root)"
         return "command="
     if root_keys == "forced-commands-only":
         return "root: forced commands only"
@@ -255,7 +275,7 @@ def access(account: Account, eff: Mapping[str, str], files: Sequence[KeyFile], *
     notes: list[str] = []
     if _yes(eff, "pubkeyauthentication"):
         if _set(eff, "authorizedkeyscommand") and _set(eff, "authorizedkeyscommanduser"):
-            methods["publickey"] = f"AuthorizedKeysCommand {eff['authorizedkeyscommand']}"
+            methods["publickey"] = keys_command(eff["authorizedkeyscommand"])
         elif _set(eff, "trustedusercakeys"):
             methods["publickey"] = f"certificates (TrustedUserCAKeys {eff['trustedusercakeys']})"
         else:
@@ -352,7 +372,8 @@ def reason(keyword: str, after: Sequence[Access], before: Sequence[Access] | Non
 ADVICE = ("give an account that may log in after the repair (not root while "
           "PermitRootLogin no) a key in its AuthorizedKeysFile, without command=, restrict "
           "or a from= that excludes you, owned by that user and not group/other-writable; "
-          "or set AuthorizedKeysCommand; or repair by hand and set "
+          "or set AuthorizedKeysCommand (EC2 Instance Connect); or register "
+          "amazon-ssm-agent (Session Manager); or repair by hand and set "
           "drift.lockout_guard = false")
 
 

@@ -83,13 +83,17 @@ class Sshd:
     """Runs sshd's own checks and the restart command.
 
     sshd is the argv prefix for sshd (default the binary from the config; tests may prefix
-    a wrapper); restart is the full restart argv (empty: found automatically).
+    a wrapper); restart is the full restart argv (empty: found automatically); options are
+    the settings sshd's unit passes on its command line (`-o Key=value`, `-p`, ...,
+    sshguardd.effects.sshd_unit), given to every `sshd -t` and `sshd -T` so that they
+    answer for the configuration sshd runs with, not the files alone.
     """
 
     def __init__(self, sshd: Sequence[str] | str | os.PathLike[str] = "/usr/sbin/sshd", *,
                  restart: Sequence[str] = (), timeout: float = 30.0,
                  env: Mapping[str, str] | None = None,
-                 privsep_dir: str | None = "/run/sshd", unshare: str = "unshare"):
+                 privsep_dir: str | None = "/run/sshd", unshare: str = "unshare",
+                 options: Sequence[str] = ()):
         self.sshd = ((os.fspath(sshd),) if isinstance(sshd, (str, os.PathLike))
                      else tuple(sshd))
         self._restart = tuple(restart)
@@ -97,10 +101,11 @@ class Sshd:
         self.env = dict(env) if env is not None else None
         self.privsep_dir = privsep_dir
         self.unshare = unshare
+        self.options = tuple(options)
 
     def _sshd_argv(self, *args: str) -> list[str]:
         """sshd's argv, wrapped in a private privsep dir when the real one is missing."""
-        argv = [*self.sshd, *args]
+        argv = [*self.sshd, *self.options, *args]
         if self.privsep_dir and not os.path.isdir(self.privsep_dir):
             parent = os.path.dirname(self.privsep_dir.rstrip("/")) or "/"
             argv = [self.unshare, "--mount", "--propagation", "private", "--",
