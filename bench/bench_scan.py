@@ -22,6 +22,12 @@ On each log, interleaved (one run of every tool, then the next round), --repeat 
 Each row gives the median wall seconds and CPU seconds (user+system: the machine may be
 shared, so CPU is the fairer comparison), lines/s by both, the largest peak RSS and what
 was found. Then, per log, the ratios the targets of issue 16 are stated in.
+
+Last, "== side by side": both logs' ratios in one table, with the ban policy's rate on
+each log's own events (every failure and login of the log through BanPolicy.observe, in
+process, CPU time) and on bench_bans' (e) flood of 1M distinct offenders; with --journal N
+(root) also bench_journal's ingest rate against `journalctl -o cat` and its
+detection-to-ban latency (p50/p99) against fail2ban, on a journal of N entries.
 """
 
 from __future__ import annotations
@@ -183,6 +189,113 @@ def report(name: str, log: Path, rows: list[Row], repeat: int) -> dict[str, floa
     return ratios
 
 
+def log_events(log: Path) -> list[tuple[object, ...]]:
+    """Every event scan finds in `log` (failures and logins), as observe_raw's arguments."""
+    sys.path.insert(0, str(ROOT))
+    from sshguardd.detect import Correlator
+    from sshguardd.scan.fastpath import scan_text
+    from sshguardd.scan.textio import Years, chunks
+
+    events: list[tuple[object, ...]] = []
+    add = events.append
+
+    def emit(raw: tuple, t: float | None, pid: int | None, *_: object) -> None:  # type: ignore[type-arg]
+        add((raw[0], raw[1], raw[2], len(raw) > 4 and raw[4], pid, t))
+
+    with open(log, "rb") as f:
+        scan_text(chunks(f), Years(2025, None), Correlator(), emit)
+    return events
+
+
+def policy_rate(log: Path, repeat: int) -> tuple[int, float, float]:
+    """(events, events per CPU second through BanPolicy.observe with a LogRecord and an
+    Event per event as the daemon gives them, the same through observe_raw as scan
+    --summary calls it); best of `repeat`."""
+    from sshguardd.bans.policy import BanPolicy
+    from sshguardd.config import BanConfig
+    from sshguardd.contracts import Event, LogRecord
+
+    events = log_events(log)
+    objects = [(LogRecord("", t, pid), Event(kind, host, user, None, relay))  # type: ignore[arg-type]
+               for kind, host, user, relay, pid, t in events]
+    best_obj = best_raw = float("inf")
+    for _ in range(max(1, repeat)):
+        policy = BanPolicy(BanConfig())
+        observe = policy.observe
+        c = time.process_time()
+        for record, event in objects:
+            observe(record, event)
+        best_obj = min(best_obj, time.process_time() - c)
+        policy = BanPolicy(BanConfig())
+        raw = policy.observe_raw
+        c = time.process_time()
+        for args in events:
+            raw(*args)  # type: ignore[arg-type]
+        best_raw = min(best_raw, time.process_time() - c)
+    return len(events), len(events) / max(best_obj, 1e-9), len(events) / max(best_raw, 1e-9)
+
+
+def flood_rate() -> dict[str, float]:
+    """bench_bans (e): the policy under a flood of 1M distinct offenders (default cap)."""
+    sys.path.insert(0, str(HERE))
+    import bench_bans
+
+    return bench_bans.policy_rss(1_000_000, 100_000)  # type: ignore[no-any-return]
+
+
+def journal_rows(entries: int) -> list[str]:
+    """bench_journal's ingest and latency rows (needs root), as it prints them."""
+    proc = subprocess.run([sys.executable, str(HERE / "bench_journal.py"), "--entries",
+                           str(entries), "--samples", "50", "--cold", "0", "--only",
+                           "latency,ingest"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return [f"bench_journal.py failed ({proc.returncode}): {proc.stderr.strip()[-300:]}"]
+    lines = proc.stdout.splitlines()
+    return [line for line in lines if line.startswith(("benchmark", "(a)", "(b)", "---"))]
+
+
+def side_by_side(tables: list[tuple[str, Path, list[Row]]], policy: list[tuple[int, float, float]],
+                 flood: dict[str, float] | None, journal: list[str]) -> None:
+    """Both logs' figures in one table: CPU seconds against the peer's, the ratio by CPU
+    (by wall in brackets) and the target."""
+    names = [name for name, _, _ in tables]
+    print(f"\n== side by side (median CPU s, ours vs the peer's; ratio = our lines per CPU "
+          f"second over the peer's, by wall in brackets); load {os.getloadavg()[0]:.1f}")
+    width = 34
+    print(f"{'work':<36}" + "".join(f"| {n:<{width}}" for n in names) + "| target")
+    works: list[tuple[str, str, str, float]] = [
+        ("scan (JSON lines) vs sshg-parser", "sshguardd scan", "sshg-parser", 1.0),
+        ("scan --summary vs sshg-parser", "sshguardd scan --summary", "sshg-parser", 1.0),
+        ("scan --summary vs fail2ban-regex", "sshguardd scan --summary", "fail2ban-regex", 20.0)]
+    works += [(f"{t.split(' ', 1)[1]} vs sshg-parser", t, "sshg-parser", 1.0)
+              for t in (r.tool for r in tables[0][2]) if "--jobs" in t]
+    for label, ours_name, peer_name, target in works:
+        cells = []
+        for _, _, rows in tables:
+            by = {r.tool.split(" (")[0].rstrip("*"): r for r in rows}
+            ours, peer = by[ours_name], by[peer_name]
+            cpu = (ours.lines / max(ours.cpu, 1e-3)) / (peer.lines / max(peer.cpu, 1e-3))
+            wall = (ours.lines / max(ours.wall, 1e-3)) / (peer.lines / max(peer.wall, 1e-3))
+            cells.append(f"{ours.cpu:6.2f} vs {peer.cpu:5.2f} s {cpu:5.2f}x ({wall:.2f}x)")
+        print(f"{label:<36}" + "".join(f"| {c:<{width}}" for c in cells) + f"| >= {target:g}x")
+    cells = []
+    for _, _, rows in tables:
+        by = {r.tool.split(" (")[0].rstrip("*"): r for r in rows}
+        cells.append(f"{by['sshguardd scan'].rss_mib:.1f} / {by['sshguardd scan --summary'].rss_mib:.1f}"
+                     f" MB (C {by['sshg-parser'].rss_mib:.1f} MB)")
+    print(f"{'peak RSS scan / --summary':<36}" + "".join(f"| {c:<{width}}" for c in cells)
+          + "| within today's")
+    cells = [f"{n:,} ev: {obj / 1e3:,.0f}k/s ({raw / 1e3:,.0f}k/s raw)" for n, obj, raw in policy]
+    print(f"{'ban policy on the log own events':<36}" + "".join(f"| {c:<{width}}" for c in cells)
+          + "| >= 1M/s")
+    if flood is not None:
+        print(f"{'ban policy, 1M distinct offenders':<36}| {flood['cpu_rate'] / 1e3:,.0f}k events/"
+              f"cpu-s, {flood['rate'] / 1e3:,.0f}k/s wall (bench_bans (e), peak "
+              f"{flood['peak']:.0f} MB) | >= 1M/s")
+    for line in journal:
+        print(f"  {line}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -194,6 +307,10 @@ def main() -> int:
                     help="use this log instead of the generated ones (repeatable)")
     ap.add_argument("--out", type=Path, default=HERE / "out", help="work directory")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians shown")
+    ap.add_argument("--journal", type=int, default=0, metavar="N",
+                    help="also run bench_journal (root) on N entries: ingest and latency")
+    ap.add_argument("--no-flood", action="store_true",
+                    help="skip bench_bans (e), the policy under 1M distinct offenders")
     ap.add_argument("--exe", default=None,
                     help="how to run sshguardd, split at spaces (default: the .venv's)")
     args = ap.parse_args()
@@ -211,6 +328,9 @@ def main() -> int:
             row.found = found(row)
     for name, log, rows in tables:
         report(name, log, rows, max(1, args.repeat))
+    policy = [policy_rate(log, args.repeat) for _, log, _ in tables]
+    flood = None if args.no_flood else flood_rate()
+    side_by_side(tables, policy, flood, journal_rows(args.journal) if args.journal else [])
     return 0
 
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sshguardd import __version__
-from sshguardd.config import ConfigError
 
 EX_OK = 0
 EX_FINDING = 1
@@ -58,7 +57,10 @@ class NeedsRoot(Exception):
         super().__init__(f"sshguardd {verb}: needs root ({why}); try: sudo sshguardd {verb}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or with `only` (a verb's name) that verb alone: a run of one verb
+    then imports only what that verb needs (`scan` never imports pydantic or
+    prometheus_client, whose import costs more than scanning 100k lines)."""
     parser = argparse.ArgumentParser(
         prog="sshguardd",
         description="Keeps this host's SSH hardened: reverts drift in sshd_config and "
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sshguardd {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name in VERB_MODULES:
+    for name in VERB_MODULES if only is None else (only,):
         try:
             module = importlib.import_module(f"sshguardd.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -89,7 +91,11 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    # `sshguardd VERB ...`: only that verb's parser is needed (anything else, such as
+    # `--help` or an unknown verb, gets the whole CLI and its usual messages).
+    verb = words[0] if words and words[0] in VERB_MODULES else None
+    parser = build_parser(verb)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -105,10 +111,6 @@ def run_verb(func: Callable[[argparse.Namespace], int], args: argparse.Namespace
     """Call a verb and turn what escapes it into an exit code."""
     try:
         return int(func(args))
-    except ConfigError as exc:
-        for line in exc.lines():
-            print(line, file=sys.stderr)
-        return EX_CONFIG
     except NeedsRoot as exc:
         print(exc, file=sys.stderr)
         return EX_NOPERM
@@ -116,6 +118,13 @@ def run_verb(func: Callable[[argparse.Namespace], int], args: argparse.Namespace
         return EX_OK
     except KeyboardInterrupt:
         return 130
-    except Exception:
+    except Exception as exc:
+        # A ConfigError exists only once sshguardd.config was imported (`scan` without
+        # --summary never imports it).
+        config = sys.modules.get("sshguardd.config")
+        if config is not None and isinstance(exc, config.ConfigError):
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            return EX_CONFIG
         log.exception("internal error (a bug in sshguardd; please report it)")
         return EX_SOFTWARE

@@ -15,12 +15,27 @@ import struct
 from collections.abc import Iterable, Sequence
 
 from sshguardd.config import BanConfig
+from sshguardd.contracts import Kind
+
+ATTEMPTS = frozenset({Kind.BAD_PASSWORD, Kind.BAD_KEY, Kind.AUTH_FAILURE})
+REFUSALS = frozenset({Kind.INVALID_USER, Kind.ROOT_REFUSED, Kind.USER_NOT_ALLOWED,
+                      Kind.MAX_AUTH_TRIES})
+PROBES = frozenset({Kind.PREAUTH_DISCONNECT, Kind.KEX_FAILURE, Kind.PROTOCOL_ERROR,
+                    Kind.TIMEOUT})
+STANDALONE = frozenset({Kind.PENALTY})
+
+# Connections remembered per offender. Only zero-weight connections (failed public keys of
+# a protected or legitimate client) can pile up; past this, the oldest is forgotten.
+MAX_CONNECTIONS = 64
 
 # One connection: time of its latest line, pid (0: none), attempt sum (-1: no attempt line
 # yet), largest refusal weight (-1: none), largest probe weight. 24 bytes, so a one-
 # connection offender's bytes object fits a 64-byte allocation (1M offenders: ~135 MB).
 # Weights as float32 are exact for the usual 0.5/1/2 and within 1e-7 for any other.
 _CONN = struct.Struct("=dIfff")
+_PACK = _CONN.pack
+_UNPACK = _CONN.unpack
+_CONN_SIZE = _CONN.size
 
 
 def _parse_ip(host: str) -> tuple[int, int] | None:
@@ -54,6 +69,23 @@ def _score(conn: Sequence[float]) -> float:
 
 
 
+def _slot(kind: Kind) -> int:
+    """A kind's field in a connection: 2 attempts, 3 refusals, 4 probes."""
+    return 2 if kind in ATTEMPTS else 3 if kind in REFUSALS else 4
+
+
+def _fresh(slot: int, weight: float) -> tuple[float, float, float, float]:
+    """(attempts, refusal, probe, score) of a new connection [t, pid, -1.0, -1.0, 0.0]
+    after one line whose kind has this slot and weight: _count's general arithmetic and
+    _score, done once per kind."""
+    conn = [0.0, 0, -1.0, -1.0, 0.0]
+    if slot == 2:
+        conn[2] = max(conn[2], 0.0) + weight
+    else:
+        conn[slot] = max(conn[slot], weight)
+    return conn[2], conn[3], conn[4], sum(_score(c) for c in [conn])
+
+
 class OffenderTable:
     """The part of BanPolicy that holds offenders: `_offenders` (key -> packed
     connections, least recently seen first), bounded by cfg.max_tracked, and `_dirty`,
@@ -63,6 +95,76 @@ class OffenderTable:
     _offenders: dict[int, bytes]
     _dirty: set[int]
     evictions: int
+    # Per kind: (weight, slot, standalone, fresh), see BanPolicy.__init__.
+    _kinds: dict[Kind, tuple[float, int, bool, tuple[float, float, float, float]]]
+
+    def _count(self, key: int, pid: int | None, kind: Kind, t: float) -> float:
+        """Update the offender's connection for this line; return its score in the window.
+        The first line of an offender (the common case in a flood of distinct addresses)
+        packs its one connection directly; the score is taken from the unpacked (double)
+        values, as for the general path below."""
+        weight, slot, standalone, fresh = self._kinds[kind]
+        offenders = self._offenders
+        old = offenders.pop(key, None)
+        conn_pid = 0 if pid is None or standalone else pid & 0xFFFFFFFF
+        if old is None:
+            if len(offenders) >= self.cfg.max_tracked:
+                self._evict()
+            self._dirty.add(key)
+            attempts, refusal, probe, score = fresh
+            offenders[key] = _PACK(t, conn_pid, attempts, refusal, probe)
+            return score
+        self._dirty.add(key)
+        horizon = t - self.cfg.find_time
+        if len(old) == _CONN_SIZE:
+            # One connection (most offenders): the general path below without its lists.
+            latest, old_pid, attempts, refusal, probe = _UNPACK(old)
+            if latest < horizon:  # out of the window: this line's connection alone
+                latest, old_pid, attempts, refusal, probe = t, conn_pid, -1.0, -1.0, 0.0
+            elif not conn_pid or old_pid != conn_pid:
+                return self._count_conns(key, [[latest, old_pid, attempts, refusal, probe]],
+                                         conn_pid, slot, weight, t)
+            if t > latest:
+                latest = t
+            if slot == 2:
+                attempts = max(attempts, 0.0) + weight
+            elif slot == 3:
+                refusal = max(refusal, weight)
+            else:
+                probe = max(probe, weight)
+            offenders[key] = _PACK(latest, old_pid, attempts, refusal, probe)
+            if attempts >= 0 or refusal >= 0:  # _score()
+                return max(attempts, refusal, 0.0)
+            return probe
+        return self._count_conns(key, [list(c) for c in _CONN.iter_unpack(old) if c[0] >= horizon],
+                                 conn_pid, slot, weight, t)
+
+    def _count_conns(self, key: int, conns: list[list[float]], conn_pid: int, slot: int,
+                     weight: float, t: float) -> float:
+        """_count() for an offender with several connections in the window (conns)."""
+        conn = None
+        if conn_pid:
+            for c in conns:
+                if c[1] == conn_pid:
+                    conn = c
+                    break
+        if conn is None:
+            conn = [t, conn_pid, -1.0, -1.0, 0.0]
+            conns.append(conn)
+            if len(conns) > MAX_CONNECTIONS:
+                zero = next((c for c in conns if _score(c) == 0), conns[0])
+                conns.remove(zero)
+        if t > conn[0]:
+            conn[0] = t
+        if slot == 2:
+            conn[2] = max(conn[2], 0.0) + weight
+        else:
+            conn[slot] = max(conn[slot], weight)
+        if len(conns) == 1:
+            self._offenders[key] = _PACK(*conn)
+            return _score(conn)
+        self._offenders[key] = b"".join([_PACK(*c) for c in conns])
+        return sum([_score(c) for c in conns])
 
     def _evict(self) -> None:
         """Drop the offenders seen least recently (the front of the dict)."""

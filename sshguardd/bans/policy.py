@@ -61,22 +61,27 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from sshguardd import durations
-from sshguardd.bans.offenders import _CONN, OffenderTable, _evict_count, _parse_ip, _score
+from sshguardd.bans.offenders import (  # the kind sets and MAX_CONNECTIONS: re-exported
+    _CONN,
+    ATTEMPTS,
+    MAX_CONNECTIONS,
+    PROBES,
+    REFUSALS,
+    STANDALONE,
+    OffenderTable,
+    _evict_count,
+    _fresh,
+    _parse_ip,
+    _slot,
+)
+
+__all__ = ["ATTEMPTS", "MAX_CONNECTIONS", "PROBES", "REFUSALS", "STANDALONE", "BanPolicy"]
 from sshguardd.bans.protection import AdminProtection, Withheld, restore_all
 from sshguardd.config import BanConfig
 from sshguardd.contracts import Ban, Event, Kind, LogRecord
 
-ATTEMPTS = frozenset({Kind.BAD_PASSWORD, Kind.BAD_KEY, Kind.AUTH_FAILURE})
-REFUSALS = frozenset({Kind.INVALID_USER, Kind.ROOT_REFUSED, Kind.USER_NOT_ALLOWED,
-                      Kind.MAX_AUTH_TRIES})
-PROBES = frozenset({Kind.PREAUTH_DISCONNECT, Kind.KEX_FAILURE, Kind.PROTOCOL_ERROR,
-                    Kind.TIMEOUT})
-STANDALONE = frozenset({Kind.PENALTY})
-
-# Connections remembered per offender. Only zero-weight connections (failed public keys of
-# a protected or legitimate client) can pile up; past this, the oldest is forgotten.
-MAX_CONNECTIONS = 64
-
+_ACCEPTED = Kind.ACCEPTED
+_MISSING = -1  # never a key (keys are >= 0)
 _EPSILON = 1e-5  # float32 sums vs max_retry
 # Offender keys are ints: the network address, plus flag bits above any address so that an
 # IPv6 key never equals an IPv4 one and a lone address never equals its prefix.
@@ -87,6 +92,7 @@ _FULL = 1 << 129
 # log; a /64 ban would drop every link-local peer on every link. Never counted nor banned
 # (docs/bans.md, "Link-local offenders").
 _LINK_LOCAL = 0xFE80 >> 6
+_KEYS_MAX = 1 << 14  # memoised host -> key entries (~1.5 MB at most)
 
 
 class BanPolicy(OffenderTable):
@@ -111,6 +117,22 @@ class BanPolicy(OffenderTable):
         self._allow_ranges = [(n.version, int(n.network_address), int(n.broadcast_address))
                               for n in self._allow]
         self._offenders: dict[int, bytes] = {}
+        # Per kind: (weight, slot, standalone, fresh): slot 2 attempts, 3 refusals, 4 probes
+        # (the index in a connection), standalone for kinds that are their own connection
+        # (STANDALONE), fresh the (attempts, refusal, probe, score) of a new connection
+        # after one line of the kind, by the general path's own arithmetic (_fresh). One
+        # lookup per event instead of three set tests and a weight lookup.
+        self._kinds: dict[Kind, tuple[float, int, bool, tuple[float, float, float, float]]] = {
+            kind: (w, _slot(kind), kind in STANDALONE, _fresh(_slot(kind), w))
+            for kind, w in self._weights.items()}
+        # IPv4 and IPv6 allow-list ranges apart, for _key_uncached's loop.
+        self._allow_by_version = {
+            version: tuple((lo, hi) for v, lo, hi in self._allow_ranges if v == version)
+            for version in (4, 6)}
+        # host -> _key(host), bounded: the key depends on the host and this policy's fixed
+        # config only, and a flood repeats the same addresses (inet_pton and the allow
+        # list cost more than the rest of an event).
+        self._keys: dict[str, int | None] = {}
         self._banned: dict[int, float] = {}          # key -> until, for networks of our prefix
         self._wide: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, float]] = []
         self.protection = AdminProtection(cfg.protect_logged_in, cfg.protect_max_failures,
@@ -148,21 +170,32 @@ class BanPolicy(OffenderTable):
             self._wide.append((net, until))
 
     # -- addresses -----------------------------------------------------------------------
-    def _allowed(self, version: int, value: int) -> bool:
-        return any(v == version and lo <= value <= hi for v, lo, hi in self._allow_ranges)
-
     def _key(self, host: str) -> int | None:
         """The offender key of an address: its network as an int, IPv6 flagged by _V6, and
-        _FULL when the address stands alone (see _aggregated)."""
+        _FULL when the address stands alone (see _aggregated). Memoised (bounded)."""
+        keys = self._keys
+        if host in keys:
+            return keys[host]
+        key = self._key_uncached(host)
+        if len(keys) >= _KEYS_MAX:
+            keys.clear()  # bounded: distinct addresses cannot grow it past the cap
+        keys[host] = key
+        return key
+
+    def _key_uncached(self, host: str) -> int | None:
         parsed = _parse_ip(host)
         if parsed is None:
             return None
         version, value = parsed
-        if self._allowed(version, value) or (version == 6 and value >> 118 == _LINK_LOCAL):
+        for lo, hi in self._allow_by_version[version]:  # allow-listed
+            if lo <= value <= hi:
+                return None
+        if version == 6 and value >> 118 == _LINK_LOCAL:
             return None
-        bits = 32 if version == 4 else 128
-        shift = bits - (self.cfg.ipv4_prefix if version == 4 else self.cfg.ipv6_prefix)
-        family = 0 if version == 4 else _V6
+        if version == 4:
+            shift, family = 32 - self.cfg.ipv4_prefix, 0
+        else:
+            shift, family = 128 - self.cfg.ipv6_prefix, _V6
         if not shift:
             return family | value
         net = value >> shift << shift
@@ -208,36 +241,46 @@ class BanPolicy(OffenderTable):
     def observe(self, record: LogRecord, event: Event) -> Ban | None:
         """Feed one classified message; returns a Ban when it tips its network over
         max_retry. Success events (Kind.ACCEPTED) record the login for admin protection."""
-        t = record.time if record.time is not None else self._latest
+        return self.observe_raw(event.kind, event.host, event.user, event.pam_relay,
+                                record.pid, record.time)
+
+    def observe_raw(self, kind: Kind, host: str, user: str | None, pam_relay: bool,
+                    pid: int | None, time: float | None) -> Ban | None:
+        """observe() from the Event's and the LogRecord's fields, for callers that hold
+        them unpacked (scan --summary builds neither object per event)."""
+        t = time if time is not None else self._latest
         if t > self._latest:
             self._latest = t
-        key = self._key(event.host)
+        key = self._keys.get(host, _MISSING)
+        if key is _MISSING:
+            key = self._key(host)
         if key is None:
             return None
-        if event.kind is Kind.ACCEPTED:
+        if kind is _ACCEPTED:
             if self.cfg.protect_logged_in > 0:
-                self.protection.remember(key, t, event.user)
+                self.protection.remember(key, t, user)
             return None
-        if event.pam_relay:  # corroboration of an attempt sshd logs itself
+        if pam_relay:  # corroboration of an attempt sshd logs itself
             return None
-        until = self._banned.get(key)
-        if until is not None:
-            if until > t:
-                return None  # already banned: in-flight lines must not re-ban or escalate
-            del self._banned[key]
+        if self._banned:
+            until = self._banned.get(key)
+            if until is not None:
+                if until > t:
+                    return None  # already banned: in-flight lines must not re-ban or escalate
+                del self._banned[key]
         if self._wide and self._covered_by_wide(key, t):
             return None
 
-        score = self._count(key, record.pid, event.kind, t)
+        score = self._count(key, pid, kind, t)
         if score + _EPSILON < self.cfg.max_retry or not self.cfg.enabled:
             return None
-        protected = self.protection.judge(key, t, score, event.user)
+        protected = self.protection.judge(key, t, score, user)
         if protected is None:
             return None  # withheld: counted and listed by the protection
         del self._offenders[key]
         self._dirty.add(key)
         reason = (f"{score:g} failed attempt{'' if score == 1 else 's'} within "
-                  f"{_fmt(self.cfg.find_time)}, last {event.kind.value}{protected}")
+                  f"{_fmt(self.cfg.find_time)}, last {kind.value}{protected}")
         return self._ban(self._network(key), key, t, None, reason)
 
     @property
@@ -254,41 +297,6 @@ class BanPolicy(OffenderTable):
         """The networks admin protection spares now, latest first (at most MAX_WITHHELD),
         for `status` and `bans`."""
         return self.protection.withheld()
-
-    def _count(self, key: int, pid: int | None, kind: Kind, t: float) -> float:
-        """Update the offender's connection for this line; return its score in the window."""
-        weight = self._weights[kind]
-        old = self._offenders.pop(key, None)
-        if old is None:
-            if len(self._offenders) >= self.cfg.max_tracked:
-                self._evict()
-            conns: list[list[float]] = []
-        else:
-            horizon = t - self.cfg.find_time
-            conns = [list(c) for c in _CONN.iter_unpack(old) if c[0] >= horizon]
-        conn_pid = 0 if pid is None or kind in STANDALONE else pid & 0xFFFFFFFF
-        conn = None
-        if conn_pid:
-            for c in conns:
-                if c[1] == conn_pid:
-                    conn = c
-                    break
-        if conn is None:
-            conn = [t, conn_pid, -1.0, -1.0, 0.0]
-            conns.append(conn)
-            if len(conns) > MAX_CONNECTIONS:
-                zero = next((c for c in conns if _score(c) == 0), conns[0])
-                conns.remove(zero)
-        conn[0] = max(conn[0], t)
-        if kind in ATTEMPTS:
-            conn[2] = max(conn[2], 0.0) + weight
-        elif kind in REFUSALS:
-            conn[3] = max(conn[3], weight)
-        else:
-            conn[4] = max(conn[4], weight)
-        self._offenders[key] = b"".join(_CONN.pack(*c) for c in conns)
-        self._dirty.add(key)
-        return sum(_score(c) for c in conns)
 
     # -- banning -------------------------------------------------------------------------
     def _strikes(self, network: str, t: float) -> int:

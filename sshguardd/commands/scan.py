@@ -32,7 +32,6 @@ import os
 import sys
 
 from sshguardd import cli
-from sshguardd.effects import config_file
 from sshguardd.scan import inputs, parallel, report
 
 EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
@@ -64,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         return cli.EX_USAGE
     out = sys.stdout
     if args.summary:
+        # The config (pydantic) only for --summary: a plain scan starts without it.
+        from sshguardd.effects import config_file
+
         summary = report.Summary(config_file.load(args.config))
         problems = inputs.scan_all(args.files, args.journal_dir, args.year, summary.emit_for)
         summary.write(out, args.json)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from sshguardd import config
-from sshguardd.bans.policy import BanPolicy
-from sshguardd.contracts import Event, Kind, LogRecord
+from sshguardd.contracts import Kind
 from sshguardd.detect import Raw
 from sshguardd.scan.fastpath import Emit
 from sshguardd.scan.textio import iso_utc
+
+if TYPE_CHECKING:  # the policy and config (pydantic) are imported by Summary only
+    from sshguardd import config
+    from sshguardd.bans.policy import BanPolicy
 
 __all__ = ["Printer", "Summary"]
 
@@ -135,8 +137,10 @@ class Summary:
     while observing every event in log order with the entries' own time."""
 
     def __init__(self, cfg: config.Config):
+        from sshguardd.bans.policy import BanPolicy
+
         self.cfg = cfg
-        self.policy = BanPolicy(cfg.ban) if cfg.ban.enabled else None
+        self.policy: BanPolicy | None = BanPolicy(cfg.ban) if cfg.ban.enabled else None
         self.offenders: dict[str, _Offender] = {}
         self.accepted: dict[str, int] = {}
         self.failures = 0
@@ -146,10 +150,12 @@ class Summary:
 
     def emit(self, raw: Raw, t: float | None, pid: int | None, machine: str | None,
              line: int, cursor: str | None) -> None:
-        # Called for every event: plain tuple fields, no enum property lookups.
+        # Called for every event: plain tuple fields, no enum property lookups, and the
+        # policy fed the fields themselves (no LogRecord or Event per event).
         kind, host = raw[0], raw[1]
         if kind is _ACCEPTED:
-            self.accepted[host] = self.accepted.get(host, 0) + 1
+            accepted = self.accepted
+            accepted[host] = accepted.get(host, 0) + 1
         else:
             self.failures += 1
             o = self.offenders.get(host)
@@ -158,13 +164,18 @@ class Summary:
             counts = o.counts
             counts[kind] = counts.get(kind, 0) + 1
             if t is not None:
-                if o.first is None or t < o.first:
+                first = o.first
+                if first is None:
+                    o.first = o.last = t
+                elif t < first:
                     o.first = t
-                if o.last is None or t > o.last:
+                elif t > o.last:  # type: ignore[operator]  # set with first
                     o.last = t
-        if self.policy is not None and t is not None:
+        policy = self.policy
+        if policy is not None and t is not None:
             # The policy reads the record's time and pid, never its text (Event.pam_relay).
-            ban = self.policy.observe(LogRecord("", t, pid, machine, cursor), Event(*raw))
+            ban = policy.observe_raw(kind, host, raw[2], len(raw) > 4 and raw[4],
+                                     pid, t)
             if ban is not None:
                 o = self.offenders.get(host)
                 if o is None:
@@ -190,11 +201,13 @@ class Summary:
         if self.policy is None:
             out.write("(ban simulation unavailable: ban.enabled is false)\n")
         width = max([len(h) for h, _ in ranked] + [7])
-        out.write(f"{'ADDRESS':<{width}}  {'FAILS':>6}  {'BANS':>4}  KINDS\n")
+        rows = [f"{'ADDRESS':<{width}}  {'FAILS':>6}  {'BANS':>4}  KINDS\n"]
         for host, o in ranked:
             kinds = ", ".join(f"{k}={n}"
                               for k, n in sorted(o.kinds().items(), key=lambda kv: -kv[1]))
-            out.write(f"{host:<{width}}  {sum(o.counts.values()):>6}  {len(o.bans):>4}  {kinds}\n")
+            rows.append(f"{host:<{width}}  {sum(o.counts.values()):>6}  {len(o.bans):>4}  "
+                        f"{kinds}\n")
+        out.write("".join(rows))  # one write: 40k rows written one by one cost ~0.3 s
         banned = sum(1 for _, o in ranked if o.bans)
         out.write(f"\n{banned} addresses would be banned"
                   f" (max_retry={cfg.ban.max_retry:g} within find_time={cfg.ban.find_time:g}s)\n")
