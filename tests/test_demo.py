@@ -67,16 +67,21 @@ def test_ctrl_c_tears_the_sandbox_down(tmp_path: Path) -> None:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     reader.start()
-    # Interrupt once sshd is running inside, as an impatient newcomer would.
-    wait_for(lambda: any("sshd listening on port 22" in ln for ln in lines)
-             or proc.poll() is not None, 120, what="the demo's sshd")
-    assert proc.poll() is None, "".join(lines)
-    sandboxes = list(tmp_path.iterdir())
-    assert sandboxes, "the demo keeps its layers under --workdir"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 130
-    reader.join(10)
-    proc.stdout.close()  # type: ignore[union-attr]
+    try:
+        # Interrupt once sshd is running inside, as an impatient newcomer would.
+        wait_for(lambda: any("sshd listening on port 22" in ln for ln in lines)
+                 or proc.poll() is not None, 120, what="the demo's sshd")
+        assert proc.poll() is None, "".join(lines)
+        sandboxes = list(tmp_path.iterdir())
+        assert sandboxes, "the demo keeps its layers under --workdir"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        reader.join(10)
+        proc.stdout.close()  # type: ignore[union-attr]  (a leaked pipe warns in a later test)
     assert "interrupted: tearing the sandbox down" in "".join(lines)
     assert list(tmp_path.iterdir()) == []
     # Nothing of the sandbox survives: no process still holds a mount of its layers.
