@@ -160,8 +160,9 @@ CONFIG_INTRO = """\
 {generated}
 
 sshguardd reads one TOML file, `/etc/sshguardd/config.toml` (another with `--config PATH`),
-at start and again on SIGHUP (`systemctl reload sshguardd`; `[ban]` and `[drift]` apply at
-once, the other sections at the next restart). Every key is optional and
+at start and again on reload (`systemctl reload sshguardd`, which returns once the file is
+in force; `[ban]`, `[drift]` and `[access]` apply at once, the other sections at the next
+restart). Every key is optional and
 every default is the production value, so an empty file is a working configuration; the
 installed file is the commented example, `config.example.toml`, with every value at its
 default.
@@ -169,8 +170,8 @@ default.
 The file is validated as a whole before anything is used: an unknown key (a typo must not
 silently fall back to a default), a value of the wrong type or out of range is an error.
 `sshguardd check-config` names each problem as `FILE: KEY: REASON` and exits 78; the
-service runs it before starting (`ExecStartPre=`), and a reload with a bad file keeps the
-running configuration.
+service runs it before starting (`ExecStartPre=`), and a reload with a bad file fails
+(exit 78, naming each key) and keeps the running configuration.
 
 Durations are written as `"90s"`, `"10m"`, `"1h30m"`, `"7d"`, `"1w"` or a number of
 seconds. Every duration is finite (`inf` and `nan` are errors) and at most 3650 days. A ban

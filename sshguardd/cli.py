@@ -42,6 +42,7 @@ VERB_MODULES = (
     "unban",
     "check",
     "resume",
+    "reload",
     "scan",
     "check_config",
     "demo",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from sshguardd import __version__, cli
 from sshguardd.commands import _control
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         ("firewall", (f"{answer['firewall_errors']} errors, "
                       f"{answer['firewall_pending']} changes pending")),
         ("drift guard", f"{answer['drift_mode']}, last drift: {answer['last_drift']}"),
+        *_config_row(answer),
         ("withheld", (", ".join(f"{w['network']} ({w['failures']:g} failures as "
                                 f"{w['user']})" for w in answer.get("withheld", []))
                       or "none (no ban spared by admin protection)")),
@@ -53,3 +55,14 @@ def run(args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     return code
+
+
+def _config_row(answer: dict[str, Any]) -> list[tuple[str, str]]:
+    conf = answer.get("config")
+    if not conf:  # a daemon from before the field
+        return []
+    ban = conf["ban"]
+    rules = (f"ban after {ban['max_retry']:g} failures in {_control.duration(ban['find_time'])}"
+             f" for {_control.duration(ban['ban_time'])}") if ban["enabled"] else "bans off"
+    read = time.strftime("%H:%M:%S UTC", time.gmtime(conf["loaded_at"]))
+    return [("config", f"{conf['path']}, read {read}: {rules}")]

@@ -1,5 +1,5 @@
-"""Answers control-socket requests (status, bans, ban, unban, resume) on the daemon's loop
-thread.
+"""Answers control-socket requests (status, bans, ban, unban, resume, reload) on the
+daemon's loop thread.
 
 The socket thread only decodes and enqueues (effects.control_socket); the loop hands each
 request here and sends back what this returns. Every answer is a JSON-able dict with "ok".
@@ -30,11 +30,13 @@ class ControlAPI:
 
     def __init__(self, engine: Callable[[], BanEngine], status: Callable[[], Reply],
                  clock: Callable[[], float],
-                 resume: Callable[[str | None], Reply] | None = None) -> None:
+                 resume: Callable[[str | None], Reply] | None = None,
+                 reload: Callable[[], Reply] | None = None) -> None:
         self._engine = engine
         self._status = status
         self._clock = clock
         self._resume = resume
+        self._reload = reload
 
     def __call__(self, req: dict[str, Any]) -> Reply:
         cmd = req.get("cmd")
@@ -52,6 +54,10 @@ class ControlAPI:
             if setting is not None and not isinstance(setting, str):
                 return {"ok": False, "error": "setting must be a string"}
             return self._resume(setting)
+        if cmd == "reload" and self._reload is not None:
+            # Synchronous: the answer goes back once the new config is in force (or was
+            # refused), so `systemctl reload` returns after it, not before (SIGHUP did).
+            return self._reload()
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def _bans(self) -> Reply:

@@ -33,6 +33,7 @@ class DriftHost:
         self.watcher: parts.Watcher | None = None
         self.watch_set: WatchSet | None = None
         self.last_drift = "none"
+        self.last_drift_at: float | None = None     # clock time it was first seen
         self._seen: dict[tuple[str, str], tuple[str, str]] = {}  # drifts already reported
         self.last_full_check: float | None = None   # clock time of the last check_all
         self.errors = 0
@@ -153,5 +154,6 @@ class DriftHost:
             if self._seen.get((o.item, o.file)) == state:
                 continue
             self._seen[(o.item, o.file)] = state
+            self.last_drift_at = self._clock()
             self.last_drift = f"{o.item} in {o.file}: {action} at " + time.strftime(
-                "%H:%M:%S", time.localtime(self._clock()))
+                "%H:%M:%S", time.localtime(self.last_drift_at))

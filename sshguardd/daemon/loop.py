@@ -50,6 +50,8 @@ from sshguardd.effects.store import StoreError
 __all__ = ["Daemon", "StartupError", "StateStoreError"]
 log = logging.getLogger(__name__)
 
+RELOAD_ANSWER_WAIT = 55.0
+
 
 class Daemon:
     """`Daemon(cfg, parts)`; `run() -> int`. config_path is re-read on SIGHUP."""
@@ -82,11 +84,12 @@ class Daemon:
                                           parts_.ports), parts_.updates)
         self.api = ControlAPI(self._engine, lambda: status.fields(self), self.clock, resume=(
             lambda s: {"ok": False, "error": "the drift guard is off"} if self.drift is None
-            else self.drift.resume(s)))
+            else self.drift.resume(s)), reload=self.reload)
         self._closing = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
         self.started_at = 0.0
+        self.config_loaded_at = 0.0   # clock time the running config was read (status)
         self._status_text = ""
         self._next_recount = 0.0
         self._next_housekeeping = 0.0
@@ -116,7 +119,7 @@ class Daemon:
     def start(self) -> None:
         """Bring everything up; raises StartupError (StateStoreError for a damaged or
         unusable state store). Sends READY=1 at the end."""
-        self.started_at = self.clock()
+        self.started_at = self.config_loaded_at = self.clock()
         try:
             self._start()
         except sqlite3.Error as exc:
@@ -211,9 +214,13 @@ class Daemon:
 
     def _on_request(self, request: dict[str, Any]) -> dict[str, Any]:
         reply = Reply()
-        if not self._put(ControlRequest(request, reply)) or not reply.event.wait(10.0) \
+        # A reload may replay the journal window and repair (sshd -t, restart): give it
+        # most of the control server's 60 s answer deadline, the others 10 s.
+        wait = RELOAD_ANSWER_WAIT if request.get("cmd") == "reload" else 10.0
+        if not self._put(ControlRequest(request, reply)) or not reply.event.wait(wait) \
                 or reply.value is None:
-            return {"ok": False, "error": "daemon busy or stopping"}
+            return {"ok": False, "error": f"daemon busy or stopping (no answer within "
+                                          f"{wait:.0f} s)"}
         return reply.value
 
     # -- the loop ----------------------------------------------------------------------------
@@ -264,7 +271,7 @@ class Daemon:
             # and systemd restarts the daemon; a one-off failure costs one tick.
             self._guarded_call(self._timers, "timers")
 
-    def _guarded_call(self, fn: Callable[[], None], what: str) -> None:
+    def _guarded_call(self, fn: Callable[[], object], what: str) -> None:
         try:
             fn()
         except Exception:
@@ -357,20 +364,22 @@ class Daemon:
 
     # -- reload and shutdown ---------------------------------------------------------------
 
-    def reload(self) -> None:
-        """SIGHUP: re-check the firewall table (restoring the bans into it), then re-read
-        the config. Bans, history and the log position stay; an invalid file is reported
-        and the running config kept. READY=1 ends it in every case."""
+    def reload(self) -> dict[str, Any]:
+        """SIGHUP or the `reload` command: re-check the firewall table (restoring the bans
+        into it), then re-read the config (daemon.reload). Bans, history and the log
+        position stay; an invalid file is refused and the running config kept. Sent
+        between RELOADING=1 and READY=1; returns the outcome `sshguardd reload` prints."""
         self.notifier.reloading()
         try:
             if self.upkeep is not None:
                 self.upkeep.resync()
-            reload_config(self)
+            return reload_config(self)
         except Exception as exc:  # a bug must not end the loop; say so and carry on
             self.loop_errors += 1
             log.exception("reload failed")
             self.alerts.startup_problem("reload", f"reload failed: {exc}")
             self.metrics.reloads.labels(result="failure").inc()
+            return {"ok": False, "result": "failed", "error": f"reload failed: {exc}"}
         finally:
             self.notifier.ready(self._status())
 

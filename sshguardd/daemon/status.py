@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sshguardd import config
+
 if TYPE_CHECKING:
     from sshguardd.daemon.loop import Daemon
 
@@ -83,7 +85,15 @@ def fields(d: Daemon) -> dict[str, Any]:
         "loop_errors": d.loop_errors + engine.loop_errors +
         (d.drift.errors if d.drift is not None else 0),
         "last_drift": last_drift(d),
+        "last_drift_at": d.drift.last_drift_at if d.drift is not None else None,
         "drift_mode": d.cfg.drift.mode if d.cfg.drift.enabled else "off",
+        # The config in force: when it was read (start or the last applied reload) and
+        # the ban rules it set, so an admin sees at once whether a reload took.
+        "config": {"path": str(d.config_path or config.DEFAULT_PATH),
+                   "loaded_at": d.config_loaded_at,
+                   "ban": {"enabled": d.cfg.ban.enabled, "max_retry": d.cfg.ban.max_retry,
+                           "find_time": d.cfg.ban.find_time,
+                           "ban_time": d.cfg.ban.ban_time}},
         "fleet": d.fleet.status() if d.fleet is not None else None,
         **d.host.status(),
         "repairs_paused": [

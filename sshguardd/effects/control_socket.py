@@ -7,6 +7,8 @@ shutting down its write side), and reads one JSON object back, newline-terminate
     {"cmd": "bans"}                                    -> {"ok": true, "bans": [...]}
     {"cmd": "ban", "address": "ADDR", "duration": 600} -> {"ok": true, "ban": {...}}
     {"cmd": "unban", "address": "ADDR"}                -> {"ok": true, "removed": [...]}
+    {"cmd": "reload"}            -> {"ok": true, "result": "applied", "changed": [...]}
+                                 or {"ok": false, "result": "refused", "problems": [...]}
 
 Errors are {"ok": false, "error": "..."}. Requests are capped at MAX_REQUEST bytes, must
 arrive whole within CLIENT_TIMEOUT seconds of connecting (one deadline, not one per
