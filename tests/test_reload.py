@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import REPO, DaemonProc, write_config
+from daemon_helpers import CONFIG, REPO, DaemonProc, write_config
 from sshguardd import config
 from sshguardd.daemon import reload
 from sshguardd.demo.sandbox import Sandbox, wait_for
@@ -171,6 +171,13 @@ def test_audit_mode_keeps_the_time_a_drift_was_first_seen(
     main.write_text(main.read_text() + "# an unrelated edit\n")  # a change event
     wait_for(lambda: daemon.log().count("handled a change of /etc/ssh/sshd_config")
              > handled, 10, what="the change to be judged")
+    st = daemon.status()
+    assert (st["last_drift_at"], st["last_drift"]) == (first, text)
+    # A reload that changes [drift] builds a new guard: the drift it finds is the same one.
+    write_config(sandbox, sandbox.path(CONFIG).read_text().replace(
+        'mode = "audit"', 'mode = "audit"\ndebounce = "0.2s"'))
+    r = daemon.cli("reload")
+    assert r.returncode == 0 and "drift.debounce: 0.1 -> 0.2" in r.stdout, r.stdout + r.stderr
     st = daemon.status()
     assert (st["last_drift_at"], st["last_drift"]) == (first, text)
     assert "PermitRootLogin yes" in main.read_text()  # audit: reported, not repaired

@@ -49,6 +49,12 @@ class DriftHost:
         self.watcher = self._factory(self.watch_set, self._on_file, self._debounce)
         self.watcher.start()
 
+    def carry_over(self, before: DriftHost) -> None:
+        """Keep what the host replaced on reload knew of standing drifts, so a drift that
+        stays keeps the time it was first seen (status)."""
+        self._seen = dict(before._seen)
+        self.last_drift, self.last_drift_at = before.last_drift, before.last_drift_at
+
     def stop(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()

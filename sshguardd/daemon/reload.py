@@ -30,6 +30,9 @@ Outcome = dict[str, Any]   # the `reload` command's answer (JSON-able)
 # the log source, the control socket, the metrics server, the state and runtime
 # directories, the update watch and the fleet stage.
 RESTART_ONLY = ("firewall", "source", "control", "metrics", "daemon", "updates", "fleet")
+# What the drift guard is not built from: any other section ([drift], [ec2]'s Session
+# Manager, a key added later) changed means a new guard.
+NOT_DRIFT = frozenset({"ban", "access", *RESTART_ONLY})
 
 
 def reload_config(d: Daemon) -> Outcome:
@@ -69,11 +72,15 @@ def reload_config(d: Daemon) -> Outcome:
         engine.rebuild(d.follower.backlog(new.ban.find_time), d.clock(),
                        saved_counters=False)
         d.follower.start(d._emit)
-    if new.drift != old.drift:
-        if d.drift is not None:
-            d.drift.stop()
+    if any(getattr(old, s) != getattr(new, s) for s in type(new).model_fields
+           if s not in NOT_DRIFT):
+        before = d.drift
+        if before is not None:
+            before.stop()
         d._host_drift(new)
         if d.drift is not None:
+            if before is not None:
+                d.drift.carry_over(before)
             d.drift.start_watcher()
     if d.drift is not None:
         d.drift.check("reload")
