@@ -21,6 +21,7 @@ LINKS = {
     "(operations.md)": "(#operations)",
     "(install.md)": "(#install)",
     "(running.md)": "(#running-and-controlling-it)",
+    "(ec2.md)": "(#on-ec2)",
 }
 
 
@@ -139,7 +140,8 @@ parts = [
 
 [The demo](#see-it-work-first-the-demo) ·
 [Failure detection](#failure-detection) · [Ban engine](#ban-engine) ·
-[Drift guard](#drift-guard) · [Running and controlling it](#running-and-controlling-it) ·
+[Drift guard](#drift-guard) · [On EC2](#on-ec2) ·
+[Running and controlling it](#running-and-controlling-it) ·
 [Command line](#command-line) · [Configuration](#configuration) ·
 [Operations](#operations) · [Fleet mode](#fleet-mode) · [Install](#install) ·
 [Uninstall](#uninstall) ·
@@ -150,6 +152,7 @@ parts = [
     section("detection.md"),
     section("bans.md"),
     section("drift.md"),
+    section("ec2.md"),
     section("running.md", title="Running and controlling it"),
     cli,
     section("operations.md", title="Operations"),
