@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sshguardd import config
+from sshguardd.bans.penalties import CARRIED
 from sshguardd.bans.policy import BanPolicy
 from sshguardd.contracts import Ban, Kind, LogBatch, LogRecord
 from sshguardd.daemon import parts
@@ -78,6 +79,9 @@ class BanEngine:
         self.loop_errors = 0
         self.batches = 0
         self.fleet: FleetOutbox | None = None   # fleet mode: set by the loop
+        # network -> end of a ban that carries an sshd penalty over a restart
+        # (daemon.penalty_carry): not a decision of ours, so one the policy takes replaces it.
+        self.carried: dict[str, float] = {}
 
     # -- (re)building ----------------------------------------------------------------------
 
@@ -158,10 +162,15 @@ class BanEngine:
             self.metrics.bans_withheld.inc()
         self.metrics.journal_read([r.time for r in batch.records], now)
         new = list(decided.values())
+        carried: set[str] = set()
         if new:
             # Escalation and the "already banned" test live in a bounded cache in the
             # policy; the store is the truth: a ban it still holds is not decided again.
             again = self.store.active_among([b.network for b in new], now)
+            # A carried-over sshd penalty is no decision of ours: a ban the policy decides
+            # replaces it (else the short one would swallow the real one).
+            carried = {n for n in again if self.carried.pop(n, 0.0) > now}
+            again -= carried
             for b in new:
                 if b.network in again:
                     self.policy.note_banned(b.network, b.until)
@@ -172,8 +181,11 @@ class BanEngine:
         if len(live) < len(new):
             log.info("%d bans decided from old entries had already expired",
                      len(new) - len(live))
-        if live:
-            self.firewall.stage(add=live)          # before the store: fail closed
+        if live:  # before the store: fail closed
+            self.firewall.stage(add=[b for b in live if b.network not in carried])
+            if carried:
+                self.firewall.stage(add=[b for b in live if b.network in carried],
+                                    replace=True)
         store_failed = not self._save(new, logins, batch.position)
         firewall_failed = bool(live) and not self.commit(now)
         for b in live:   # the alert is also the log line (alerts.Alerts)
@@ -283,6 +295,7 @@ class BanEngine:
         """Make the kernel hold every active ban (the store's and the unsaved ones)."""
         bans = {b.network: b for b in self.store.active_bans(now)}
         bans.update((n, b) for n, b in self.unsaved.items() if b.until > now)
+        self.carried = {n: b.until for n, b in bans.items() if b.reason.startswith(CARRIED)}
         self.firewall.setup()
         self.firewall.restore(list(bans.values()), now)
         self.firewall_errors = 0
@@ -309,6 +322,7 @@ class BanEngine:
     def manual_ban(self, address: str, duration: float | None, now: float) -> Ban:
         """Raises ValueError for what cannot be banned (see BanPolicy.manual_ban)."""
         ban = self.policy.manual_ban(address, duration, now)
+        self.carried.pop(ban.network, None)
         was = self.store.active_among([ban.network], now)
         self.firewall.stage(add=[ban], replace=True)  # may lengthen a live ban
         self._save([ban], (), None)
@@ -332,6 +346,7 @@ class BanEngine:
             return None
         for n in nets:
             self.policy.forget(n)
+            self.carried.pop(n, None)
         staged: list[Any] = []
         with self.store.batch():
             for n in nets:

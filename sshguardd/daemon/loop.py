@@ -43,6 +43,7 @@ from sshguardd.daemon.messages import (
     StartupError,
     StateStoreError,
 )
+from sshguardd.daemon.penalty_carry import PenaltyCarry
 from sshguardd.daemon.reload import reload_config
 from sshguardd.effects.nft_runner import FirewallError
 from sshguardd.effects.store import StoreError
@@ -77,6 +78,7 @@ class Daemon:
         self.upkeep: FirewallUpkeep | None = None
         self.follower: parts.Follower | None = None
         self.drift: DriftHost | None = None
+        self.penalties = PenaltyCarry(lambda: self.cfg, lambda: self.engine, self.clock)
         self.fleet: fleet_sync.FleetStage | None = None
         self.control: parts.ControlServer | None = None
         self.metrics_server: parts.Stoppable | None = None
@@ -163,6 +165,7 @@ class Daemon:
             self.alerts.startup_problem("log source", str(exc))
             raise StartupError(f"cannot open the log source: {exc}") from None
         engine.rebuild(replay, now)
+        self.penalties.observe(replay)
         follower.start(self._emit)
         self._follower_started_at = time.monotonic()
 
@@ -191,6 +194,8 @@ class Daemon:
 
     def _host_drift(self, cfg: config.Config) -> None:
         guard = self.parts.drift(cfg)
+        if guard is not None and hasattr(guard, "runner"):  # its restarts carry penalties
+            guard.runner = self.penalties.wrap(guard.runner)
         self.drift = None if guard is None else DriftHost(
             guard, self.parts.watcher, self._on_file, cfg.drift.debounce, self.alerts,
             self.clock)
@@ -305,6 +310,7 @@ class Daemon:
 
     def on_batch(self, batch: LogBatch) -> None:
         result = self._engine().on_batch(batch, self.clock())
+        self.penalties.observe(batch.records)
         if result.firewall_failed and self.upkeep is not None:
             self.upkeep.failed()
 

@@ -149,17 +149,19 @@ class Store:
         self.close()
 
     # -- bans --------------------------------------------------------------------------
-    def add_bans(self, bans: Iterable[Ban]) -> None:
+    def add_bans(self, bans: Iterable[Ban], *, history: bool = True) -> None:
         """Record bans (replacing an older ban of the same network) and add each to the
-        network's history at its start time (until - duration)."""
+        network's history at its start time (until - duration); history=False for bans
+        that must not escalate later ones (sshd's penalties carried over a restart)."""
         rows = [(b.network, b.until - b.duration, b.until, b.duration, b.strikes, b.reason)
                 for b in bans]
         if not rows:
             return
         with self.batch():
             self._db.executemany("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._db.executemany("INSERT INTO history VALUES (?, ?)",
-                                 [(r[0], r[1]) for r in rows])
+            if history:
+                self._db.executemany("INSERT INTO history VALUES (?, ?)",
+                                     [(r[0], r[1]) for r in rows])
 
     def remove_ban(self, network: str) -> bool:
         """Forget an active ban (unban); its history stays. True if there was one."""
