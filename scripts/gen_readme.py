@@ -80,6 +80,8 @@ VERBS = [
     ("sshguardd check --diff [--json]",
      ("what the daemon would change here: sshd_config edits as a diff, root's lock, "
       "what the lockout guard holds back, ports")),
+    ("sshguardd check --profile NAME [--json]",
+     "this host against a CIS/STIG/baseline profile: each control, pass/fail"),
     ("sshguardd resume [SETTING]", "end a revert-war pause now and repair again"),
     ("sshguardd scan FILE... [--summary] [--journal-dir DIR]",
      "offline analysis of logs and journals"),
@@ -140,7 +142,7 @@ parts = [
 
 [The demo](#see-it-work-first-the-demo) ·
 [Failure detection](#failure-detection) · [Ban engine](#ban-engine) ·
-[Drift guard](#drift-guard) · [On EC2](#on-ec2) ·
+[Drift guard](#drift-guard) · [Profiles](#profiles-cis-and-stig) · [On EC2](#on-ec2) ·
 [Running and controlling it](#running-and-controlling-it) ·
 [Command line](#command-line) · [Configuration](#configuration) ·
 [Operations](#operations) · [Fleet mode](#fleet-mode) · [Install](#install) ·
@@ -152,6 +154,7 @@ parts = [
     section("detection.md"),
     section("bans.md"),
     section("drift.md"),
+    section("profiles.md"),
     section("ec2.md"),
     section("running.md", title="Running and controlling it"),
     cli,

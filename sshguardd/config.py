@@ -183,6 +183,13 @@ class DriftConfig(_Section):
     debounce: Annotated[Duration, at_most(
         MAX_DEBOUNCE, "drift would stay in force that long before each repair")] = 0.1
     lockout_guard: bool = True
+    # The controls judged and enforced (docs/profiles.md): "baseline" (sshd_settings'
+    # defaults, today's policy), "cis", "stig", or the absolute path of a site profile.
+    # Explicit sshd_settings keys win over the profile's control for the same keyword.
+    profile: str = Field("baseline", pattern=r"^(baseline|cis|stig|/[^\x00]{1,4000}\.toml)$")
+    # Report-only controls of the profile to enforce as well (their IDs).
+    profile_enforce: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")],
+                           ...] = ()
     sshd_settings: SshdPolicy = SshdPolicy()
     shadow_policy: ShadowPolicy = ShadowPolicy()
     revert_war: RevertWarConfig = RevertWarConfig()

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from sshguardd import cli, config
 from sshguardd.bans import access
-from sshguardd.commands import _control
+from sshguardd.commands import _control, check_profile
 from sshguardd.daemon.command_line import CommandLines
 from sshguardd.daemon.lockout_guard import LockoutGuard, ec2_ways
+from sshguardd.daemon.profile_guard import ProfileGuard
 from sshguardd.drift import lockout, sshd_cmdline, sshd_edits
 from sshguardd.drift import shadow_rules as shadow
 from sshguardd.drift import sshd_judge as sshd_config
@@ -75,7 +76,8 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         rows.append(Row("sshd accepts its config", "yes", "yes", main, True))
     except ServiceError as exc:
         rows.append(Row("sshd accepts its config", "yes", "no", main, False, exc.stderr))
-    policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
+    prof = ProfileGuard(dc, None)  # [drift] profile and sshd_settings, as the daemon has them
+    policy, rules = prof.targets, prof.rules
     for problem in sshd_config.policy_problems(policy):
         kw = problem.split(":", 1)[0]
         rows.append(Row(kw, policy[kw], (sshd_t or {}).get(kw, "?").replace("\n", " "),
@@ -84,7 +86,7 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
         for loc, why in model.unsure:
             rows.append(Row(f"sshd_config line {loc.line}", "read as sshd reads it", why,
                             str(loc), False, "fix this line by hand"))
-        findings = sshd_cmdline.relocate(sshd_config.judge(model, policy, sshd_t), cmd)
+        findings = sshd_cmdline.relocate(sshd_config.judge(model, policy, sshd_t, rules), cmd)
         for f in findings:
             note = ""
             eff = model.effective(f.keyword)
@@ -108,7 +110,7 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
                     answers[sshd_config.context_spec(ctx)] = runner.effective(main, ctx)
                 except ServiceError:
                     continue
-            for f in sshd_config.cross_check(answers, policy, known):
+            for f in sshd_config.cross_check(answers, policy, known, rules):
                 rows.append(Row(f.item, f.expected, f.actual, "sshd -T -C", False,
                                 "no line the model reads sets this; look by hand"))
     sp = dc.shadow_policy
@@ -232,7 +234,8 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     dc = cfg.drift
     runner = runner or Sshd(dc.sshd)
     shadow_file = shadow_file or ShadowFile(dc.shadow, passwd=passwd)
-    policy = sshd_config.policy_items(dc.sshd_settings.model_dump())
+    prof = ProfileGuard(dc, None)
+    policy, rules = prof.targets, prof.rules
     notes: list[str] = list(sshd_config.policy_problems(policy))
     cmd = CommandLines().load(runner)
     notes += [f"sshd's command line: {p}" for p in cmd.problems]
@@ -267,7 +270,8 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
             for loc, unsure in model.unsure:
                 notes.append(f"{loc}: not read as sure as sshd reads it ({unsure}): the "
                              "daemon alerts and leaves it to you")
-            for f in sshd_cmdline.relocate(sshd_config.judge(model, policy, sshd_t), cmd):
+            for f in sshd_cmdline.relocate(sshd_config.judge(model, policy, sshd_t, rules),
+                                           cmd):
                 if f.compliant:
                     continue
                 file = str(f.source.file) if f.source else str(dc.sshd_config)
@@ -371,6 +375,11 @@ def register(sub: cli.Subparsers) -> None:
                    help="show what the daemon would change on this host (the planned "
                    "sshd_config edits as a diff, root's lock, what the lockout guard holds "
                    "back, the guarded ports); exit 1 if it would change anything")
+    p.add_argument("--profile", metavar="NAME",
+                   help="judge this host against a profile's controls (baseline, cis, stig "
+                   "or a profile file's absolute path): each control's ID, effective value, "
+                   "source, requirement, pass/fail and enforce/report; exit 1 if an "
+                   "enforced control fails (docs/profiles.md)")
     p.set_defaults(func=run)
 
 
@@ -378,6 +387,8 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise cli.NeedsRoot("check", NEEDS_ROOT)
     cfg = config_file.load(args.config)
+    if args.profile:
+        return check_profile.run(args, cfg)
     if args.diff:
         p = plan(cfg)
         if args.json:

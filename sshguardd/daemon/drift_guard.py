@@ -5,8 +5,7 @@ Convergent, not event-driven: every call judges everything in its domain again f
 files as they are now (sshd's files, or /etc/shadow and /etc/passwd), so a missed or
 merged inotify event can only delay a verdict, never make it wrong. The daemon calls it
 on its loop thread only: `check_all()` at start, on SIGHUP and when `next_wakeup()` comes,
-`handle()` for each debounced FileChanged. The watcher filters events with the immutable
-`watch_set()` snapshot the loop hands it; nothing here is called from another thread.
+`handle()` per debounced FileChanged (filtered by the immutable `watch_set()` snapshot).
 
 sshd's side: the model (sshguardd.drift.sshd_model, reading lines exactly as sshd does)
 says which line sets what; sshd's own answers (`sshd -T`, and `sshd -T -C` for root and
@@ -18,12 +17,10 @@ sshguardd.daemon.sshd_repair; root's password is sshguardd.daemon.shadow_repair.
 What it never does: touch a setting the policy does not name, change any line but the one
 that wins (or add one where nothing sets it), kill or signal sshd processes serving
 sessions (the restart command is the distribution's unit restart, which on Debian and RHEL
-keeps existing sessions: KillMode=process), or change any shadow field but root's password
-(and, only if configured, empty password fields).
+keeps sessions: KillMode=process), or change shadow fields but root's (or empty) password.
 
-Revert wars: max_reverts repairs of one item within `window` pause it for `pause` (not
-counting ours at start-up and reload), alerted with writer, end and `sshguardd resume`
-(drift.revert_war, daemon.revert_pauses, effects.writer_hint). Lockout: drift.lockout.
+Revert wars (max_reverts repairs in `window` pause an item): drift.revert_war,
+daemon.revert_pauses. Lockout: drift.lockout. Profiles, file modes: daemon.profile_guard.
 """
 
 from __future__ import annotations
@@ -39,6 +36,7 @@ from sshguardd import config, contracts
 from sshguardd.daemon.command_line import CommandLines, refusal
 from sshguardd.daemon.drift_report import Outcome, Report
 from sshguardd.daemon.lockout_guard import LockoutGuard, ec2_ways
+from sshguardd.daemon.profile_guard import ProfileGuard
 from sshguardd.daemon.revert_pauses import Pause, Pauses
 from sshguardd.daemon.shadow_repair import ShadowRepair
 from sshguardd.daemon.sshd_repair import SshdRepair, digest
@@ -106,7 +104,8 @@ class DriftGuard:
             tmp_root=Path(cfg.daemon.state_dir) / "tmp", shadow=self.shadow.read,
             lock_root=self.dc.shadow_policy.lock_root and self.enforcing, clock=clock,
             host_ways=ec2_ways(cfg))
-        self.policy = sshd_judge.policy_items(self.dc.sshd_settings.model_dump())
+        self.profile = ProfileGuard(self.dc, alerts)  # [drift] profile: policy, file modes
+        self.policy, self.rules = self.profile.targets, self.profile.rules
         for problem in sshd_judge.policy_problems(self.policy):
             alerts.startup_problem("drift policy", problem)
         rw = self.dc.revert_war
@@ -238,13 +237,14 @@ class DriftGuard:
         self.report.alerted.pop("parse", None)
         sshd_t, answers, invalid = self.repairer.ask(main, (
             dict(sshd_judge.PROBE_DEFAULTS), {**sshd_judge.PROBE_DEFAULTS, "user": PROBE_USER}))
-        findings = sshd_cmdline.relocate(sshd_judge.judge(model, self.policy, sshd_t), cmd)
+        findings = sshd_cmdline.relocate(sshd_judge.judge(model, self.policy, sshd_t,
+                                                          self.rules), cmd)
         for note in sshd_judge.disagreements(model, sshd_t or {}, {
                 k: v for k, v in self.policy.items() if k not in sshd_cmdline.keywords(cmd)}):
             log.warning("%s; trusting sshd", note)
         known = {(f.keyword, sshd_model.normalise_value(f.keyword, f.actual))
                  for f in findings if not f.compliant}
-        findings += sshd_judge.cross_check(answers, self.policy, known)
+        findings += sshd_judge.cross_check(answers, self.policy, known, self.rules)
 
         outcomes: list[Outcome] = []
         for loc, why in model.unsure:
@@ -260,8 +260,7 @@ class DriftGuard:
         for f in findings:
             file = str(f.source.file) if f.source else main
             if f.compliant:
-                for key in ((f.item, file), ("lockout", f.item, file),
-                            ("refused", f.item, file)):
+                for key in ((f.item, file), ("lockout", f.item, file), ("refused", f.item, file)):
                     self.report.standing.pop(key, None)
                 outcomes.append(Outcome(f.item, file, "ok", f.actual, f.expected))
                 continue
@@ -299,6 +298,7 @@ class DriftGuard:
                 outcomes.append(paused)
                 continue
             todo.append(f)
+        outcomes += self.profile.check_files(model, sshd_t, self.enforcing, self.report)
         if invalid is not None and not todo:
             self.report.once("invalid", digest("".join(texts.values()).encode(
                 errors="surrogateescape")), "repair_failed", "validate", main, invalid.argv,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sshguardd.drift import sshd_edits, sshd_judge
 from sshguardd.drift.sshd_judge import Finding
-from sshguardd.drift.sshd_model import SshdConfig, normalise_value
+from sshguardd.drift.sshd_model import SshdConfig
 from sshguardd.effects import swap
 from sshguardd.effects.sshd import ServiceError, Sshd
 
@@ -174,8 +174,7 @@ class SshdRepair:
                 except ServiceError as exc:
                     raise StepFailed("verify", exc.stderr or str(exc), exc.argv) from None
             real = contexts[key].get(f.keyword)
-            if real is None or normalise_value(f.keyword, real) != normalise_value(
-                    f.keyword, f.expected):
+            if not f.holds(real):  # the policy value, or the profile's bound
                 where = f" -C {sshd_judge.context_spec(ctx)}" if ctx else ""
                 wrong.append(f"sshd -T{where} says {f.keyword} {real}, not {f.expected}")
         return wrong

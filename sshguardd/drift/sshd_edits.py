@@ -50,6 +50,18 @@ class Unplannable(ValueError):
     drift only sshd -T -C sees): a human has to look."""
 
 
+# Keywords whose value is several arguments ("RekeyLimit 1G 1h"): each word is its own
+# token. Quoted as one, sshd reads `RekeyLimit "1G 1h"` as 1G and no time limit.
+SEVERAL_ARGS = frozenset({"rekeylimit"})
+
+
+def format_args(keyword: str, value: str) -> str:
+    """`value` as the argument text of `keyword`'s line."""
+    if keyword in SEVERAL_ARGS:
+        return " ".join(format_value(w) for w in value.split())
+    return format_value(value)
+
+
 def format_value(value: str) -> str:
     """The value as an argv_split() token that reads back as `value`."""
     if value and not any(c in value for c in " \t\"'#\\") and value.isprintable():
@@ -69,6 +81,11 @@ _SPELLINGS = {
     "permituserenvironment": "PermitUserEnvironment",
     "logingracetime": "LoginGraceTime",
     "maxsessions": "MaxSessions",
+    **{k.lower(): k for k in (
+        "MaxStartups", "ClientAliveInterval", "ClientAliveCountMax", "DisableForwarding",
+        "GSSAPIAuthentication", "KerberosAuthentication", "HostbasedAuthentication",
+        "IgnoreRhosts", "LogLevel", "RekeyLimit", "X11UseLocalhost", "Banner", "Ciphers",
+        "MACs", "KexAlgorithms", "UsePAM")},  # the profiles' keywords (docs/profiles.md)
 }
 
 
@@ -151,9 +168,9 @@ def plan(model: SshdConfig, findings: Iterable[Finding],
                                   "lines by a NUL byte")
             raw = physical_lines(texts[f.source.file])[d.value_at.line - 1]
             a, b = d.value_at.start, d.value_at.end
-            new = raw[:a] + format_value(f.expected) + raw[b:]
+            new = raw[:a] + format_args(f.keyword, f.expected) + raw[b:]
             if a == b and not raw[:a].endswith((" ", "\t")):
-                new = raw[:a] + " " + format_value(f.expected) + raw[b:]
+                new = raw[:a] + " " + format_args(f.keyword, f.expected) + raw[b:]
             if stamp and d.value_at.line == d.location.line:
                 lines = physical_lines(texts[f.source.file])
                 above = lines[d.value_at.line - 2] if d.value_at.line > 1 else ""
@@ -174,7 +191,7 @@ def plan(model: SshdConfig, findings: Iterable[Finding],
                 if parts and canonical_keyword(parts.keyword) == "match":
                     at = line.first
                     break
-            added = f"{_spelling(f.keyword)} {format_value(f.expected)}\n"
+            added = f"{_spelling(f.keyword)} {format_args(f.keyword, f.expected)}\n"
             if stamp:
                 added = _comment(f, stamp, "\n", f"{f.actual}, sshd's default") + added
             edits.append(Edit(model.main, at, None, added,

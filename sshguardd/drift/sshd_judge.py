@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from sshguardd.drift.sshd_model import (
     Location,
@@ -28,10 +29,19 @@ MULTI_VALUED = frozenset({
 })
 
 
+class Rule(Protocol):
+    """A requirement other than "equals the policy value" (a profile's bound or set of
+    allowed values: sshguardd.drift.profiles.Requirement)."""
+
+    def holds(self, keyword: str, value: str | None) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One policy item judged. For a Match override, match names the block. context
-    names the `sshd -T -C` connection a cross-check finding came from."""
+    names the `sshd -T -C` connection a cross-check finding came from. expected is the
+    value a repair writes; with a rule, compliance is the rule's verdict instead of
+    equality (MaxAuthTries 3 passes "<= 4" though a repair would write 4)."""
 
     keyword: str
     expected: str
@@ -39,11 +49,18 @@ class Finding:
     source: Location | None
     match: tuple[str, ...] = ()
     context: str = ""
+    rule: Rule | None = None
+
+    def holds(self, value: str | None) -> bool:
+        """Whether `value` satisfies this item (sshd -T's answer after a repair)."""
+        if self.rule is not None:
+            return self.rule.holds(self.keyword, value)
+        return value is not None and normalise_value(self.keyword, value) == \
+            normalise_value(self.keyword, self.expected)
 
     @property
     def compliant(self) -> bool:
-        return normalise_value(self.keyword, self.actual) == normalise_value(
-            self.keyword, self.expected)
+        return self.holds(self.actual)
 
     @property
     def item(self) -> str:
@@ -71,13 +88,16 @@ def policy_problems(policy: Mapping[str, object]) -> list[str]:
 
 
 def judge(model: SshdConfig, policy: Mapping[str, object],
-          sshd_t: Mapping[str, str] | None = None) -> list[Finding]:
+          sshd_t: Mapping[str, str] | None = None,
+          rules: Mapping[str, Rule] | None = None) -> list[Finding]:
     """Judge every policy keyword: its global value and each Match block that sets it.
 
     sshd_t, when given, is `sshd -T` output as keyword -> value; where it disagrees with
     the model about a global value, sshd's value is the finding's actual value (the
-    source line stays the model's, the line a repair would change).
+    source line stays the model's, the line a repair would change). rules (keyword ->
+    Rule) judge those keywords by their rule instead of equality.
     """
+    rules = rules or {}
     findings = []
     for kw, expected in policy_items(policy).items():
         if kw in MULTI_VALUED:
@@ -88,9 +108,10 @@ def judge(model: SshdConfig, policy: Mapping[str, object],
         if real is not None and (eff.source is None or normalise_value(kw, real)
                                  != normalise_value(kw, actual)):
             actual = real
-        findings.append(Finding(kw, expected, actual, eff.source))
+        findings.append(Finding(kw, expected, actual, eff.source, rule=rules.get(kw)))
         for d in model.match_overrides(kw):
-            findings.append(Finding(kw, expected, d.value, d.location, d.match))
+            findings.append(Finding(kw, expected, d.value, d.location, d.match,
+                                    rule=rules.get(kw)))
     return findings
 
 
@@ -111,7 +132,8 @@ def disagreements(model: SshdConfig, sshd_t: Mapping[str, str],
 
 
 def cross_check(answers: Mapping[str, Mapping[str, str]], policy: Mapping[str, object],
-                known: set[tuple[str, str]]) -> list[Finding]:
+                known: set[tuple[str, str]],
+                rules: Mapping[str, Rule] | None = None) -> list[Finding]:
     """Findings from `sshd -T -C` answers (context spec -> parsed output) for policy
     keywords that are wrong in a context, unless `known` already holds (keyword, actual):
     a Match block the model saw. What is left is drift the model did not see."""
@@ -120,7 +142,8 @@ def cross_check(answers: Mapping[str, Mapping[str, str]], policy: Mapping[str, o
         for kw, expected in policy_items(policy).items():
             if kw in MULTI_VALUED or kw not in real:
                 continue
-            f = Finding(kw, expected, real[kw], None, context=spec)
+            f = Finding(kw, expected, real[kw], None, context=spec,
+                        rule=(rules or {}).get(kw))
             if not f.compliant and (kw, normalise_value(kw, real[kw])) not in known:
                 out.append(f)
     return out

@@ -25,11 +25,25 @@ def load(path: Path | str | None = None) -> config.Config:
     except FileNotFoundError:
         if path is not None:
             raise config.ConfigError(p, [("(file)", "no such file")]) from None
-        return config.Config()
+        return config.Config()  # its profile is the shipped baseline
     except OSError as exc:
         raise config.ConfigError(p, [("(file)", str(exc))]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise config.ConfigError(p, [("(file)", f"not UTF-8: {exc}")]) from None
-    return config.parse(text, p)
+    cfg = config.parse(text, p)
+    check_profile(cfg)
+    return cfg
+
+
+def check_profile(cfg: config.Config) -> None:
+    """[drift] profile must load and validate, and profile_enforce name controls it can
+    enforce: a broken profile is a bad configuration (exit 78), found at start-up and by
+    `sshguardd check-config`, not at the first drift check."""
+    from sshguardd.effects import profile_files  # it reads config's own error type
+
+    prof = profile_files.load(cfg.drift.profile)
+    problems = prof.check_opt_in(cfg.drift.profile_enforce)
+    if problems:
+        raise config.ConfigError(cfg.drift.profile, problems)
