@@ -108,6 +108,11 @@ def reference_summary(cfg: config.Config) -> report.Summary:
     from sshguardd.scan import report
 
     class _Reference(report.Summary):
+        failures = 0  # type: ignore[assignment]  # a plain counter here
+
+        def emit_for(self, file: str) -> report.Emit:
+            return self.emit
+
         def emit(self, raw, t, pid, machine, line, cursor):  # type: ignore[no-untyped-def]
             kind, host = raw[0], raw[1]
             if kind is Kind.ACCEPTED:

@@ -113,7 +113,7 @@ def test_summary_equals_the_reference_on_both_generators(tmp_path: Path, generat
     outputs = []
     for summary in (Summary(cfg), reference_summary(cfg)):
         with open(path, "rb") as f:
-            scan_text(chunks(f), Years(2025, None), Correlator(), summary.emit)
+            scan_text(chunks(f), Years(2025, None), Correlator(), summary.emit_for(str(path)))
         out = io.StringIO()
         summary.write(out, as_json)
         outputs.append(out.getvalue())

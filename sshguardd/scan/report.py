@@ -143,52 +143,62 @@ class Summary:
         self.policy: BanPolicy | None = BanPolicy(cfg.ban) if cfg.ban.enabled else None
         self.offenders: dict[str, _Offender] = {}
         self.accepted: dict[str, int] = {}
-        self.failures = 0
+        self._emit = self._emitter()
+
+    @property
+    def failures(self) -> int:
+        """Failure events seen (each counted once in its address's counts)."""
+        return sum(sum(o.counts.values()) for o in self.offenders.values())
 
     def emit_for(self, file: str) -> Emit:
-        return self.emit
+        return self._emit
 
-    def emit(self, raw: Raw, t: float | None, pid: int | None, machine: str | None,
-             line: int, cursor: str | None) -> None:
-        # Called for every event: plain tuple fields, no enum property lookups, and the
-        # policy fed the fields themselves (no LogRecord or Event per event).
-        kind, host = raw[0], raw[1]
-        if kind is _ACCEPTED:
-            accepted = self.accepted
-            accepted[host] = accepted.get(host, 0) + 1
-        else:
-            self.failures += 1
-            o = self.offenders.get(host)
-            if o is None:
-                o = self.offenders[host] = _Offender()
-            counts = o.counts
-            counts[kind] = counts.get(kind, 0) + 1
-            if t is not None:
-                first = o.first
-                if first is None:
-                    o.first = o.last = t
-                elif t < first:
-                    o.first = t
-                elif t > o.last:  # type: ignore[operator]  # set with first
-                    o.last = t
-        policy = self.policy
-        if policy is not None and t is not None:
-            # The policy reads the record's time and pid, never its text (Event.pam_relay).
-            ban = policy.observe_raw(kind, host, raw[2], len(raw) > 4 and raw[4],
-                                     pid, t)
-            if ban is not None:
-                o = self.offenders.get(host)
+    def _emitter(self) -> Emit:
+        """The Emit called for every event: a closure over the tables (no attribute
+        lookups per event), plain tuple fields, and the policy fed the fields themselves
+        (no LogRecord or Event per event)."""
+        offenders, accepted = self.offenders, self.accepted
+        find, accepted_get = offenders.get, accepted.get
+        observe = self.policy.observe_raw if self.policy is not None else None
+
+        def emit(raw: Raw, t: float | None, pid: int | None, machine: str | None,
+                 line: int, cursor: str | None) -> None:
+            kind, host = raw[0], raw[1]
+            if kind is _ACCEPTED:
+                accepted[host] = accepted_get(host, 0) + 1
+            else:
+                o = find(host)
                 if o is None:
-                    o = self.offenders[host] = _Offender()
-                o.bans.append({"network": ban.network, "at": _iso(t),
-                               "duration": ban.duration, "strikes": ban.strikes})
+                    o = offenders[host] = _Offender()
+                counts = o.counts
+                counts[kind] = counts.get(kind, 0) + 1
+                if t is not None:
+                    first = o.first
+                    if first is None:
+                        o.first = o.last = t
+                    elif t < first:
+                        o.first = t
+                    elif t > o.last:  # type: ignore[operator]  # set with first
+                        o.last = t
+            if observe is not None and t is not None:
+                # The policy reads the record's time and pid, never its text.
+                ban = observe(kind, host, raw[2], len(raw) > 4 and raw[4], pid, t)
+                if ban is not None:
+                    o = find(host)
+                    if o is None:
+                        o = offenders[host] = _Offender()
+                    o.bans.append({"network": ban.network, "at": _iso(t),
+                                   "duration": ban.duration, "strikes": ban.strikes})
+
+        return emit
 
     def write(self, out: TextIO, as_json: bool) -> None:
+        failures = self.failures
         ranked = sorted(self.offenders.items(),
                         key=lambda kv: (-sum(kv[1].counts.values()), kv[0]))
         if as_json:
             out.write(json.dumps({
-                "failures": self.failures,
+                "failures": failures,
                 "policy": self.policy is not None,
                 "addresses": [{"host": host, "failures": sum(o.counts.values()),
                                "kinds": o.kinds(), "first": _iso(o.first), "last": _iso(o.last),
@@ -197,7 +207,7 @@ class Summary:
             }) + "\n")
             return
         cfg = self.cfg
-        out.write(f"{self.failures} failures from {len(self.offenders)} addresses\n")
+        out.write(f"{failures} failures from {len(self.offenders)} addresses\n")
         if self.policy is None:
             out.write("(ban simulation unavailable: ban.enabled is false)\n")
         width = max([len(h) for h, _ in ranked] + [7])
