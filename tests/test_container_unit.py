@@ -55,6 +55,8 @@ def test_check_and_the_daemon_name_the_override(box: Container) -> None:
     shown = c.show("ssh.service", "ExecStart", "DropInPaths")
     assert OVERRIDE_PATH in shown["DropInPaths"]
     assert "PermitRootLogin=yes" in shown["ExecStart"]
+    # systemd's own reading agrees with ours on the specifiers: %%u is sshd's %u.
+    assert f"{EIC} %u %f" in shown["ExecStart"] and "%%" not in shown["ExecStart"], shown
     r = c.run(["sshguardd", "check"])
     assert r.returncode == 1, r.stdout + r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("permitrootlogin "))

@@ -213,3 +213,20 @@ def test_the_units_f_is_the_file_judged(tmp_path: Path, units: Units) -> None:
     assert actions(box.guard.check_all("start")) == {"permitrootlogin": "repaired"}
     assert "PermitRootLogin no" in alt.read_text()
     assert box.main.read_text() == before
+
+
+def test_check_diff_plans_no_edit_for_a_command_line_setting(tmp_path: Path,
+                                                             units: Units) -> None:
+    # Before, the plan put "PermitRootLogin no" into sshd_config (sshd -T without the
+    # options said prohibit-password), where the command line would have beaten it.
+    box = Box(tmp_path / "box")
+    box.give_alice_a_key()
+    box.main.write_text(box.main.read_text().replace("PermitRootLogin no\n", ""))
+    old = check.plan(box.cfg, service.Sshd(), ShadowFile(box.shadow, passwd=box.passwd),
+                     passwd=box.passwd, unit=SshdUnit(search_path=[], booted=False))
+    assert [str(e["new"]).endswith("PermitRootLogin no\n") for e in old.edits] == [True]
+    units.dropin(OVERRIDE)
+    p = check.plan(box.cfg, service.Sshd(), ShadowFile(box.shadow, passwd=box.passwd),
+                   passwd=box.passwd, unit=units.unit())
+    assert p.edits == [] and p.diff == ""
+    assert any(f"set on sshd's command line in {units.override}:3" in n for n in p.notes)

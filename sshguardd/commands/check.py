@@ -227,7 +227,7 @@ class Plan:
 
 def plan(cfg: config.Config, runner: Sshd | None = None,
          shadow_file: ShadowFile | None = None,
-         passwd: Path = Path("/etc/passwd")) -> Plan:
+         passwd: Path = Path("/etc/passwd"), unit: SshdUnit | None = None) -> Plan:
     """The edits and locks an enforcing daemon would make at start-up, judged as the drift
     guard judges (the model with `sshd -T`'s answers, the lockout guard, the same planner:
     sshguardd.drift.sshd_edits)."""
@@ -237,7 +237,7 @@ def plan(cfg: config.Config, runner: Sshd | None = None,
     prof = ProfileGuard(dc, None)
     policy, rules = prof.targets, prof.rules
     notes: list[str] = list(sshd_config.policy_problems(policy))
-    cmd = CommandLines().load(runner)
+    cmd = CommandLines(unit).load(runner)
     notes += [f"sshd's command line: {p}" for p in cmd.problems]
     passwd_text: str | None
     try:
