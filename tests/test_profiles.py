@@ -227,3 +227,59 @@ def test_enforcing_each_profile_on_the_stock_config_keeps_the_admin_in(
         assert _key_login(sb, "admin", "/run/keys/admin") == "admin"
     finally:
         daemon.stop()
+
+
+# ---------------------------------------------------------------------- repairs
+
+def test_a_value_inside_a_bound_stays_and_one_outside_gets_the_profiles_value(tmp_path: Path):
+    from drift_helpers import Box
+
+    box = Box(tmp_path, profile="cis")
+    box.give_alice_a_key()
+    box.main.write_text(box.main.read_text() + "MaxAuthTries 3\nMaxStartups 10:30:100\n")
+    box.guard.check_all()
+    real = box.effective()
+    assert real["maxauthtries"] == "3"          # within "<= 4": not drift, not touched
+    assert real["maxstartups"] == "10:30:60"    # outside: the profile's `set`
+    assert real["logingracetime"] == "60" and real["disableforwarding"] == "yes"
+    assert "MaxAuthTries 3\n" in box.main.read_text()
+
+
+def test_several_argument_values_are_written_as_separate_words(tmp_path: Path):
+    # Quoted as one token, `RekeyLimit "1G 1h"` is 1 GiB and no time limit: sshd -T said
+    # "rekeylimit 1073741824 0" and the verify step rolled the repair back.
+    from drift_helpers import Box
+
+    box = Box(tmp_path, profile="stig")
+    box.give_alice_a_key()
+    box.guard.check_all()
+    assert "RekeyLimit 1G 1h\n" in box.main.read_text()
+    assert box.effective()["rekeylimit"] == "1073741824 3600"
+
+
+def test_file_modes_are_tightened_only_through_a_safe_descriptor(tmp_path: Path):
+    control = profile_files.load("cis").file[0]  # sshd_config: root:root 0600
+    plain = tmp_path / "sshd_config"
+    plain.write_text("x\n")
+    os.chmod(plain, 0o644)
+    assert profile_files.tighten(control, str(plain)) == "mode 0644 -> 0600"
+    assert plain.stat().st_mode & 0o7777 == 0o600
+    # A symlink is never followed: the file behind it keeps its mode.
+    target = tmp_path / "elsewhere"
+    target.write_text("y\n")
+    os.chmod(target, 0o644)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert control.problems(profile_files.inspect(str(link))) == [
+        "a symlink, not a regular file"]
+    with pytest.raises(OSError):
+        profile_files.tighten(control, str(link))
+    assert target.stat().st_mode & 0o7777 == 0o644
+    # Someone else's file is reported, never made root's.
+    theirs = tmp_path / "theirs"
+    theirs.write_text("z\n")
+    os.chown(theirs, 1000, 1000)
+    os.chmod(theirs, 0o644)
+    with pytest.raises(OSError, match="not root"):
+        profile_files.tighten(control, str(theirs))
+    assert theirs.stat().st_uid == 1000 and theirs.stat().st_mode & 0o7777 == 0o644

@@ -98,7 +98,8 @@ def audit(cfg: config.Config, runner: Sshd | None = None,
                 note = f"model read {eff.value!r}, sshd -T says {f.actual!r}"
             if f.match and sshd_t is not None:
                 note = _probe_note(runner, main, f)
-            rows.append(Row(f.item, f.expected, f.actual,
+            rows.append(Row(f.item, rules[f.keyword].describe() if f.keyword in rules
+                            else f.expected, f.actual,
                             str(f.source) if f.source else "default", f.compliant, note))
         if sshd_t is not None:
             known = {(f.keyword, normalise_value(f.keyword, f.actual))
