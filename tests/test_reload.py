@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import CONFIG, REPO, DaemonProc, write_config
+from daemon_helpers import CONFIG, REPO, DaemonProc, Sender, caught_up, write_config
 from sshguardd import config
 from sshguardd.daemon import reload
 from sshguardd.demo.sandbox import Sandbox, wait_for
@@ -126,6 +126,26 @@ def test_a_refused_config_exits_78_naming_the_key_and_keeps_the_old_one(
     assert answer["changed"] == [{"key": "metrics.port", "old": 9822, "new": 9823,
                                   "applies": "on restart"}]
     assert daemon.status()["config"]["ban"]["max_retry"] == 3
+
+
+def test_access_held_back_by_the_lockout_guard_exits_1_and_says_why(
+        sandbox: Sandbox, daemon: DaemonProc) -> None:
+    daemon.start()
+    sshd = Sender(sandbox, "sshd")
+    try:  # an admin logged in from 10.7.0.1: allow-only from 10.99/16 would shut them out
+        sshd.say("Accepted publickey for admin from 10.7.0.1 port 5 ssh2: ED25519 SHA256:x")
+        wait_for(lambda: caught_up(daemon, sandbox), 10, what="the login to be read")
+    finally:
+        sshd.close()
+    write_config(sandbox, BASE.replace("max_retry = 3", "max_retry = 4")
+                 + '\n[access]\nsources = ["10.99.0.0/16"]\n')
+    r = daemon.cli("reload")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "ban.max_retry: 3 -> 4" in r.stdout  # the rest is applied
+    assert "access.sources held back: the lockout guard kept allow-only mode off" in r.stderr
+    assert "10.7.0.1" in r.stderr, r.stderr
+    st = daemon.status()
+    assert st["access"]["sources"] == [] and st["config"]["ban"]["max_retry"] == 4
 
 
 def test_reload_without_a_daemon_says_so_and_exits_69(sandbox: Sandbox,

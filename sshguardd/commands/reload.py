@@ -88,7 +88,10 @@ def _print(answer: dict[str, Any]) -> None:
               "its previous config", file=sys.stderr)
         return
     if result != "applied":
-        print(f"sshguardd reload: {answer.get('error', 'no outcome')}", file=sys.stderr)
+        error = str(answer.get("error", "no outcome"))
+        if error.startswith("unknown command"):  # upgraded, not restarted yet
+            error += " (the running daemon predates it: systemctl restart sshguardd)"
+        print(f"sshguardd reload: {error}", file=sys.stderr)
         return
     changed = answer.get("changed", [])
     print(f"reloaded {answer['config']}: " + (f"{len(changed)} setting(s) changed"
