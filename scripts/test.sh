@@ -45,6 +45,9 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 # tests/test_container.py boots Debian in systemd-nspawn from a cached root filesystem; make
 # it here, while the Debian mirror is reachable (once, about 1.5 minutes; reused afterwards).
 .venv/bin/python tests/test_container.py --prepare-rootfs
+# tests/test_penalties_sshd10.py runs Debian 13's sshd (OpenSSH 10.0, PerSourcePenalties)
+# from another cached root filesystem, made here too (once, about a minute).
+.venv/bin/python tests/test_penalties_sshd10.py --prepare-rootfs
 
 # tests/test_rpm.py and tests/test_install.py install from a wheelhouse of the RPM's pinned
 # dependencies (build/wheelhouse); fill it here, while the package index is reachable.
