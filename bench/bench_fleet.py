@@ -7,8 +7,10 @@
     kernel set, seen by `nft monitor` in each namespace (no polling). p50/p99 over
     --bans bans, one at a time.
 (b) remote bans applied per second per host: a publisher (its own ACL user, like any
-    host) puts --burst bans into its stream in one go; each host's rate is the burst size
-    over the time from the first entry written to the last element in its kernel.
+    host) puts --burst bans into its stream while every host is stopped (SIGSTOP), then
+    all resume at once; each host's rate is the burst size over the time from resuming to
+    its last element in the kernel, and over the CPU its daemon spent on it (nft
+    included), with that CPU split by thread for the last host.
 
 Printed beside CrowdSec's documented default: bouncers pull LAPI's
 /v1/decisions/stream every 10 s (`update_frequency: 10s`), so a decision reaches a
@@ -24,6 +26,8 @@ import argparse
 import ipaddress
 import os
 import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +59,8 @@ table = "sshguardd"
 [drift]
 enabled = false
 [metrics]
+enabled = false
+[updates]
 enabled = false
 [control]
 socket = "{dir}/control.sock"
@@ -122,13 +128,13 @@ class Monitor:
         self.proc.wait(10)
 
 
-def wait(pred: Any, timeout: float, what: str) -> None:
+def wait(pred: Any, timeout: float, what: str, step: float = 0.002) -> None:
     end = time.monotonic() + timeout
     ev = threading.Event()
     while not pred():
         if time.monotonic() > end:
             raise TimeoutError(what)
-        ev.wait(0.002)
+        ev.wait(step)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,6 +142,23 @@ def cpu_seconds(pid: int) -> float:
     daemon itself: `ip netns exec` and `env` exec it in place."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds by thread name (/proc/PID/task/TID/stat), to show where a host's CPU
+    goes; children (nft) under the name "nft"."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    out["nft"] = (int(fields[13]) + int(fields[14])) / tick
+    return out
 
 
 def pct(values: list[float], p: float) -> float:
@@ -148,6 +171,8 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, default=10)
     ap.add_argument("--bans", type=int, default=200, help="bans for the latency figure")
     ap.add_argument("--burst", type=int, default=20000, help="bans for the throughput figure")
+    ap.add_argument("--profile", metavar="DIR", help="run each daemon under cProfile, "
+                    "writing DIR/HOST.prof (its CPU figures then include the profiler)")
     args = ap.parse_args()
     ensure_private_ns()
 
@@ -192,8 +217,9 @@ def main() -> int:
             logs.append((d / "daemon.log").open("wb"))
             procs.append(subprocess.Popen(
                 ["ip", "netns", "exec", h, "env", "-i",
-                 *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "sshguardd",
-                 "run", "--config", str(d / "config.toml")],
+                 *(f"{k}={v}" for k, v in env.items()), sys.executable,
+                 *(["-m", "cProfile", "-o", f"{args.profile}/{h}.prof"] if args.profile
+                   else []), "-m", "sshguardd", "run", "--config", str(d / "config.toml")],
                 stdout=subprocess.DEVNULL, stderr=logs[-1]))
         for h in names:
             sock = work / h / "control.sock"
@@ -233,13 +259,24 @@ def main() -> int:
                 return -1
             return int((st.get("fleet") or {}).get("applied_total", 0))
         base = {h: applied(h) for h in names}
-        cpu0 = [cpu_seconds(p.pid) for p in procs]
-        pipe = pub.pipeline(transaction=False)
-        t0 = time.monotonic()
-        for e in burst:
-            pipe.xadd("{fleet}:ev:pub", entry_fields(e))
-        pipe.execute()
-        written = time.monotonic() - t0
+        # The hosts are stopped (SIGSTOP) while the burst is written and resumed together
+        # once it is in the stream: one redis-py publisher writes slower than a host
+        # applies, and the figure is the host's rate, not the publisher's.
+        for p in procs:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            pipe = pub.pipeline(transaction=False)
+            t0 = time.monotonic()
+            for e in burst:
+                pipe.xadd("{fleet}:ev:pub", entry_fields(e))
+            pipe.execute()
+            written = time.monotonic() - t0
+            cpu0 = [cpu_seconds(p.pid) for p in procs]
+            threads0 = thread_cpu(procs[-1].pid)
+            t0 = time.monotonic()
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGCONT)
         # In the kernel: the daemon counts a ban applied once its nft transaction returned
         # (nft monitor falls behind on bursts this size, so it times only (a)).
         done: dict[str, float] = {}
@@ -249,9 +286,15 @@ def main() -> int:
                 if h not in done and applied(h) - base[h] >= args.burst:
                     done[h] = time.monotonic()
             return len(done) == len(names)
-        wait(all_in, 300, "the burst applied everywhere")
+        # Polled every 50 ms: each poll is a status request the host's loop answers,
+        # so polling faster would slow down what it measures.
+        wait(all_in, 300, "the burst applied everywhere", step=0.05)
         rates = [args.burst / (done[h] - t0) for h in names]
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        threads = thread_cpu(procs[-1].pid)
+        by_thread = ", ".join(f"{name} {threads[name] - threads0.get(name, 0.0):.2f} s"
+                              for name in sorted(threads, key=lambda n: -threads[n])
+                              if threads[name] - threads0.get(name, 0.0) >= 0.01)
         per_cpu = [args.burst / c for c in cpu if c > 0]
         pub.close()
 
@@ -262,7 +305,8 @@ def main() -> int:
         print("    CrowdSec (documented default): bouncer pull every 10 s -> 0-10 s after "
               "LAPI, mean 5 s, p99 ~9.9 s")
         print(f"\n(b) remote bans applied per host ({args.burst} bans published in "
-              f"{written:.2f} s by one publisher)")
+              f"{written:.2f} s by one publisher while the hosts were stopped; timed "
+              "from their resumption)")
         print(f"    sshguardd fleet:  min {min(rates):9,.0f}/s   median "
               f"{statistics.median(rates):9,.0f}/s   max {max(rates):9,.0f}/s "
               f"(over {len(names)} hosts, all running at once on this machine's "
@@ -270,6 +314,7 @@ def main() -> int:
         print(f"    per CPU second of each host's daemon (its nft included): median "
               f"{statistics.median(per_cpu):9,.0f}/s   min {min(per_cpu):9,.0f}/s "
               "(what one host does with a core of its own)")
+        print(f"    where {names[-1]}'s CPU went: {by_thread}")
         print("    CrowdSec (documented default): a bouncer applies what one 10 s pull "
               "returns; its rate is bounded by the pull interval, not measured here")
         return 0
@@ -287,6 +332,7 @@ def main() -> int:
         server.close()
         for f in logs:
             f.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

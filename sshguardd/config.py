@@ -284,6 +284,24 @@ class FleetConfig(_Section):
     reconnect_max: Duration = 30.0
     outage_alert_after: Duration = 30.0
 
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> FleetConfig:
+        # TLS files with a redis:// URL would be ignored without a word: the admin meant
+        # in-transit encryption and would get a clear-text connection.
+        tls = [k for k in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+               if getattr(self, k) is not None]
+        if tls and not self.url.startswith("rediss://"):
+            raise KeyProblem(tls[0], f"is set, but url {self.url!r} does not use TLS: "
+                             "write rediss:// (ElastiCache's in-transit encryption) or "
+                             "drop the TLS files")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise KeyProblem(missing, "a client certificate needs both tls_cert_file and "
+                             "tls_key_file")
+        if self.cluster and self.url.startswith("unix://"):
+            raise KeyProblem("cluster", "cluster mode needs a redis:// or rediss:// url")
+        return self
+
 
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()

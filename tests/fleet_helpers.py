@@ -34,7 +34,7 @@ class RedisServer:
     host. start()/kill()/close(); kill() is SIGKILL (an engine outage)."""
 
     def __init__(self, workdir: Path, hosts: Sequence[str], bind: str | None = None,
-                 hashtag: str = "fleet") -> None:
+                 hashtag: str = "fleet", extra: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.hosts = list(hosts)
         self.hashtag = hashtag
@@ -44,6 +44,7 @@ class RedisServer:
         lines = ["user default off", f"user admin on >{ADMIN_PASSWORD} ~* &* +@all"]
         lines += [f"user {acl_rule(h, hashtag, password(h))}" for h in self.hosts]
         self.aclfile.write_text("\n".join(lines) + "\n")
+        self.extra = list(extra)   # more redis-server arguments (TLS ports and files)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "redis.log"
 
@@ -63,6 +64,7 @@ class RedisServer:
             assert self.bind is not None
             addr, port = self.bind.rsplit(":", 1)
             argv += ["--bind", addr, "--port", port]
+        argv += self.extra
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         admin = self.admin()

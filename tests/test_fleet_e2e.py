@@ -22,7 +22,7 @@ from daemon_helpers import DaemonProc, kernel_elements, write_config
 from fleet_helpers import RedisServer, password
 from sshguardd.contracts import FleetEntry
 from sshguardd.demo.sandbox import Sandbox, wait_for
-from sshguardd.effects.fleet_transport import entry_fields
+from sshguardd.effects.fleet_transport import entry_fields, parse_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -251,7 +251,8 @@ def test_engine_killed_mid_flood_loses_and_doubles_nothing(fleet: Fleet) -> None
         assert st["applied_total"] - before[h] == 60, st
         assert st["cursors"]["h1"]["seq"] == fleet.fleet_status("h1")["last_seq"]
     admin = fleet.server.admin()
-    seqs = [int(f[b"seq"]) for _, f in admin.xrange("{fleet}:ev:h1")]
+    entries = [parse_entry(f) for _, f in admin.xrange("{fleet}:ev:h1")]
+    seqs = [e.seq for e in entries if e is not None]
     admin.close()
     assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)   # none published twice
     del alert

@@ -21,7 +21,7 @@ from sshguardd.daemon.fleet_sync import FleetStage
 from sshguardd.demo.sandbox import wait_for
 from sshguardd.effects.alerts import Alerts
 from sshguardd.effects.fleet_metrics import FleetMetrics
-from sshguardd.effects.fleet_transport import entry_fields
+from sshguardd.effects.fleet_transport import entry_fields, parse_entry
 from sshguardd.effects.store import Store
 
 T = TypeVar("T")
@@ -245,6 +245,27 @@ def test_a_compromised_peer_is_vetoed_then_quarantined(
     assert h["h2"].kernel() == {"203.0.113.5"}
 
 
+def test_a_quarantine_survives_a_restart(fleet: tuple[RedisServer, dict[str, Host]]) -> None:
+    """Regression: the quarantine lived in memory only, so a restarted host applied the
+    flooding peer's bans again at once."""
+    server, h = fleet
+    far = time.time() + 3600
+    flood = [FleetEntry("ban", f"198.18.{i // 250}.{i % 250 + 1}/32", far, "bad_password",
+                        5, "h3", i + 1) for i in range(60)]
+    publish_raw(server, "h3", flood)
+    wait_for(lambda: h["h2"].metric("quarantines_total") == 1, 10, what="h3 quarantined")
+    h["h2"].stop()
+    h["h2"].start()  # a new stage and veto over the same state.db
+    assert "h3" in h["h2"].status()["quarantined"]
+    publish_raw(server, "h3", [FleetEntry("ban", "203.0.113.77/32", far, "bad_password", 5,
+                                          "h3", 61)])
+    wait_for(lambda: h["h2"].status()["cursors"].get("h3", {}).get("seq") == 61, 10,
+             what="h2 read h3's ban after its restart")
+    assert "203.0.113.77" not in h["h2"].kernel()
+    assert not any(e.startswith("198.18.") for e in h["h2"].kernel())
+    assert h["h2"].metric("vetoed_total", reason="quarantined") >= 1
+
+
 def test_engine_outage_fails_static_and_loses_nothing(
         fleet: tuple[RedisServer, dict[str, Host]]) -> None:
     server, h = fleet
@@ -271,7 +292,8 @@ def test_engine_outage_fails_static_and_loses_nothing(
         assert h[peer].status()["applied_total"] == 30
         assert h[peer].status()["cursors"]["h1"]["seq"] == 30
     admin = server.admin()
-    seqs = [int(f[b"seq"]) for _, f in admin.xrange("{fleet}:ev:h1")]
+    entries = [parse_entry(f) for _, f in admin.xrange("{fleet}:ev:h1")]
+    seqs = [e.seq for e in entries if e is not None]
     admin.close()
     assert seqs == list(range(11, 31))  # the engine lost 1-10; no entry published twice
 

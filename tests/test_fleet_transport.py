@@ -14,7 +14,13 @@ import redis
 
 from fleet_helpers import RedisServer
 from sshguardd.contracts import FleetEntry
-from sshguardd.effects.fleet_transport import FleetUnavailable, acl_rule, read_secret
+from sshguardd.effects.fleet_transport import (
+    FleetUnavailable,
+    acl_rule,
+    entry_fields,
+    parse_entry,
+    read_secret,
+)
 
 HOSTS = ("h1", "h2", "h3")
 
@@ -159,3 +165,20 @@ def test_password_file_must_be_private(tmp_path: Path) -> None:
 def test_the_documented_acl_line_is_the_one_tested_here() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
     assert "ACL SETUSER " + acl_rule("web-1") in doc
+
+
+def test_an_entry_is_one_field_and_the_first_format_still_reads() -> None:
+    entry = FleetEntry("ban", "203.0.113.9/32", 1_800_000_600.5, "bad_password", 5.0, "h1", 7)
+    fields = entry_fields(entry)
+    assert list(fields) == ["e"]
+    assert parse_entry({k.encode(): v.encode() for k, v in fields.items()}) == entry
+    assert parse_entry(fields) == entry                      # decode_responses=True
+    v1 = {b"v": b"1", b"op": b"ban", b"net": b"203.0.113.9/32", b"until": b"1800000600.5",
+          b"kind": b"bad_password", b"count": b"5.0", b"pub": b"h1", b"seq": b"7"}
+    assert parse_entry(v1) == entry
+    good = fields["e"]
+    for bad in (good.replace("2 ", "3 ", 1), good + " extra", good.rsplit(" ", 1)[0],
+                good.replace("203.0.113.9/32", "x" * 65), good.replace("h1", "h" * 65),
+                good.replace(" 7", " seven"), "\xff", ""):
+        assert parse_entry({b"e": bad.encode("utf-8", "surrogateescape")}) is None, bad
+    assert parse_entry({b"e": b"\xff\xfe"}) is None

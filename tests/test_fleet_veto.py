@@ -160,3 +160,51 @@ def test_the_fleet_bans_exactly_what_k_live_publishers_hold(
             for n, p in held.items() if len(p) >= quorum}
     assert dict(v.applied) == want
     print(f"fleet veto property: {len(ops)} entries")
+
+
+def _reference_reason(net: str, never: list[str]) -> str | None:
+    """The veto's order written the slow way (ipaddress objects), to check the one
+    bisection over the union of loopback, allow and never_ban against it."""
+    import ipaddress
+
+    n = ipaddress.ip_network(net, strict=False)
+
+    def hits(nets: list[str]) -> bool:
+        return any(n.overlaps(ipaddress.ip_network(x)) for x in nets
+                   if ipaddress.ip_network(x).version == n.version)
+    if hits(["127.0.0.0/8", "::1/128", "::/128", "::ffff:127.0.0.0/104", "0.0.0.0/32"]):
+        return "loopback"
+    if n.prefixlen < (24 if n.version == 4 else 48):
+        return "prefix"
+    if hits(["127.0.0.0/8", "::1/128", "192.0.2.10/32"]):
+        return "allow"
+    if hits(never):
+        return "never_ban"
+    return None
+
+
+NETS4 = st.builds(lambda a, p: str(ipaddress_net(a, p)), st.integers(0, 2**32 - 1),
+                  st.integers(12, 32))
+
+
+def ipaddress_net(addr: int, prefix: int) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_network((addr >> (32 - prefix) << (32 - prefix), prefix)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(nets=st.lists(NETS4, min_size=1, max_size=20), never=st.lists(NETS4, max_size=30))
+def test_the_veto_agrees_with_the_slow_ordered_checks(nets: list[str],
+                                                      never: list[str]) -> None:
+    cfg = FleetConfig(enabled=True, max_bans_per_publisher=10_000, never_ban=tuple(never))
+    v = FleetVeto(cfg, BanConfig(allow=("127.0.0.0/8", "::1/128", "192.0.2.10/32"),
+                                 protect_logged_in=0))
+    batch = v.judge_all("h1", [e("h1", n, seq=i) for i, n in enumerate(nets, 1)], NOW)
+    want: dict[str, int] = {}
+    for n in nets:
+        reason = _reference_reason(n, never)
+        if reason is not None:
+            want[reason] = want.get(reason, 0) + 1
+    assert batch.vetoed == want
+    print(f"fleet veto vs reference: {len(nets)} networks, {len(never)} never_ban")

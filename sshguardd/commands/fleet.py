@@ -64,12 +64,25 @@ def run_status(args: argparse.Namespace) -> int:
         return cli.EX_OK
     rows = [[h["host"], "STALE" if h["stale"] else "ok",
              "-" if h["age"] is None else _control.duration(h["age"]) + " ago",
+             _compliance(h.get("compliant")), _repair(h.get("last_repair"), now),
              str(h.get("bans_active", "-")), str(h.get("fleet_bans", "-")),
              str(h.get("outbox", "-")), str(h.get("version", "-")),
              ",".join(h.get("quarantined") or []) or "-"] for h in hosts]
-    print(_control.table(rows, ["HOST", "STATE", "LAST SEEN", "BANS", "FROM PEERS", "OUTBOX",
-                                "VERSION", "QUARANTINED"]))
+    print(_control.table(rows, ["HOST", "STATE", "LAST SEEN", "COMPLIANT", "LAST REPAIR",
+                                "BANS", "FROM PEERS", "OUTBOX", "VERSION", "QUARANTINED"]))
     return cli.EX_OK
+
+
+def _compliance(value: Any) -> str:
+    # A peer's record is the peer's word: shown, never trusted to be well-formed.
+    return {True: "yes", False: "NO"}.get(value, "-") if isinstance(value, bool) else "-"
+
+
+def _repair(value: Any, now: float) -> str:
+    if not isinstance(value, dict) or not isinstance(value.get("time"), (int, float)):
+        return "-"
+    age = _control.duration(max(0.0, now - value["time"]))
+    return f"{str(value.get('item', '?'))[:40]} {age} ago"
 
 
 def _row(host: str, rec: dict[str, Any] | None, now: float, limit: float) -> dict[str, Any]:

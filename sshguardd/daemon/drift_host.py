@@ -34,6 +34,8 @@ class DriftHost:
         self.watch_set: WatchSet | None = None
         self.last_drift = "none"
         self.last_drift_at: float | None = None     # clock time it was first seen
+        # The last repair made (item, file, clock time), for the fleet status record.
+        self.last_repair: dict[str, object] | None = None
         self._seen: dict[tuple[str, str], tuple[str, str]] = {}  # drifts already reported
         self.last_full_check: float | None = None   # clock time of the last check_all
         self.errors = 0
@@ -54,6 +56,7 @@ class DriftHost:
         stays keeps the time it was first seen (status)."""
         self._seen = dict(before._seen)
         self.last_drift, self.last_drift_at = before.last_drift, before.last_drift_at
+        self.last_repair = before.last_repair
 
     def stop(self) -> None:
         if self.watcher is not None:
@@ -148,9 +151,19 @@ class DriftHost:
             return "periodic re-check"
         return "revert-war pause over"
 
+    @property
+    def compliant(self) -> bool:
+        """Does every policy item hold as last judged? The same policy `sshguardd check`
+        audits: an item left drifted (audit mode), refused, failed or paused says no."""
+        return not any(action in ("drift", "refused", "failed", "paused")
+                       for action, _ in self._seen.values())
+
     def _outcomes(self, outcomes: Sequence[parts.Outcome]) -> None:
         for o in outcomes:
             action = str(o.action)
+            if action == "repaired":
+                self.last_repair = {"item": o.item, "file": o.file,
+                                    "time": round(self._clock(), 3)}
             if action in ("ok", "ignored", "(own write)"):
                 self._seen.pop((o.item, o.file), None)
                 continue

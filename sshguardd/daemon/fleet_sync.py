@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -119,6 +120,7 @@ class FleetStage:
         self._down_since: float | None = time.monotonic()
         self._outage_alerted = False
         self._retry = False                          # a commit failed: retry on tick
+        self._new_quarantine = False                 # a publisher quarantined: save it
         # Judged, not yet committed (see flush): network -> (expiry before, after).
         self._changes: dict[str, tuple[float | None, float | None]] = {}
         self._why: dict[str, FleetEntry] = {}
@@ -137,7 +139,7 @@ class FleetStage:
         logins = self.store.logins(now - ban.protect_logged_in) \
             if ban.protect_logged_in > 0 else {}
         self.veto = FleetVeto(self.fleet, ban, contributions=self.fstore.contributions(),
-                              logged_in=logins)
+                              logged_in=logins, quarantined=self.fstore.quarantines(now))
         self.writer = FleetWriter(self.transport, emit, retention=self.fleet.retention,
                                   reconnect_max=self.fleet.reconnect_max,
                                   pending=self.fstore.pending())
@@ -218,26 +220,22 @@ class FleetStage:
         burst it drained, so a burst of reads from every peer costs one transaction and
         one nft call, not one per XREAD reply."""
         now = self.clock()
-        last_id, last_seq = None, None
-        ops: dict[str, int] = {}
-        judge = self._veto().judge
-        for entry_id, entry in read.entries:
-            last_id = entry_id
-            if entry is not None:
-                last_seq = entry.seq
-                ops[entry.op] = ops.get(entry.op, 0) + 1
-            j = judge(read.peer, entry, now)
-            if j.veto is not None:
-                self._count_veto(j.veto, 1)
-            if j.quarantined:
-                self._quarantined(read.peer, now)
-            for c in j.changes:
-                self._merge(c, entry if entry is not None and entry.op == "ban" else None)
-        for op, n in ops.items():
-            if op in ("ban", "unban"):  # label values are ours, never a peer's text
-                self.metrics.events_in.labels(op=op).inc(n)
-        if last_id is None:
+        if not read.entries:
             return
+        batch = self._veto().judge_all(read.peer, [e for _, e in read.entries], now)
+        for reason, n in batch.vetoed.items():
+            self._count_veto(reason, n)
+        if batch.quarantined:
+            self._quarantined(read.peer, now)
+        merge = self._merge
+        for c, entry in batch.changes:
+            merge(c, entry)
+        ops = Counter(e.op for _, e in read.entries if e is not None)
+        for op in ("ban", "unban"):  # label values are ours, never a peer's text
+            if ops[op]:
+                self.metrics.events_in.labels(op=op).inc(ops[op])
+        last_id = read.entries[-1][0]
+        last_seq = next((e.seq for _, e in reversed(read.entries) if e is not None), None)
         self.metrics.lag.labels(peer=read.peer).set(max(0.0, now - id_ms(last_id) / 1000))
         if last_seq is None:  # nothing but malformed entries: the sequence stays
             prev = self._cursors.get(read.peer) or self.fstore.cursors().get(read.peer)
@@ -275,6 +273,7 @@ class FleetStage:
             self._why[c.network] = entry
 
     def _quarantined(self, peer: str, now: float) -> None:
+        self._new_quarantine = True  # saved by flush(), with the withdrawals it caused
         self.metrics.quarantines.inc()
         self.metrics.quarantined.set(len(self._veto().quarantined(now)))
         self.alerts.fleet_quarantine(
@@ -285,7 +284,7 @@ class FleetStage:
         """Commit what the reads since the last flush decided. Store first (bans,
         contributions and cursors: one transaction), then the kernel: a crash in between
         leaves bans that start-up restores, never a cursor ahead of what we acted on."""
-        if not (self._touched or self._changes):
+        if not (self._touched or self._changes or self._new_quarantine):
             return
         now = self.clock()
         changes, self._changes = self._changes, {}
@@ -298,6 +297,9 @@ class FleetStage:
         removes: list[str] = []
         with self.store.batch():
             self.fstore.write_contributions(veto.drain())
+            if self._new_quarantine:
+                self._new_quarantine = False
+                self.fstore.save_quarantines(veto.quarantined(now), now)
             rows: list[Ban] = []
             rows_now = self.fstore.ban_rows(changes)
             for network, (old, new) in changes.items():

@@ -253,15 +253,17 @@ class FleetReader(_Thread):
                 return
             cursor, last = self.cursors[peer]
         kept: list[tuple[str, FleetEntry | None]] = []
-        top = cursor
-        for entry_id, entry in read.entries:
-            if id_key(entry_id) > id_key(top):
-                top = entry_id
+        for item in read.entries:
+            entry = item[1]
             if entry is None:
-                kept.append((entry_id, None))
+                kept.append(item)
             elif entry.seq > last:
-                kept.append((entry_id, entry))
+                kept.append(item)
                 last = entry.seq
+        # XREAD answers in stream order, so the newest id is the last one.
+        top = cursor
+        if read.entries and id_key(read.entries[-1][0]) > id_key(cursor):
+            top = read.entries[-1][0]
         if kept:
             self.emit(FleetRead(peer, tuple(kept)))
         self.cursors[peer] = (top, last)

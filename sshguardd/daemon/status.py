@@ -54,8 +54,12 @@ def summary(d: Daemon) -> str:
 
 def for_fleet(d: Daemon) -> dict[str, Any]:
     """What the fleet status record carries besides the fleet stage's own counts."""
+    drift = d.drift
     return {"drift_mode": d.cfg.drift.mode if d.cfg.drift.enabled else "off",
-            "last_drift": last_drift(d), "healthy": not health_problems(d)}
+            "last_drift": last_drift(d), "healthy": not health_problems(d),
+            # None: the drift guard is off, so this host does not judge its policy
+            "compliant": drift.compliant if drift is not None else None,
+            "last_repair": drift.last_repair if drift is not None else None}
 
 
 def fields(d: Daemon) -> dict[str, Any]:

@@ -4,6 +4,7 @@ commit in the same SQLite transaction as the bans they go with.
     fleet_outbox   entries decided here and not yet in our stream (bounded, oldest dropped)
     fleet_cursors  per peer: the stream id and sequence number read and acted on
     fleet_contrib  per (network, publisher): the expiry that publisher asked for
+    fleet_quarantine  per publisher: when its quarantine ends (a restart keeps it)
     fleet_meta     the last stream-id milliseconds handed out (never decreases)
 
 Every method joins the caller's `store.batch()` when there is one, so a journal batch's
@@ -29,6 +30,8 @@ _SCHEMA = (
     ("CREATE TABLE IF NOT EXISTS fleet_contrib (network TEXT NOT NULL, publisher TEXT "
      "NOT NULL, until REAL NOT NULL, PRIMARY KEY (network, publisher)) WITHOUT ROWID"),
     "CREATE TABLE IF NOT EXISTS fleet_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ("CREATE TABLE IF NOT EXISTS fleet_quarantine (publisher TEXT PRIMARY KEY, "
+     "until REAL NOT NULL)"),
 )
 
 Staged = tuple[str, FleetEntry]
@@ -155,3 +158,16 @@ class FleetStore:
                         "INSERT OR REPLACE INTO fleet_contrib VALUES (?, ?, ?)",
                         [(c.network, c.publisher, c.until) for c in rows[i:j]])
                 i = j
+
+    # -- quarantines ---------------------------------------------------------------------
+    def quarantines(self, now: float) -> dict[str, float]:
+        """publisher -> end of its quarantine, for those still quarantined at now."""
+        return {p: float(u) for p, u in self._db.execute(
+            "SELECT publisher, until FROM fleet_quarantine WHERE until > ?", (now,))}
+
+    def save_quarantines(self, rows: dict[str, float], now: float) -> None:
+        """Record these quarantines (publisher -> end) and forget the ended ones."""
+        with self.store.batch():
+            self._db.executemany("INSERT OR REPLACE INTO fleet_quarantine VALUES (?, ?)",
+                                 list(rows.items()))
+            self._db.execute("DELETE FROM fleet_quarantine WHERE until <= ?", (now,))
