@@ -237,7 +237,7 @@ fi
 "$PREFIX/bin/python" -m pip install "${pip_args[@]}" --no-deps --no-build-isolation \
   --force-reinstall "$stage" \
   || die $EX_UNAVAILABLE "pip could not install sshguardd into $PREFIX (see above)"
-"$PREFIX/bin/python" -c 'import systemd.journal, pydantic, watchdog, prometheus_client' \
+"$PREFIX/bin/python" -c 'import systemd.journal, pydantic, watchdog, prometheus_client, redis' \
   || die $EX_SOFTWARE "the installed sshguardd cannot import its dependencies"
 ln -sfn "$PREFIX/bin/sshguardd" "$BIN_LINK"
 

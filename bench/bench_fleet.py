@@ -286,9 +286,9 @@ def main() -> int:
                 if h not in done and applied(h) - base[h] >= args.burst:
                     done[h] = time.monotonic()
             return len(done) == len(names)
-        # Polled every 50 ms: each poll is a status request the host's loop answers,
-        # so polling faster would slow down what it measures.
-        wait(all_in, 300, "the burst applied everywhere", step=0.05)
+        # Polled every 200 ms: each poll is a status request the host's loop answers (and
+        # its CPU is counted), so polling faster would slow down what it measures.
+        wait(all_in, 300, "the burst applied everywhere", step=0.2)
         rates = [args.burst / (done[h] - t0) for h in names]
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
         threads = thread_cpu(procs[-1].pid)

@@ -102,6 +102,13 @@ def test_apt_installs_offline_and_reaches_running(host: Container, deb: Path) ->
     status = json.loads(c.run(["sshguardd", "status", "--json"], check=True).stdout)
     assert status["version"] == __version__
     assert c.run(["head", "-1", "/usr/bin/sshguardd"]).stdout == "#!/usr/bin/python3.11 -I\n"
+    # Fleet mode's client is bundled and imports with the target's python3.11 (Debian 12's
+    # 3.11.2: redis-py then imports async-timeout), with its compiled parser.
+    fleet = c.run(["python3.11", "-I", "-c",
+                   ("import sys; sys.path.insert(0, '/usr/lib/sshguardd'); import redis, "
+                    "redis.utils; print(redis.__file__, redis.utils.HIREDIS_AVAILABLE)")],
+                  check=True).stdout.split()
+    assert fleet == ["/usr/lib/sshguardd/redis/__init__.py", "True"], fleet
     eff = c.run(["sshd", "-T", "-C", "user=root,host=x,addr=192.0.2.9"], check=True).stdout
     assert "permitrootlogin no" in eff
 

@@ -123,7 +123,7 @@ def test_the_server_refuses_a_host_without_a_client_certificate(
 def test_a_readable_client_key_is_refused(tls: tuple[RedisServer, Path]) -> None:
     _, tmp = tls
     (tmp / "pki" / "client.key").chmod(0o644)
-    with pytest.raises(FleetUnavailable, match="fleet.tls_key_file .* must be owned by root"):
+    with pytest.raises(FleetUnavailable, match=r"fleet\.tls_key_file .* must be owned by root"):
         from_config(fleet_config(tmp, "h1").fleet)
 
 

@@ -48,10 +48,12 @@ def test_installs_keeps_config_and_uninstalls(box: Sandbox) -> None:
         f"sshguardd {__version__}"
     # Debian's python3-systemd comes through --system-site-packages, the rest from the venv.
     where = box.run(["/opt/sshguardd/bin/python", "-c",
-                     "import systemd, pydantic; print(systemd.__file__); print(pydantic.__file__)"],
+                     ("import systemd, pydantic, redis; print(systemd.__file__); "
+                      "print(pydantic.__file__); print(redis.__file__)")],
                     check=True).stdout.split()
     assert where[0].startswith("/usr/lib/python3/dist-packages/systemd/")
     assert where[1].startswith("/opt/sshguardd/lib/")
+    assert where[2].startswith("/opt/sshguardd/lib/")  # fleet mode's client, from the pins
 
     config = box.path("/etc/sshguardd/config.toml")
     assert config.read_text() == (ROOT / "config.example.toml").read_text()

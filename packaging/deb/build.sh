@@ -74,8 +74,9 @@ Description: keeps SSH hardened: reverts sshd_config/shadow drift, bans brute fo
  restarting sshd. It follows sshd's failed logins in the journal and bans offending
  addresses in an nftables set whose elements the kernel expires.
  .
- The Python dependencies (pydantic, watchdog, prometheus-client, systemd-python) are
- bundled in /usr/lib/sshguardd at the versions pinned by the project.
+ The Python dependencies (pydantic, watchdog, prometheus-client, systemd-python, and
+ redis with hiredis for fleet mode) are bundled in /usr/lib/sshguardd at the versions
+ pinned by the project.
 CONTROL
 for script in postinst prerm postrm; do
   sed "s/@VERSION@/$debversion/" "$here/$script" > "$tree/DEBIAN/$script"

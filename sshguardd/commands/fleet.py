@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from sshguardd import cli
-from sshguardd.commands import _control
+from sshguardd.commands import _control, fleet_dropin
 from sshguardd.effects import config_file
 
 
@@ -26,6 +26,7 @@ def register(sub: cli.Subparsers) -> None:
     cli.add_config_arg(s)
     cli.add_json_arg(s)
     s.set_defaults(func=run_status, verb="fleet status")
+    fleet_dropin.register(verbs)
     p.set_defaults(func=lambda args: _usage(p))
 
 

@@ -117,6 +117,20 @@ def _text(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
+def _unreachable_hint(exc: BaseException, url: str) -> str:
+    """What to look at when the engine cannot be reached at all. sshguardd.service allows
+    only localhost (IPAddressDeny=any): its filter makes connect() fail with EPERM, and a
+    security group or firewall in between makes it time out."""
+    text = str(exc)
+    if url.startswith("unix://") or not (
+            "Operation not permitted" in text or "Timeout connecting" in text
+            or ("timed out" in text and "connect" in text.lower())):
+        return ""
+    return ("; if the engine is not on this host, the unit's IPAddressAllow= must let it "
+            "in (`sshguardd fleet drop-in` prints the drop-in), and its security group "
+            "must allow the port")
+
+
 def id_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
@@ -185,10 +199,9 @@ class FleetTransport:
             return fn(*args, **kw)
         except redis.exceptions.NoPermissionError as exc:
             raise FleetUnavailable(f"{what} refused by the ACL at {self.url}: {exc}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise FleetUnavailable(f"{what} at {self.url} failed: {exc}") from exc
-        except OSError as exc:
-            raise FleetUnavailable(f"{what} at {self.url} failed: {exc}") from exc
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise FleetUnavailable(f"{what} at {self.url} failed: {exc}"
+                                   f"{_unreachable_hint(exc, self.url)}") from exc
 
     def ping(self) -> None:
         self._call("PING", self.client.ping)
