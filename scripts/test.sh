@@ -14,7 +14,7 @@ PACKAGES=(
   systemd systemd-journal-remote systemd-container debootstrap
   fail2ban python3-systemd sshguard prometheus rpm
   rpm2cpio man-db passwd coreutils shellcheck apt-utils dpkg-dev
-  time redis-server redis-tools
+  time redis-server redis-tools openssl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
