@@ -208,11 +208,16 @@ class Sender:
         self.proc.stdin.flush()
         self.sent += len(lines)
 
-    def stored(self) -> int:
-        """How many of our lines journald has stored with our _COMM (seen from inside)."""
+    def _journal_pid(self) -> str:
+        """Our pid as journald records it: the last NSpid entry (the sandbox's pid
+        namespace), found once; the process does not change while we wait."""
         status = Path(f"/proc/{self.sb.inner_pid(self.proc)}/status").read_text()
-        inner = next(ln.split()[-1] for ln in status.splitlines() if ln.startswith("NSpid:"))
-        out = self.sb.journal(f"_PID={inner}", f"_COMM={self.comm}", "-o", "cat")
+        return next(ln.split()[-1] for ln in status.splitlines() if ln.startswith("NSpid:"))
+
+    def stored(self, pid: str | None = None) -> int:
+        """How many of our lines journald has stored with our _COMM (seen from inside)."""
+        pid = pid or self._journal_pid()
+        out = self.sb.journal(f"_PID={pid}", f"_COMM={self.comm}", "-o", "cat")
         return len(out.splitlines())
 
     def close(self) -> None:
@@ -222,7 +227,8 @@ class Sender:
         assert self.proc.stdin is not None
         try:
             if self.sent and self.proc.poll() is None:
-                wait_for(lambda: self.stored() >= self.sent, 20,
+                pid = self._journal_pid()
+                wait_for(lambda: self.stored(pid) >= self.sent, 20,
                          what=f"journald to store {self.sent} lines from {self.comm}")
         finally:
             self.proc.stdin.close()
